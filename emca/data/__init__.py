@@ -1,0 +1,1 @@
+"""Datasets in the PATN format (DeepFashion, Market-1501, synthetic, users' own)."""

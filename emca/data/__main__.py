@@ -1,0 +1,132 @@
+"""``python -m emca.data``: generate, convert, pair, annotate and check datasets.
+
+    python -m emca.data synthetic ROOT --height 64 --width 48 --seed 0
+    python -m emca.data prepare deepfashion RAW OUT [--keypoints-cropped]
+    python -m emca.data prepare market RAW OUT
+    python -m emca.data pairs ANNOTATIONS.csv --out PAIRS.csv --person-id deepfashion
+    python -m emca.data openpose JSON_DIR --out ANNOTATIONS.csv
+    python -m emca.data validate ROOT --preset deepfashion
+
+A user-fixable problem (EmcaError) prints its message and exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from emca.data.annotations import read_annotations, write_pairs
+from emca.data.dataset import PRESETS, make_layout, validate_split
+from emca.errors import EmcaError
+
+
+def _synthetic(args: argparse.Namespace) -> None:
+    from emca.data.synthetic import generate_synthetic_dataset  # only this command needs it
+
+    generate_synthetic_dataset(args.root, height=args.height, width=args.width, seed=args.seed)
+    print(f"Synthetic dataset written to {args.root}.")
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from emca.data.prepare import prepare_deepfashion, prepare_market
+
+    if args.dataset == "deepfashion":
+        prepare_deepfashion(args.raw, args.out, keypoints_cropped=args.keypoints_cropped)
+    else:
+        prepare_market(args.raw, args.out)
+
+
+def _pairs(args: argparse.Namespace) -> None:
+    from emca.data.pairs import build_pairs, person_id_rule
+
+    pairs = build_pairs(read_annotations(args.annotations), person_id_rule(args.person_id))
+    write_pairs(args.out, pairs)
+    print(f"{len(pairs):,} pairs written to {args.out}.")
+
+
+def _openpose(args: argparse.Namespace) -> None:
+    from emca.data.openpose import openpose_dir_to_annotations
+
+    annotations, skipped = openpose_dir_to_annotations(
+        args.json_dir, args.out, args.image_ext, args.confidence, args.multiple_people
+    )
+    print(f"{len(annotations):,} images annotated in {args.out}.")
+    if skipped:
+        print(f"Skipped {len(skipped)} file(s) with nobody detected, e.g. {', '.join(skipped[:5])}.")
+
+
+def _validate(args: argparse.Namespace) -> None:
+    layout = make_layout(args.preset, args.height, args.width, args.image_dir, args.annotation_file, args.pairs_file)
+    for split in args.splits:
+        contents = validate_split(args.root, layout, split)
+        print(
+            f"{split}: {len(contents.pairs):,} pairs over {len(contents.image_names):,} images "
+            f"({len(contents.annotations):,} annotated) in {contents.image_dir}, all {layout.height}x{layout.width}: OK"
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m emca.data", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    synthetic = commands.add_parser("synthetic", help="generate the synthetic dataset")
+    synthetic.add_argument("root", type=Path)
+    synthetic.add_argument("--height", type=int, default=64)
+    synthetic.add_argument("--width", type=int, default=48)
+    synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.set_defaults(run=_synthetic)
+
+    prepare = commands.add_parser("prepare", help="convert a raw DeepFashion / Market-1501 release")
+    prepare.add_argument("dataset", choices=("deepfashion", "market"))
+    prepare.add_argument("raw", type=Path, help="folder with train/, test/ and the annotation and pairs CSVs")
+    prepare.add_argument("out", type=Path)
+    prepare.add_argument(
+        "--keypoints-cropped", action="store_true",
+        help="DeepFashion: the annotation is already in the 256x176 frame; crop images only",
+    )
+    prepare.set_defaults(run=_prepare)
+
+    pairs = commands.add_parser("pairs", help="build all same-person pairs from an annotation CSV")
+    pairs.add_argument("annotations", type=Path)
+    pairs.add_argument("--out", type=Path, required=True)
+    pairs.add_argument(
+        "--person-id", required=True,
+        help="deepfashion, market, prefix:SEP, or regex:PATTERN with one group (the person id)",
+    )
+    pairs.set_defaults(run=_pairs)
+
+    openpose = commands.add_parser("openpose", help="convert OpenPose JSON files into an annotation CSV")
+    openpose.add_argument("json_dir", type=Path)
+    openpose.add_argument("--out", type=Path, required=True)
+    openpose.add_argument("--image-ext", default=".jpg", help="extension of the images the JSON files describe")
+    openpose.add_argument("--confidence", type=float, default=0.1, help="joints below this confidence are missing")
+    openpose.add_argument("--multiple-people", choices=("largest", "error"), default="largest")
+    openpose.set_defaults(run=_openpose)
+
+    validate = commands.add_parser("validate", help="check a dataset before training")
+    validate.add_argument("root", type=Path)
+    validate.add_argument("--preset", choices=sorted(PRESETS), required=True)
+    validate.add_argument("--height", type=int)
+    validate.add_argument("--width", type=int)
+    validate.add_argument("--image-dir", help="image folder name, '{split}' is replaced by the split")
+    validate.add_argument("--annotation-file")
+    validate.add_argument("--pairs-file")
+    validate.add_argument("--splits", nargs="+", default=["train", "test"])
+    validate.set_defaults(run=_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except EmcaError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

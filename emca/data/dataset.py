@@ -1,0 +1,358 @@
+"""Pose-transfer pairs in the PATN layout: where the files live, how they are checked, how items are loaded.
+
+A split ``train`` of a dataset rooted at ``root`` consists of (names from a :class:`DatasetLayout`)::
+
+    root/<image_dir>/<image name>        e.g. root/train/fashionMENDenimid0000008001_1front.jpg
+    root/<annotation_file>               e.g. root/fasion-resize-annotation-train.csv
+    root/<pairs_file>                    e.g. root/fasion-resize-pairs-train.csv
+
+``{split}`` in any of the three names is replaced by the split's name. Everything a run needs is checked
+before training starts (:func:`validate_split`), so a bad row fails in seconds with its file and line
+instead of hours later inside a dataloader worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from emca.data.annotations import read_annotations, read_pairs
+from emca.data.keypoints import JOINT_NAMES, MISSING, flip_keypoints, pose_heatmaps, visible
+from emca.errors import ConfigError, DataError
+
+SubsetMode = Literal["first", "even"]
+
+# how many offending names an error message lists before summarising the rest as a count
+_LISTED = 5
+# splits with fewer images than this are checked without a progress bar
+_PROGRESS_MIN_IMAGES = 2000
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """File names of a dataset, relative to its root; ``{split}`` is replaced by the split name.
+
+    ``height`` / ``width`` are the size every image must have (``None`` in a preset whose size comes
+    from the configuration, such as ``synthetic``).
+    """
+
+    image_dir: str
+    annotation_file: str
+    pairs_file: str
+    height: int | None = None
+    width: int | None = None
+
+    def image_dir_path(self, root: str | Path, split: str) -> Path:
+        return Path(root) / self.image_dir.format(split=split)
+
+    def annotation_path(self, root: str | Path, split: str) -> Path:
+        return Path(root) / self.annotation_file.format(split=split)
+
+    def pairs_path(self, root: str | Path, split: str) -> Path:
+        return Path(root) / self.pairs_file.format(split=split)
+
+
+PRESETS: dict[str, DatasetLayout] = {
+    "deepfashion": DatasetLayout(
+        "{split}", "fasion-resize-annotation-{split}.csv", "fasion-resize-pairs-{split}.csv", 256, 176
+    ),
+    "market": DatasetLayout("{split}", "market-annotation-{split}.csv", "market-pairs-{split}.csv", 128, 64),
+    "synthetic": DatasetLayout("{split}", "synthetic-annotation-{split}.csv", "synthetic-pairs-{split}.csv"),
+}
+
+
+def make_layout(
+    preset: str,
+    height: int | None = None,
+    width: int | None = None,
+    image_dir: str | None = None,
+    annotation_file: str | None = None,
+    pairs_file: str | None = None,
+) -> DatasetLayout:
+    """The layout of ``preset`` with every argument that is not ``None`` overriding the preset's value."""
+    if preset not in PRESETS:
+        raise ConfigError(f"data.preset: unknown dataset preset {preset!r}; expected one of {sorted(PRESETS)}.")
+    overrides = {
+        "height": height, "width": width, "image_dir": image_dir,
+        "annotation_file": annotation_file, "pairs_file": pairs_file,
+    }
+    layout = dataclasses.replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+    for field in ("height", "width"):
+        value = getattr(layout, field)
+        if value is None:
+            raise ConfigError(f"data.{field}: the '{preset}' preset has no fixed image size; set data.{field}.")
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"data.{field}: expected a positive integer number of pixels, got {value!r}.")
+    return layout
+
+
+@dataclass(frozen=True)
+class SplitContents:
+    """The checked annotation and pair lists of one split (pairs possibly reduced to a subset)."""
+
+    split: str
+    image_dir: Path
+    annotations: dict[str, np.ndarray]
+    pairs: list[tuple[str, str]]
+
+    @property
+    def image_names(self) -> list[str]:
+        """Every image used by a pair, in order of first use."""
+        return list(dict.fromkeys(name for pair in self.pairs for name in pair))
+
+
+def _line_of(path: Path, matches: Callable[[str], bool]) -> int | str:
+    """1-based number of the first line of ``path`` satisfying ``matches`` (for error messages)."""
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if matches(line):
+                return line_number
+    return "?"
+
+
+def _annotation_line(path: Path, name: str) -> int | str:
+    return _line_of(path, lambda line: line.split(":", 1)[0].strip() == name)
+
+
+def _pairs_line(path: Path, pair: tuple[str, str]) -> int | str:
+    return _line_of(path, lambda line: tuple(field.strip() for field in line.split(",")) == pair)
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(repr(name) for name in names[:_LISTED])
+    return shown + (f" and {len(names) - _LISTED} more" if len(names) > _LISTED else "")
+
+
+def _check_keypoints(annotations: dict[str, np.ndarray], path: Path, height: int, width: int) -> None:
+    """Coordinates must be -1 (missing) or inside the image; report the first offender with its line."""
+    if not annotations:
+        return
+    names = list(annotations)
+    keypoints = np.stack([annotations[name] for name in names])  # (N, 18, 2) (row, col)
+    below = np.argwhere(keypoints < MISSING)
+    if len(below):
+        image, joint, axis = below[0]
+        field = ("keypoints_y", "keypoints_x")[axis]
+        raise DataError(
+            f"{path}, line {_annotation_line(path, names[image])}, field '{field}': joint "
+            f"'{JOINT_NAMES[joint]}' of '{names[image]}' has coordinate {keypoints[image, joint, axis]}; "
+            "coordinates must be >= 0, or -1 for a missing joint."
+        )
+    present = visible(keypoints.reshape(-1, 2)).reshape(keypoints.shape[:2])
+    outside = present & ((keypoints[..., 0] >= height) | (keypoints[..., 1] >= width)
+                         | (keypoints[..., 0] < 0) | (keypoints[..., 1] < 0))
+    if outside.any():
+        image, joint = np.argwhere(outside)[0]
+        row, col = keypoints[image, joint]
+        raise DataError(
+            f"{path}, line {_annotation_line(path, names[image])}: joint '{JOINT_NAMES[joint]}' of "
+            f"'{names[image]}' is at (row {row}, col {col}), outside the {height}x{width} image (rows "
+            f"0..{height - 1}, cols 0..{width - 1}); {int(outside.sum())} joint(s) in this file are outside. "
+            "Keypoints must be in the stored image's frame: convert a 256x256 DeepFashion release with "
+            "`python -m emca.data prepare deepfashion RAW OUT`, or set data.height / data.width to the "
+            "size of your images."
+        )
+
+
+def _check_pairs(
+    pairs: list[tuple[str, str]], annotations: dict[str, np.ndarray], pairs_path: Path, annotation_path: Path
+) -> None:
+    unannotated = [pair for pair in pairs if pair[0] not in annotations or pair[1] not in annotations]
+    if unannotated:
+        pair = unannotated[0]
+        name = pair[0] if pair[0] not in annotations else pair[1]
+        raise DataError(
+            f"{pairs_path}, line {_pairs_line(pairs_path, pair)}: image '{name}' has no row in "
+            f"{annotation_path} ({len(unannotated)} pair(s) in this file name unannotated images). Add its "
+            "keypoints to the annotation file or remove the pair (`python -m emca.data pairs` rebuilds "
+            "pairs from an annotation file)."
+        )
+
+
+def select_pairs(pairs: list[tuple[str, str]], max_pairs: int | None, mode: SubsetMode = "first") -> list[tuple[str, str]]:
+    """At most ``max_pairs`` pairs: the first ones, or ones evenly spaced over the list (deterministic)."""
+    if max_pairs is None or max_pairs >= len(pairs):
+        return list(pairs)
+    if max_pairs <= 0:
+        raise ConfigError(f"Subset size must be a positive number of pairs, got {max_pairs}.")
+    if mode == "first":
+        return list(pairs[:max_pairs])
+    if mode == "even":
+        indices = np.linspace(0, len(pairs), max_pairs, endpoint=False).astype(int)
+        return [pairs[i] for i in indices]
+    raise ConfigError(f"Subset mode must be 'first' or 'even', got {mode!r}.")
+
+
+def read_split(
+    root: str | Path, layout: DatasetLayout, split: str, max_pairs: int | None = None, subset: SubsetMode = "first"
+) -> SplitContents:
+    """Read and check a split's CSV files (cheap: no image is opened).
+
+    Checks: both files parse, coordinates are -1 or inside the image, the split has pairs and every
+    paired image is annotated. ``max_pairs`` / ``subset`` then select the pairs to keep.
+    """
+    if layout.height is None or layout.width is None:
+        raise ConfigError("The dataset layout has no image size; build it with make_layout(preset, height, width).")
+    annotation_path = layout.annotation_path(root, split)
+    pairs_path = layout.pairs_path(root, split)
+    annotations = read_annotations(annotation_path)
+    pairs = read_pairs(pairs_path)
+    _check_keypoints(annotations, annotation_path, layout.height, layout.width)
+    if not pairs:
+        raise DataError(
+            f"{pairs_path} lists no pairs, so the '{split}' split is empty. Build pairs with "
+            "`python -m emca.data pairs ANNOTATIONS.csv --out PAIRS.csv --person-id RULE`."
+        )
+    _check_pairs(pairs, annotations, pairs_path, annotation_path)
+    return SplitContents(split, layout.image_dir_path(root, split), annotations, select_pairs(pairs, max_pairs, subset))
+
+
+def check_images(
+    image_dir: Path, names: Iterable[str], height: int, width: int, needed_by: Path, progress: bool = True
+) -> None:
+    """Every image exists, has a readable header and is ``height`` x ``width``.
+
+    Only the header is read (PIL's lazy open), so checking 100k images takes seconds. ``needed_by`` is
+    the pairs file that uses the images, named in the error.
+    """
+    names = list(names)
+    if not image_dir.is_dir():
+        raise DataError(f"Image folder '{image_dir}' does not exist; {needed_by} needs {len(names)} images from it.")
+    missing, unreadable, wrong_size = [], [], []
+    show_bar = progress and len(names) >= _PROGRESS_MIN_IMAGES
+    for name in tqdm(names, desc=f"Checking images in {image_dir}", unit="img", disable=not show_bar):
+        path = image_dir / name
+        if not path.is_file():
+            missing.append(name)
+            continue
+        try:
+            with Image.open(path) as image:
+                size = image.size  # (width, height)
+        except (OSError, UnidentifiedImageError, SyntaxError):
+            unreadable.append(name)
+            continue
+        if size != (width, height):
+            wrong_size.append((name, size))
+    if missing:
+        first_use = _line_of(needed_by, lambda line: missing[0] in (field.strip() for field in line.split(",")))
+        raise DataError(
+            f"{len(missing)} image(s) used by {needed_by} are missing from '{image_dir}': {_listed(missing)} "
+            f"(the first is used on line {first_use})."
+        )
+    if unreadable:
+        raise DataError(
+            f"{len(unreadable)} image(s) in '{image_dir}' cannot be read as images: {_listed(unreadable)}. "
+            "Re-extract or re-download them."
+        )
+    if wrong_size:
+        name, (found_width, found_height) = wrong_size[0]
+        raise DataError(
+            f"Image '{image_dir / name}' is {found_height}x{found_width} (HxW) but the dataset expects "
+            f"{height}x{width} ({len(wrong_size)} image(s) differ: {_listed([n for n, _ in wrong_size])}). "
+            "Convert a raw release with `python -m emca.data prepare deepfashion|market RAW OUT`, or set "
+            "data.height / data.width to your images' size."
+        )
+
+
+def validate_split(
+    root: str | Path,
+    layout: DatasetLayout,
+    split: str,
+    max_pairs: int | None = None,
+    subset: SubsetMode = "first",
+    progress: bool = True,
+) -> SplitContents:
+    """:func:`read_split` plus :func:`check_images` on every image the selected pairs use."""
+    contents = read_split(root, layout, split, max_pairs, subset)
+    check_images(
+        contents.image_dir, contents.image_names, layout.height, layout.width, layout.pairs_path(root, split), progress
+    )
+    return contents
+
+
+def load_image(path: Path, height: int, width: int) -> torch.Tensor:
+    """Decode an image file to a (3, H, W) float tensor in [-1, 1]; a bad file raises DataError."""
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")  # forces the full decode, where truncation shows up
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+        raise DataError(f"Cannot decode image '{path}': {err}. The file is missing, truncated or corrupt.") from err
+    if rgb.size != (width, height):
+        raise DataError(f"Image '{path}' is {rgb.size[1]}x{rgb.size[0]} (HxW); expected {height}x{width}.")
+    return TF.to_tensor(rgb) * 2.0 - 1.0
+
+
+class PoseTransferDataset(Dataset):
+    """(source, target) pairs of one split; pose maps are rendered on the fly.
+
+    Each item is a dict:
+      ``source_image``, ``target_image``: (3, H, W) float32 in [-1, 1];
+      ``source_pose``, ``target_pose``: (18, H, W) float32 Gaussian maps (sigma ``sigma`` px);
+      ``source_keypoints``, ``target_keypoints``: (18, 2) int64 (row, col), -1 for a missing joint;
+      ``source_name``, ``target_name``: the image file names.
+    With probability ``flip_probability`` both images and both keypoint sets are mirrored together.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        layout: DatasetLayout,
+        split: str,
+        sigma: float = 6.0,
+        flip_probability: float = 0.0,
+        max_pairs: int | None = None,
+        subset: SubsetMode = "first",
+        validate: bool = True,
+        progress: bool = True,
+    ) -> None:
+        if not sigma > 0:
+            raise ConfigError(f"data.sigma: the pose-map Gaussian width must be positive, got {sigma}.")
+        if not 0.0 <= flip_probability <= 1.0:
+            raise ConfigError(f"data.flip_probability must be in [0, 1], got {flip_probability}.")
+        if validate:
+            contents = validate_split(root, layout, split, max_pairs, subset, progress)
+        else:
+            contents = read_split(root, layout, split, max_pairs, subset)
+        self.layout = layout
+        self.split = split
+        self.image_dir = contents.image_dir
+        self.annotations = contents.annotations
+        self.pairs = contents.pairs
+        self.height: int = layout.height
+        self.width: int = layout.width
+        self.sigma = sigma
+        self.flip_probability = flip_probability
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        source_name, target_name = self.pairs[index]
+        source_image = load_image(self.image_dir / source_name, self.height, self.width)
+        target_image = load_image(self.image_dir / target_name, self.height, self.width)
+        source_keypoints = self.annotations[source_name]
+        target_keypoints = self.annotations[target_name]
+        if self.flip_probability > 0 and torch.rand(()).item() < self.flip_probability:
+            source_image, target_image = source_image.flip(-1), target_image.flip(-1)
+            source_keypoints = flip_keypoints(source_keypoints, self.width)
+            target_keypoints = flip_keypoints(target_keypoints, self.width)
+        return {
+            "source_image": source_image,
+            "source_pose": pose_heatmaps(source_keypoints, self.height, self.width, self.sigma),
+            "target_image": target_image,
+            "target_pose": pose_heatmaps(target_keypoints, self.height, self.width, self.sigma),
+            "source_keypoints": torch.as_tensor(source_keypoints, dtype=torch.int64),
+            "target_keypoints": torch.as_tensor(target_keypoints, dtype=torch.int64),
+            "source_name": source_name,
+            "target_name": target_name,
+        }

@@ -1,0 +1,148 @@
+"""Convert raw DeepFashion / Market-1501 releases into the training layout of ``emca.data.dataset``.
+
+Expected raw layout (the file names of the PATN / Pose-Transfer release, as in the presets)::
+
+    RAW/train/*.jpg   RAW/test/*.jpg                   the images of each split
+    RAW/fasion-resize-annotation-{train,test}.csv      (DeepFashion) or market-annotation-{train,test}.csv
+    RAW/fasion-resize-pairs-{train,test}.csv           (DeepFashion) or market-pairs-{train,test}.csv
+
+DeepFashion images are 256x256 (H x W) and by default their annotation is in that 256x256 frame; the
+output keeps the central 256x176 (40 px cut from each side), subtracts 40 from every x coordinate and
+marks joints that fall outside the crop as missing. If the annotation is already in the 256x176 frame
+(as the CSVs distributed with PATN are), pass ``keypoints_cropped=True`` (CLI:
+``--keypoints-cropped``): only the images are cropped. Market-1501 images are 128x64 already and are
+copied as they are. Pairs files are copied unchanged. Every output file is written atomically, and the
+result is checked with :func:`emca.data.dataset.validate_split` before the command reports success.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from emca.data.annotations import read_annotations, read_pairs, write_annotations, write_pairs
+from emca.data.dataset import PRESETS, DatasetLayout, validate_split
+from emca.data.keypoints import MISSING, visible
+from emca.errors import DataError
+from emca.io import atomic_open, atomic_save_image
+
+SPLITS = ("train", "test")
+EXPECTED_PAIRS: dict[str, dict[str, int]] = {
+    "deepfashion": {"train": 101_966, "test": 8_570},
+    "market": {"train": 263_632, "test": 12_000},
+}
+DEEPFASHION_RAW_SIZE = (256, 256)  # (H, W)
+DEEPFASHION_CROP = 40  # px cut from the left and from the right
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+JPEG_QUALITY = 95  # re-encoding cropped JPEGs at PIL's default 75 would visibly degrade them
+
+# convert_image(source, destination) writes one output image
+ImageConverter = Callable[[Path, Path], None]
+
+
+def _open_checked(path: Path, height: int, width: int) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+        raise DataError(f"Cannot read raw image '{path}': {err}.") from err
+    if image.size != (width, height):
+        raise DataError(
+            f"Raw image '{path}' is {image.size[1]}x{image.size[0]} (HxW); expected {height}x{width}. Is this the "
+            "right release (or already converted)?"
+        )
+    return image
+
+
+def _crop_deepfashion_image(source: Path, destination: Path) -> None:
+    height, width = DEEPFASHION_RAW_SIZE
+    with _open_checked(source, height, width) as image:
+        cropped = image.crop((DEEPFASHION_CROP, 0, width - DEEPFASHION_CROP, height))
+        options = {"quality": JPEG_QUALITY} if destination.suffix.lower() in (".jpg", ".jpeg") else {}
+        atomic_save_image(cropped, destination, **options)
+
+
+def _copy_market_image(source: Path, destination: Path) -> None:
+    layout = PRESETS["market"]
+    _open_checked(source, layout.height, layout.width).close()
+    with open(source, "rb") as reader, atomic_open(destination, "wb") as writer:
+        shutil.copyfileobj(reader, writer)
+
+
+def crop_deepfashion_keypoints(keypoints: np.ndarray) -> np.ndarray:
+    """Keypoints (18, 2) (row, col) in the 256x256 frame -> the 256x176 crop; joints cut off become -1."""
+    cropped_width = DEEPFASHION_RAW_SIZE[1] - 2 * DEEPFASHION_CROP
+    shifted = keypoints.copy()
+    present = visible(keypoints)
+    shifted[present, 1] -= DEEPFASHION_CROP
+    outside = present & ((shifted[:, 1] < 0) | (shifted[:, 1] >= cropped_width))
+    shifted[outside] = MISSING
+    return shifted
+
+
+def _report_pair_count(dataset: str, split: str, found: int) -> None:
+    expected = EXPECTED_PAIRS[dataset][split]
+    if found == expected:
+        print(f"{dataset} {split}: {found:,} pairs, as in the published split.")
+    else:
+        print(
+            f"WARNING: {dataset} {split}: {found:,} pairs, but the published split has {expected:,}; results "
+            "will not be comparable with published numbers."
+        )
+
+
+def _prepare(
+    dataset: str,
+    raw_root: Path,
+    out_root: Path,
+    convert_image: ImageConverter,
+    convert_keypoints: Callable[[np.ndarray], np.ndarray] | None,
+    progress: bool,
+) -> dict[str, int]:
+    layout: DatasetLayout = PRESETS[dataset]
+    pair_counts = {}
+    for split in SPLITS:
+        raw_images = layout.image_dir_path(raw_root, split)
+        if not raw_images.is_dir():
+            raise DataError(f"Raw image folder '{raw_images}' does not exist (see `python -m emca.data prepare -h`).")
+        annotations = read_annotations(layout.annotation_path(raw_root, split))
+        pairs = read_pairs(layout.pairs_path(raw_root, split))
+        image_paths = sorted(p for p in raw_images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        out_images = layout.image_dir_path(out_root, split)
+        out_images.mkdir(parents=True, exist_ok=True)
+        for path in tqdm(image_paths, desc=f"{dataset} {split} images", unit="img", disable=not progress):
+            convert_image(path, out_images / path.name)
+        if convert_keypoints is not None:
+            converted = {name: convert_keypoints(keypoints) for name, keypoints in annotations.items()}
+            lost = sum(int(visible(kp).sum() - visible(converted[name]).sum()) for name, kp in annotations.items())
+            total = sum(int(visible(kp).sum()) for kp in annotations.values())
+            print(f"{dataset} {split}: {lost:,} of {total:,} joints fell outside the crop and are now missing.")
+            annotations = converted
+        write_annotations(layout.annotation_path(out_root, split), annotations)
+        write_pairs(layout.pairs_path(out_root, split), pairs)
+        validate_split(out_root, layout, split, progress=progress)
+        print(f"{dataset} {split}: {len(image_paths):,} images written to {out_images}.")
+        _report_pair_count(dataset, split, len(pairs))
+        pair_counts[split] = len(pairs)
+    return pair_counts
+
+
+def prepare_deepfashion(
+    raw_root: str | os.PathLike, out_root: str | os.PathLike, keypoints_cropped: bool = False, progress: bool = True
+) -> dict[str, int]:
+    """Crop a 256x256 DeepFashion release to 256x176 under ``out_root``; returns pairs per split."""
+    return _prepare(
+        "deepfashion", Path(raw_root), Path(out_root), _crop_deepfashion_image,
+        None if keypoints_cropped else crop_deepfashion_keypoints, progress,
+    )
+
+
+def prepare_market(raw_root: str | os.PathLike, out_root: str | os.PathLike, progress: bool = True) -> dict[str, int]:
+    """Copy a 128x64 Market-1501 release (sizes checked) under ``out_root``; returns pairs per split."""
+    return _prepare("market", Path(raw_root), Path(out_root), _copy_market_image, None, progress)

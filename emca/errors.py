@@ -1,0 +1,26 @@
+"""User-facing errors.
+
+Anything the user can fix (a path, a config field, a data file, missing weights) raises a subclass of
+:class:`EmcaError` whose message is one paragraph naming the file / row / field and saying what was
+expected. ``train.py`` and ``eval.py`` print such messages without a traceback.
+"""
+
+
+class EmcaError(Exception):
+    """An error caused by user input, with a message that says how to fix it."""
+
+
+class DataError(EmcaError):
+    """A dataset file (image, annotation CSV, pairs CSV) is missing or malformed."""
+
+
+class ConfigError(EmcaError):
+    """A configuration value is invalid or inconsistent."""
+
+
+class WeightsError(EmcaError):
+    """Pretrained weights needed by a loss or metric cannot be found or loaded."""
+
+
+class CheckpointError(EmcaError):
+    """A checkpoint or adapter file cannot be loaded safely or does not fit the model."""

@@ -1,0 +1,178 @@
+"""The evaluation run behind ``eval.py``: find the images (generate them from a checkpoint, or take a
+folder of any method's outputs), score them under a protocol, write and print the reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from emca.checkpoint import find_latest_checkpoint, load_generator
+from emca.data.dataset import DatasetLayout, PoseTransferDataset
+from emca.errors import ConfigError, DataError
+from emca.metrics.fid import FeatureStatistics, cached_statistics
+from emca.metrics.generate import Generator, generate_test_pairs
+from emca.metrics.images import DEFAULT_NAME_PATTERN, check_resize, check_sizes, locate_generated, read_rgb
+from emca.metrics.inception import BACKBONE_RESIZE
+from emca.metrics.protocol import FIDSpec, InceptionScoreSpec, parse_protocol
+from emca.metrics.report import markdown_table, write_reports
+from emca.metrics.scoring import ReferenceStatistics, ScoringPairs, load_models, score
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name}: CUDA is not available on this machine; use device=cpu or device=auto.")
+    return torch.device(name)
+
+
+class _ImageFiles(Dataset):
+    def __init__(self, paths: list[Path], height: int, width: int) -> None:
+        self.paths, self.height, self.width = paths, height, width
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(read_rgb(self.paths[index], self.height, self.width)).permute(2, 0, 1)
+
+
+def reference_image_files(root: Path, layout: DatasetLayout, split: str) -> list[Path]:
+    """Every image file of a split's folder (GFLA's FID reference: the whole training folder)."""
+    folder = layout.image_dir_path(root, split)
+    files = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    if len(files) < 2:
+        raise DataError(f"FID reference split '{split}': '{folder}' holds {len(files)} image(s); at least 2 are needed.")
+    return files
+
+
+def folder_reference_statistics(
+    root: Path, layout: DatasetLayout, preset: str, cache_dir: str | None, batch_size: int, num_workers: int,
+) -> ReferenceStatistics:
+    """Reference statistics over a split's image folder, cached per dataset, split, backbone, size and resize."""
+
+    def statistics(spec: FIDSpec, backbone: nn.Module) -> tuple[FeatureStatistics, dict[str, Any]]:
+        files = reference_image_files(root, layout, spec.reference_split)
+        key = {
+            "name": preset, "root": str(root.resolve()), "split": spec.reference_split, "backbone": spec.backbone,
+            "height": layout.height, "width": layout.width, "resize": BACKBONE_RESIZE[spec.backbone],
+            "images": len(files), "files": hashlib.sha256("\n".join(p.name for p in files).encode()).hexdigest(),
+        }
+
+        def compute() -> FeatureStatistics:
+            loader = DataLoader(_ImageFiles(files, layout.height, layout.width), batch_size=batch_size,
+                                num_workers=num_workers)
+            with torch.no_grad():
+                features = [backbone(images)[0].cpu()
+                            for images in tqdm(loader, desc=f"FID reference: {spec.reference_split} ({len(files)} images)",
+                                               unit="batch")]
+            return FeatureStatistics.from_features(torch.cat(features))
+
+        stats, path, from_cache = cached_statistics(cache_dir, key, compute)
+        return stats, {"reference_images": stats.count, "reference_folder": str(layout.image_dir_path(root, spec.reference_split)),
+                       "statistics_cache": str(path) if path else None, "statistics_from_cache": from_cache}
+
+    return statistics
+
+
+def _protocol_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The protocol config with the top-level FID / IS overrides (fid_backbone, fid_reference) applied."""
+    protocol = OmegaConf.to_container(cfg["eval"], resolve=True) if isinstance(cfg["eval"], DictConfig) else dict(cfg["eval"])
+    for definition in (protocol.get("definitions") or {}).values():
+        if definition.get("type") == "fid" and cfg.get("fid_reference"):
+            definition["reference_split"] = cfg["fid_reference"]
+        if definition.get("type") in ("fid", "inception_score") and cfg.get("fid_backbone"):
+            definition["backbone"] = cfg["fid_backbone"]
+    return protocol
+
+
+def _source(cfg: Mapping[str, Any], generator: Generator | None) -> tuple[str | None, str | None]:
+    """(checkpoint, generated_dir): exactly one is used; with neither, the newest training checkpoint."""
+    ckpt_path, generated_dir = cfg.get("ckpt_path"), cfg.get("generated_dir")
+    if ckpt_path and generated_dir:
+        raise ConfigError("Pass either ckpt_path=... (generate, then score) or generated_dir=... (score a folder), not both.")
+    if generator is not None or generated_dir:
+        return None, generated_dir
+    if ckpt_path:
+        return str(ckpt_path), None
+    runs = cfg.get("train_runs_dir", "outputs/train")
+    latest = find_latest_checkpoint(runs, "best.ckpt")
+    if latest is None:
+        raise ConfigError(
+            f"No checkpoint to evaluate: no '{runs}/*/checkpoints/best.ckpt' exists. Train first with "
+            "`python train.py`, or pass ckpt_path=PATH.ckpt, or generated_dir=FOLDER to score existing images."
+        )
+    print(f"evaluating the newest training checkpoint: {latest}")
+    return str(latest), None
+
+
+def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = None) -> dict[str, Any]:
+    """Run one evaluation as configured by ``conf/eval.yaml``; returns the metrics.json document.
+
+    ``generator`` (a callable as ``emca.checkpoint.load_generator`` returns) replaces the checkpoint,
+    for programmatic use.
+    """
+    device = resolve_device(str(cfg.get("device", "auto")))
+    check_resize(cfg.get("resize"))
+    out_dir = Path(cfg["out_dir"])
+    checkpoint, generated_dir = _source(cfg, generator)
+    data_cfg = cfg["data"]
+    if checkpoint is not None:
+        generator, hyper_parameters = load_generator(checkpoint, device)
+        if cfg.get("data_from_checkpoint", True) and hyper_parameters.get("data"):
+            data_cfg = hyper_parameters["data"]
+    datamodule = instantiate(data_cfg)
+    datamodule.prepare_data()
+    dataset = PoseTransferDataset(datamodule.root, datamodule.layout, datamodule.test_split, sigma=datamodule.sigma,
+                                  max_pairs=cfg.get("max_pairs"))
+    height, width = datamodule.height, datamodule.width
+    batch_size, num_workers = cfg.get("batch_size", 16), cfg.get("num_workers", 0)
+    if not isinstance(batch_size, int) or batch_size <= 0 or not isinstance(num_workers, int) or num_workers < 0:
+        raise ConfigError(f"batch_size must be a positive integer and num_workers 0 or more; got {batch_size!r} "
+                          f"and {num_workers!r}.")
+
+    protocol = parse_protocol(_protocol_config(cfg), list(cfg["metrics"]), datamodule.preset)
+    name_pattern = cfg.get("name_pattern") or DEFAULT_NAME_PATTERN
+    if generator is not None:
+        image_dir = out_dir / "images"
+        generate_test_pairs(generator, dataset, image_dir, batch_size, device, name_pattern, num_workers)
+        images = {"generated_by": checkpoint or "generator passed in", "folder": str(image_dir)}
+    else:
+        image_dir = Path(generated_dir)
+        images = {"folder": str(image_dir), "name_pattern": name_pattern}
+    generated = locate_generated(image_dir, dataset.pairs, name_pattern)
+    check_sizes(generated, height, width, cfg.get("resize"))
+    images["resize"] = cfg.get("resize") or "none (sizes must match)"
+
+    models, skipped = load_models(protocol.metrics, cfg.get("weights_dir"), device, cfg.get("on_missing_weights", "skip"))
+    pairs = ScoringPairs(generated, [dataset.image_dir / target for _, target in dataset.pairs],
+                         [dataset.annotations[target] for _, target in dataset.pairs], height, width, cfg.get("resize"))
+    needs_reference = any(isinstance(s, (FIDSpec, InceptionScoreSpec)) for s in protocol.metrics)
+    reference = folder_reference_statistics(Path(datamodule.root), datamodule.layout, datamodule.preset,
+                                            cfg.get("cache_dir"), batch_size, num_workers) if needs_reference else None
+    result = score(pairs, dataset.pairs, protocol.metrics, models, reference, device, batch_size, num_workers)
+    result.skipped.update(skipped)
+
+    context = {
+        "protocol": protocol.name,
+        "dataset": {"root": str(datamodule.root), "preset": datamodule.preset, "split": datamodule.test_split,
+                    "height": height, "width": width, "pairs": len(dataset)},
+        "images": images,
+        "device": str(device),
+    }
+    paths = write_reports(out_dir, result, context)
+    print("\n" + markdown_table(result, context))
+    print(f"reports: {', '.join(str(p) for p in paths.values())}")
+    return {**context, "metrics": result.summary, "settings": result.details, "skipped": result.skipped}

@@ -1,0 +1,112 @@
+"""Generated-image files: one per test pair, named from the pair, checked before anything is scored.
+
+The default name is ``<from-stem>___<to-stem>.png`` (PATN's ``___`` separator). A pattern may use
+``{from}`` / ``{to}`` (full source / target file names) and ``{from_stem}`` / ``{to_stem}`` (without
+their extension), so another method's outputs can be scored where they lie, e.g.
+``name_pattern='{from}___{to}_vis.png'``.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from emca.errors import ConfigError, DataError
+
+DEFAULT_NAME_PATTERN = "{from_stem}___{to_stem}.png"
+PLACEHOLDERS = ("from", "to", "from_stem", "to_stem")
+RESAMPLING = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+# how many names an error lists before giving the rest as a count
+LISTED = 5
+
+
+def _listed(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:LISTED])
+    return shown + (f" and {len(items) - LISTED} more" if len(items) > LISTED else "")
+
+
+def check_name_pattern(pattern: str) -> None:
+    """A pattern must use only the known placeholders and tell the source and the target apart."""
+    fields = {field for _, field, _, _ in string.Formatter().parse(pattern) if field is not None}
+    unknown = sorted(fields - set(PLACEHOLDERS))
+    if unknown:
+        raise ConfigError(f"name_pattern {pattern!r}: unknown placeholder(s) {unknown}; use {list(PLACEHOLDERS)}.")
+    if not fields & {"from", "from_stem"} or not fields & {"to", "to_stem"}:
+        raise ConfigError(
+            f"name_pattern {pattern!r} must contain a source ({{from}} or {{from_stem}}) and a target "
+            "({to} or {to_stem}) placeholder, so that every pair gets its own file."
+        )
+
+
+def pair_file_name(pattern: str, source_name: str, target_name: str) -> str:
+    """File name of the generated image of the pair (source_name -> target_name)."""
+    return pattern.format(**{
+        "from": source_name, "to": target_name,
+        "from_stem": Path(source_name).stem, "to_stem": Path(target_name).stem,
+    })
+
+
+def check_resize(resize: str | None) -> None:
+    if resize is not None and resize not in RESAMPLING:
+        raise ConfigError(f"resize: expected null (no resizing) or one of {sorted(RESAMPLING)}, got {resize!r}.")
+
+
+def locate_generated(directory: str | Path, pairs: Sequence[tuple[str, str]], pattern: str) -> list[Path]:
+    """The generated file of every pair in ``directory``; DataError naming the missing ones."""
+    check_name_pattern(pattern)
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"generated_dir '{directory}' does not exist or is not a folder.")
+    paths = [directory / pair_file_name(pattern, source, target) for source, target in pairs]
+    missing = [path.name for path in paths if not path.is_file()]
+    if missing:
+        raise DataError(
+            f"{len(missing)} of {len(paths)} generated image(s) are missing from '{directory}': {_listed(missing)}. "
+            f"Files are looked up by name_pattern={pattern!r} (placeholders {list(PLACEHOLDERS)}); pass the "
+            "pattern your method uses, or generate every test pair."
+        )
+    return paths
+
+
+def check_sizes(paths: Sequence[Path], height: int, width: int, resize: str | None) -> None:
+    """Every file is a readable image of ``height`` x ``width``, unless ``resize`` allows resizing it."""
+    check_resize(resize)
+    wrong: list[tuple[Path, tuple[int, int]]] = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                size = image.size  # (width, height); only the header is read
+        except (OSError, UnidentifiedImageError, SyntaxError) as err:
+            raise DataError(f"Cannot read generated image '{path}': {err}.") from err
+        if size != (width, height):
+            wrong.append((path, size))
+    if wrong and resize is None:
+        path, (found_width, found_height) = wrong[0]
+        raise DataError(
+            f"Generated image '{path}' is {found_height}x{found_width} (HxW) but the dataset's images are "
+            f"{height}x{width}; {len(wrong)} file(s) differ ({_listed([p.name for p, _ in wrong])}). Scores "
+            "are only comparable at the dataset's size: generate at that size, or pass "
+            "resize=bilinear|bicubic|lanczos to resize them (the report then names the method)."
+        )
+
+
+def read_rgb(path: Path, height: int, width: int, resize: str | None = None) -> np.ndarray:
+    """Decode an image to (H, W, 3) uint8, resized with ``resize`` when its size differs."""
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+        raise DataError(f"Cannot decode image '{path}': {err}. The file is truncated or corrupt.") from err
+    if rgb.size != (width, height):
+        if resize is None:
+            raise DataError(f"Image '{path}' is {rgb.size[1]}x{rgb.size[0]} (HxW); expected {height}x{width}.")
+        rgb = rgb.resize((width, height), RESAMPLING[resize])
+    return np.array(rgb)  # a writable copy, as torch.from_numpy wants

@@ -1,0 +1,209 @@
+"""The Lightning module that trains a pose-transfer GAN (XingGAN, XingGAN++) with two discriminators.
+
+One iteration, as in the official code: the generator step (L1 + perceptual + GAN losses of both
+discriminators), then the appearance discriminator D_PP (image, source image), then the pose
+discriminator D_PB (image, target pose). Manual optimisation; Lightning provides devices, DDP, AMP
+(``trainer.precision``), logging and checkpoints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from lightning_fabric.utilities.seed import seed_everything
+from PIL import Image
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torchmetrics import MeanMetric
+from torchmetrics.image import StructuralSimilarityIndexMeasure
+from torchvision.utils import make_grid
+
+from emca.checkpoint import build_generator
+from emca.data.keypoints import NUM_JOINTS
+from emca.data.skeleton import skeleton_images
+from emca.io import atomic_save_image
+from emca.losses import GANLoss, ImagePool, PerceptualLoss, discriminator_loss, generator_loss
+
+
+class ConstantThenLinearDecay:
+    """Learning-rate factor: 1 for ``constant`` iterations, then linearly down to 0 over ``decay``.
+
+    A callable object rather than a lambda so LambdaLR stores (and restores) its plain-int state.
+    """
+
+    def __init__(self, constant: int, decay: int) -> None:
+        self.constant = int(constant)
+        self.decay = int(decay)
+
+    def __call__(self, iteration: int) -> float:
+        if iteration < self.constant or self.decay <= 0:
+            return 1.0
+        return max(0.0, 1.0 - (iteration - self.constant) / self.decay)
+
+
+class PoseTransferModule(pl.LightningModule):
+    """Trains ``model['generator']`` against D_PB and D_PP.
+
+    Args:
+        model: the model config as plain containers (``generator``, ``attention``, ``discriminator``,
+            ``loss``, ``optim``, ``ema_decay``, ``grad_clip``); stored in checkpoints.
+        data: the data config (stored so evaluation and inference know the resolution and pose sigma).
+        weights_dir: where to find VGG19 weights for the perceptual loss (see emca.weights).
+        seed: every training epoch starts from the global RNG state seeded with ``seed + epoch``, so a run
+            resumed from an epoch-end checkpoint draws the same shuffles and dropout masks as an
+            uninterrupted one (Lightning consumes RNG between saving and the next epoch otherwise).
+        sample_count: how many validation pairs the sample grid shows.
+    """
+
+    def __init__(self, model: dict[str, Any], data: dict[str, Any] | None = None,
+                 weights_dir: str | None = None, seed: int = 0, sample_count: int = 8) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        loss_cfg = model["loss"]
+
+        self.generator = build_generator(model)
+        image_channels = 3
+        # D_PB judges shape consistency (image + target pose), D_PP appearance consistency (image + source)
+        self.pose_discriminator = instantiate(model["discriminator"], input_channels=image_channels + NUM_JOINTS)
+        self.appearance_discriminator = instantiate(model["discriminator"], input_channels=2 * image_channels)
+        self.generator_ema = (
+            AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(model["ema_decay"]), use_buffers=True)
+            if model.get("ema_decay") else None
+        )
+
+        self.gan_loss = GANLoss(loss_cfg["gan_mode"])
+        self.perceptual_loss = (
+            PerceptualLoss(weights_dir=weights_dir) if loss_cfg["lambda_perceptual"] > 0 else None
+        )
+        self.pose_pool = ImagePool(loss_cfg["pool_size"], seed=seed)
+        self.appearance_pool = ImagePool(loss_cfg["pool_size"], seed=seed + 1)
+
+        self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.val_l1 = MeanMetric()
+        self.sample_count = sample_count
+
+    # ---- networks -------------------------------------------------------------------------------------
+    @property
+    def inference_generator(self) -> nn.Module:
+        """The generator used for validation and export: the EMA copy when enabled."""
+        return self.generator_ema.module if self.generator_ema is not None else self.generator
+
+    def forward(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor) -> Tensor:
+        return self.inference_generator(source_image, source_pose, target_pose)
+
+    # ---- optimisation ---------------------------------------------------------------------------------
+    def configure_optimizers(self) -> tuple[list, list]:
+        optim = self.hparams.model["optim"]
+        networks = (self.generator, self.appearance_discriminator, self.pose_discriminator)
+        optimizers = [torch.optim.Adam(net.parameters(), lr=optim["lr"], betas=tuple(optim["betas"]))
+                      for net in networks]
+        schedule = ConstantThenLinearDecay(optim["constant_iterations"], optim["decay_iterations"])
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in optimizers]
+        return optimizers, schedulers
+
+    def _step(self, optimizer: Any, loss: Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        clip = self.hparams.model.get("grad_clip")
+        if clip:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+
+    def _discriminator_loss(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+        return discriminator_loss(self.gan_loss(discriminator(real), True), self.gan_loss(discriminator(fake), False),
+                                  self.hparams.model["loss"]["lambda_gan"])
+
+    def on_train_epoch_start(self) -> None:
+        seed_everything(self.hparams.seed + self.current_epoch, workers=True, verbose=False)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        loss_cfg = self.hparams.model["loss"]
+        opt_generator, opt_appearance, opt_pose = self.optimizers()
+        source, target = batch["source_image"], batch["target_image"]
+        target_pose = batch["target_pose"]
+
+        # generator step; toggle_optimizer freezes the discriminators so they collect no gradients
+        self.toggle_optimizer(opt_generator)
+        generated = self.generator(source, batch["source_pose"], target_pose)
+        loss_l1 = F.l1_loss(generated, target)
+        loss_perceptual = self.perceptual_loss(generated, target) if self.perceptual_loss is not None else None
+        gan_pose = self.gan_loss(self.pose_discriminator(torch.cat([generated, target_pose], 1)), True)
+        gan_appearance = self.gan_loss(self.appearance_discriminator(torch.cat([generated, source], 1)), True)
+        loss_generator = generator_loss(loss_l1, loss_perceptual, gan_pose, gan_appearance, loss_cfg["lambda_l1"],
+                                        loss_cfg["lambda_perceptual"], loss_cfg["lambda_gan"])
+        self._step(opt_generator, loss_generator)
+        self.untoggle_optimizer(opt_generator)
+        if self.generator_ema is not None:
+            self.generator_ema.update_parameters(self.generator)
+
+        generated = generated.detach()
+        fake_appearance = self.appearance_pool.query(torch.cat([generated, source], 1))
+        loss_appearance = self._discriminator_loss(self.appearance_discriminator, torch.cat([target, source], 1),
+                                                   fake_appearance)
+        self._step(opt_appearance, loss_appearance)
+
+        fake_pose = self.pose_pool.query(torch.cat([generated, target_pose], 1))
+        loss_pose = self._discriminator_loss(self.pose_discriminator, torch.cat([target, target_pose], 1), fake_pose)
+        self._step(opt_pose, loss_pose)
+
+        for scheduler in self.lr_schedulers():
+            scheduler.step()
+        self.log_dict({
+            "train/loss_generator": loss_generator,
+            "train/gan_pose": gan_pose, "train/gan_appearance": gan_appearance,
+            "train/loss_d_appearance": loss_appearance, "train/loss_d_pose": loss_pose,
+        }, batch_size=source.shape[0])
+        self.log("train/l1", loss_l1, prog_bar=True, batch_size=source.shape[0])
+        if loss_perceptual is not None:
+            self.log("train/perceptual", loss_perceptual, batch_size=source.shape[0])
+
+    # ---- validation -------------------------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        generated = self(batch["source_image"], batch["source_pose"], batch["target_pose"])
+        target = batch["target_image"]
+        self.val_ssim.update((generated.float() + 1) / 2, (target.float() + 1) / 2)
+        self.val_l1.update(F.l1_loss(generated.float(), target.float(), reduction="none").mean(dim=(1, 2, 3)))
+        if batch_idx == 0:
+            self._write_sample_grid(batch, generated)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/ssim", self.val_ssim.compute(), prog_bar=True, sync_dist=True)
+        self.log("val/l1", self.val_l1.compute(), prog_bar=True, sync_dist=True)
+        self.val_ssim.reset()
+        self.val_l1.reset()
+
+    def _write_sample_grid(self, batch: dict[str, Any], generated: Tensor) -> None:
+        """Rows of source | source pose | target pose | generated | target, saved as PNG and logged."""
+        if not self.trainer.is_global_zero:
+            return
+        count = min(self.sample_count, generated.shape[0])
+        height, width = generated.shape[-2:]
+        columns = [
+            batch["source_image"][:count],
+            skeleton_images(batch["source_keypoints"][:count], height, width).to(generated.device),
+            skeleton_images(batch["target_keypoints"][:count], height, width).to(generated.device),
+            generated[:count],
+            batch["target_image"][:count],
+        ]
+        tiles = torch.stack(columns, dim=1).flatten(0, 1).float().cpu()
+        grid = make_grid(tiles, nrow=len(columns), padding=2, normalize=True, value_range=(-1, 1))
+        image = grid.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        path = Path(self.trainer.default_root_dir) / "samples" / f"step_{self.global_step:08d}.png"
+        atomic_save_image(Image.fromarray(image), path)
+        if hasattr(self.logger, "log_image"):
+            self.logger.log_image(key="samples", images=[str(path)], step=self.global_step)
+
+    # ---- exact resumption -------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["image_pools"] = {"pose": self.pose_pool.state_dict(),
+                                     "appearance": self.appearance_pool.state_dict()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.pose_pool.load_state_dict(checkpoint["image_pools"]["pose"])
+        self.appearance_pool.load_state_dict(checkpoint["image_pools"]["appearance"])

@@ -1,0 +1,1 @@
+"""Networks: attention backends, the XingGAN / XingGAN++ generators and the discriminators."""

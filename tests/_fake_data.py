@@ -1,0 +1,58 @@
+"""Tiny PATN-layout datasets written into a temporary folder, shared by the data tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from emca.data.annotations import write_annotations, write_pairs
+from emca.data.dataset import DatasetLayout, make_layout
+from emca.data.keypoints import MISSING, NUM_JOINTS, REQUIRED_FOR_PAIRS
+
+
+def random_keypoints(rng: np.random.Generator, height: int, width: int, missing: int = 3) -> np.ndarray:
+    """(18, 2) (row, col) inside the image; ``missing`` joints other than hips/shoulders set to -1."""
+    keypoints = np.stack([rng.integers(0, height, NUM_JOINTS), rng.integers(0, width, NUM_JOINTS)], axis=1)
+    optional = [j for j in range(NUM_JOINTS) if j not in REQUIRED_FOR_PAIRS]
+    keypoints[rng.choice(optional, size=missing, replace=False)] = MISSING
+    return keypoints.astype(np.int64)
+
+
+def random_image(rng: np.random.Generator, height: int, width: int) -> Image.Image:
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def make_split(
+    root: Path,
+    layout: DatasetLayout,
+    split: str,
+    people: int = 2,
+    images_per_person: int = 3,
+    seed: int = 0,
+    suffix: str = ".png",
+) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
+    """Write images, annotation and all same-person pairs of one split; returns (annotations, pairs)."""
+    rng = np.random.default_rng(seed)
+    image_dir = layout.image_dir_path(root, split)
+    image_dir.mkdir(parents=True, exist_ok=True)
+    annotations: dict[str, np.ndarray] = {}
+    pairs: list[tuple[str, str]] = []
+    for person in range(people):
+        names = [f"person{person:02d}_{view}{suffix}" for view in range(images_per_person)]
+        for name in names:
+            random_image(rng, layout.height, layout.width).save(image_dir / name)
+            annotations[name] = random_keypoints(rng, layout.height, layout.width)
+        pairs += [(a, b) for a in names for b in names if a != b]
+    write_annotations(layout.annotation_path(root, split), annotations)
+    write_pairs(layout.pairs_path(root, split), pairs)
+    return annotations, pairs
+
+
+def make_dataset(root: Path, height: int = 32, width: int = 16, seed: int = 0) -> DatasetLayout:
+    """A synthetic-preset dataset with train (2 people x 3 images) and test (3 people x 2 images) splits."""
+    layout = make_layout("synthetic", height=height, width=width)
+    make_split(root, layout, "train", people=2, images_per_person=3, seed=seed)
+    make_split(root, layout, "test", people=3, images_per_person=2, seed=seed + 1)
+    return layout

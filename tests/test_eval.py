@@ -1,0 +1,254 @@
+"""eval.py end to end on a tiny dataset: generation, folder scoring, clear errors, reports, skipped metrics."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from _fake_data import make_dataset
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from skimage.metrics import structural_similarity as skimage_ssim
+
+from emca.checkpoint import build_generator
+from emca.config import register_resolvers
+from emca.data.dataset import PoseTransferDataset, make_layout
+from emca.errors import ConfigError, DataError, WeightsError
+from emca.metrics.evaluate import evaluate
+from emca.metrics.generate import generate_test_pairs, to_uint8
+from emca.metrics.images import pair_file_name
+
+REPO = Path(__file__).resolve().parents[1]
+HEIGHT, WIDTH = 32, 16
+register_resolvers()
+
+
+def eval_config(data_root: Path, out_dir: Path, *overrides: str) -> DictConfig:
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        return compose("eval", overrides=[
+            f"data.root={data_root}", f"data.height={HEIGHT}", f"data.width={WIDTH}",
+            "data.generate_if_missing=false", f"out_dir={out_dir}", f"cache_dir={out_dir / 'cache'}",
+            "batch_size=4", *overrides,
+        ])
+
+
+@pytest.fixture()
+def data_root(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    make_dataset(root, height=HEIGHT, width=WIDTH)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def no_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No pretrained weight file is found unless a test writes one."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv("EMCA_WEIGHTS_DIR", raising=False)
+
+
+def mirror_generator(source_image: torch.Tensor, source_pose: torch.Tensor, target_pose: torch.Tensor) -> torch.Tensor:
+    """A stand-in generator: the source mirrored, darkened where the target pose has joints."""
+    return source_image.flip(-1) - 0.5 * target_pose.amax(dim=1, keepdim=True)
+
+
+def test_config_composes_protocol_presets() -> None:
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        default = compose("eval")
+        gfla = compose("eval", overrides=["eval=gfla", "metrics=[ssim,psnr]"])
+    assert default.eval.name == "patn" and list(default.metrics) == list(default.eval.metrics)
+    assert {"ssim", "mask_ssim", "lpips", "fid"} <= set(default.metrics)
+    assert default.eval.definitions.ssim.white_padding.deepfashion == 40
+    assert gfla.eval.definitions.ssim.win_size == 51 and gfla.eval.definitions.fid.backbone == "torchvision"
+    assert list(gfla.metrics) == ["ssim", "psnr"]
+    assert OmegaConf.select(default, "data._target_") == "emca.data.datamodule.PoseTransferDataModule"
+
+
+def test_generate_test_pairs_writes_one_lossless_png_per_pair(data_root: Path, tmp_path: Path) -> None:
+    dataset = PoseTransferDataset(data_root, make_layout("synthetic", HEIGHT, WIDTH), "test")
+    paths = generate_test_pairs(mirror_generator, dataset, tmp_path / "images", batch_size=4)
+    assert len(paths) == len(dataset.pairs) == 6
+    for path, (source, target), index in zip(paths, dataset.pairs, range(len(paths))):
+        assert path.name == f"{Path(source).stem}___{Path(target).stem}.png"
+        item = dataset[index]
+        expected = mirror_generator(item["source_image"][None], item["source_pose"][None], item["target_pose"][None])
+        expected = ((expected.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+        np.testing.assert_array_equal(np.asarray(Image.open(path)), expected)
+    with pytest.raises(ConfigError, match="must end in .png"):
+        generate_test_pairs(mirror_generator, dataset, tmp_path / "jpg", name_pattern="{from_stem}___{to_stem}.jpg")
+
+
+def test_evaluate_generator_writes_reports_and_records_skipped_metrics(data_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    document = evaluate(eval_config(data_root, out), generator=mirror_generator)
+
+    # the default PATN list: lpips and fid need weights that are absent, so they are skipped, not fatal
+    assert set(document["metrics"]) == {"ssim", "mask_ssim", "psnr"}
+    assert set(document["skipped"]) == {"lpips", "fid"}
+    assert "alexnet-owt-7be5be79.pth" in document["skipped"]["lpips"]
+    stored = json.loads((out / "metrics.json").read_text())
+    assert stored["skipped"] == document["skipped"] and stored["protocol"] == "patn"
+    assert stored["dataset"]["pairs"] == 6 and stored["images"]["resize"].startswith("none")
+    markdown = (out / "metrics.md").read_text()
+    assert "| ssim |" in markdown and "| lpips | skipped |" in markdown and "weights-inception" in markdown
+
+    table = pd.read_csv(out / "per_image.csv")
+    assert len(table) == 6 and list(table.columns[:3]) == ["from", "to", "file"]
+    first = table.iloc[0]
+    generated = np.asarray(Image.open(out / "images" / first["file"]))
+    reference = np.asarray(Image.open(data_root / "test" / first["to"]))
+    expected = skimage_ssim(reference, generated, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                            channel_axis=-1, data_range=generated.max() - generated.min())
+    assert first["ssim"] == pytest.approx(expected, abs=1e-6)
+    assert stored["metrics"]["ssim"] == pytest.approx(table["ssim"].mean(), abs=1e-9)
+
+
+def test_missing_weights_are_fatal_when_asked(data_root: Path, tmp_path: Path) -> None:
+    cfg = eval_config(data_root, tmp_path / "run", "metrics=[ssim,lpips]", "on_missing_weights=error")
+    with pytest.raises(WeightsError, match="alexnet-owt-7be5be79.pth"):
+        evaluate(cfg, generator=mirror_generator)
+
+
+def write_folder(folder: Path, data_root: Path, pattern: str, size: tuple[int, int] = (HEIGHT, WIDTH)) -> list[Path]:
+    """Noisy copies of each test pair's ground truth, named by ``pattern``."""
+    from emca.data.annotations import read_pairs
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for source, target in read_pairs(data_root / "synthetic-pairs-test.csv"):
+        truth = np.asarray(Image.open(data_root / "test" / target)).astype(np.int64)
+        noisy = np.clip(truth + rng.integers(-30, 30, truth.shape), 0, 255).astype(np.uint8)
+        image = Image.fromarray(noisy).resize((size[1], size[0]), Image.Resampling.NEAREST)
+        path = folder / pair_file_name(pattern, source, target)
+        image.save(path)
+        paths.append(path)
+    return paths
+
+
+def test_scoring_a_folder_of_another_methods_images(data_root: Path, tmp_path: Path) -> None:
+    pattern = "{from}___{to}_vis.png"
+    write_folder(tmp_path / "results", data_root, pattern)
+    out = tmp_path / "run"
+    document = evaluate(eval_config(data_root, out, f"generated_dir={tmp_path / 'results'}",
+                                    f"name_pattern='{pattern}'", "metrics=[ssim,psnr]"))
+    assert document["skipped"] == {} and set(document["metrics"]) == {"ssim", "psnr"}
+    assert 0.2 < document["metrics"]["ssim"] < 1.0 and document["metrics"]["psnr"] > 20
+    assert not (out / "images").exists()  # nothing was generated
+
+
+def test_missing_generated_images_are_named(data_root: Path, tmp_path: Path) -> None:
+    paths = write_folder(tmp_path / "results", data_root, "{from_stem}___{to_stem}.png")
+    paths[1].unlink()
+    paths[4].unlink()
+    cfg = eval_config(data_root, tmp_path / "run", f"generated_dir={tmp_path / 'results'}", "metrics=[ssim]")
+    with pytest.raises(DataError) as caught:
+        evaluate(cfg)
+    message = str(caught.value)
+    assert "2 of 6 generated image(s) are missing" in message
+    assert paths[1].name in message and paths[4].name in message and "name_pattern" in message
+
+
+def test_wrong_size_is_an_error_unless_resizing_is_asked(data_root: Path, tmp_path: Path) -> None:
+    paths = write_folder(tmp_path / "results", data_root, "{from_stem}___{to_stem}.png")
+    Image.open(paths[2]).resize((WIDTH * 2, HEIGHT * 2)).save(paths[2])
+    overrides = (f"generated_dir={tmp_path / 'results'}", "metrics=[ssim,psnr]")
+    with pytest.raises(DataError) as caught:
+        evaluate(eval_config(data_root, tmp_path / "run", *overrides))
+    message = str(caught.value)
+    assert str(paths[2]) in message and "64x32" in message and f"{HEIGHT}x{WIDTH}" in message
+    assert "resize=bilinear" in message
+
+    document = evaluate(eval_config(data_root, tmp_path / "run", *overrides, "resize=bicubic"))
+    assert document["images"]["resize"] == "bicubic"
+    assert "bicubic" in (tmp_path / "run" / "metrics.md").read_text()
+    with pytest.raises(ConfigError, match="resize"):
+        evaluate(eval_config(data_root, tmp_path / "run", *overrides, "resize=nearest"))
+
+
+def test_fid_reference_statistics_are_cached_and_reused(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """FID through evaluate(), the Inception replaced by a tiny stand-in (the backbone is not the point)."""
+    from emca.metrics import scoring
+
+    class TinyInception(torch.nn.Module):
+        calls = 0
+
+        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            TinyInception.calls += images.shape[0]
+            pooled = torch.nn.functional.adaptive_avg_pool2d(images.double() / 255, (2, 1)).flatten(1)
+            return pooled, pooled
+
+    monkeypatch.setattr(scoring, "load_inception", lambda *args, **kwargs: TinyInception())
+    cfg = eval_config(data_root, tmp_path / "run", "metrics=[fid]", "fid_backbone=torchvision")
+    first = evaluate(cfg, generator=mirror_generator)
+    details = first["settings"]["fid"]
+    assert details["backbone"] == "torchvision" and details["reference_split"] == "train"
+    assert details["reference_images"] == 6 and details["statistics_from_cache"] is False
+    assert Path(details["statistics_cache"]).is_file()
+    calls_first = TinyInception.calls  # 6 generated + 6 reference images
+    second = evaluate(cfg, generator=mirror_generator)
+    assert second["settings"]["fid"]["statistics_from_cache"] is True
+    assert TinyInception.calls - calls_first == 6  # only the generated images were run again
+    assert second["metrics"]["fid"] == pytest.approx(first["metrics"]["fid"], rel=1e-9)
+    test_reference = evaluate(eval_config(data_root, tmp_path / "run", "metrics=[fid]", "fid_reference=test"),
+                              generator=mirror_generator)
+    assert test_reference["settings"]["fid"]["reference_split"] == "test"
+    assert test_reference["settings"]["fid"]["statistics_from_cache"] is False
+
+
+def test_no_checkpoint_says_train_first(data_root: Path, tmp_path: Path) -> None:
+    cfg = eval_config(data_root, tmp_path / "run", f"train_runs_dir={tmp_path / 'outputs' / 'train'}")
+    with pytest.raises(ConfigError, match="python train.py"):
+        evaluate(cfg)
+    with pytest.raises(ConfigError, match="not both"):
+        evaluate(eval_config(data_root, tmp_path / "run", "ckpt_path=a.ckpt", "generated_dir=b"))
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, *arguments: str) -> None:
+    """``python eval.py ARGUMENTS`` in this process (Hydra's real entry point, without the import cost)."""
+    eval_script = importlib.import_module("eval")
+    monkeypatch.setattr(sys, "argv", ["eval.py", *arguments])
+    eval_script.main()
+
+
+def test_cli_evaluates_the_newest_checkpoint(data_root: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """`python eval.py` rebuilds the generator of the newest best.ckpt, generates every pair, scores them."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        train_cfg = compose("train", overrides=[
+            f"data.root={data_root}", f"data.height={HEIGHT}", f"data.width={WIDTH}",
+            "data.generate_if_missing=false", "model.generator.ngf=4", "model.generator.num_blocks=1",
+        ])
+    plain = {part: OmegaConf.to_container(train_cfg[part], resolve=True) for part in ("model", "data")}
+    generator = build_generator(plain["model"])
+    checkpoint = tmp_path / "runs" / "r1" / "checkpoints" / "best.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"hyper_parameters": plain, "state_dict": {f"generator.{k}": v for k, v in generator.state_dict().items()}},
+               checkpoint)
+
+    out = tmp_path / "eval_out"
+    monkeypatch.chdir(tmp_path)
+    run_cli(monkeypatch, f"train_runs_dir={tmp_path / 'runs'}", "metrics=[ssim,psnr]", f"out_dir={out}",
+            f"hydra.run.dir={tmp_path / 'hydra'}", f"cache_dir={tmp_path / 'cache'}")
+    printed = capsys.readouterr().out
+    assert "| ssim |" in printed and str(checkpoint) in printed
+    images = sorted((out / "images").glob("*.png"))
+    assert len(images) == 6
+    stored = json.loads((out / "metrics.json").read_text())
+    assert stored["images"]["generated_by"] == str(checkpoint)
+    # the images are the checkpoint's generator's outputs
+    item = PoseTransferDataset(data_root, make_layout("synthetic", HEIGHT, WIDTH), "test")[0]
+    with torch.no_grad():
+        expected = generator.eval()(item["source_image"][None], item["source_pose"][None], item["target_pose"][None])
+    first = out / "images" / pair_file_name("{from_stem}___{to_stem}.png", item["source_name"], item["target_name"])
+    np.testing.assert_array_equal(np.asarray(Image.open(first)), to_uint8(expected)[0].permute(1, 2, 0).numpy())
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(monkeypatch, f"train_runs_dir={tmp_path / 'none'}", f"hydra.run.dir={tmp_path / 'h2'}")
+    assert exit_info.value.code == 2
+    assert "python train.py" in capsys.readouterr().err

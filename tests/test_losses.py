@@ -1,0 +1,200 @@
+"""Perceptual, GAN and combined losses, and the image pool, against direct computations."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from emca.errors import CheckpointError, ConfigError, WeightsError
+from emca.losses import (
+    GANLoss,
+    ImagePool,
+    PerceptualLoss,
+    discriminator_loss,
+    generator_loss,
+)
+
+VGG_FILE = "vgg19-dcbb9e9d.pth"
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def fake_vgg_state(tmp_path_factory) -> tuple[Path, dict]:
+    """A TORCH_HOME holding a seeded VGG19 state dict with torchvision's keys and shapes.
+
+    The classifier (123 M unused parameters) is stored as stride-0 tensors so the file stays small.
+    """
+    torch_home = tmp_path_factory.mktemp("torch_home")
+    with torch.device("meta"):
+        vgg = torchvision.models.vgg19(weights=None)
+    generator = torch.Generator().manual_seed(0)
+    state = {name: torch.randn(tensor.shape, generator=generator) * 0.05 if name.startswith("features.")
+             else torch.zeros(()).expand(tensor.shape)
+             for name, tensor in vgg.state_dict().items()}
+    checkpoints = torch_home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(state, checkpoints / VGG_FILE)
+    return torch_home, state
+
+
+@pytest.fixture
+def torch_home(fake_vgg_state, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(fake_vgg_state[0]))
+    monkeypatch.delenv("EMCA_WEIGHTS_DIR", raising=False)
+    return fake_vgg_state[0]
+
+
+def relu1_2_features(image: torch.Tensor, state: dict) -> torch.Tensor:
+    """conv1_1, ReLU, conv1_2, ReLU of VGG19 written out, on an image in [-1, 1]."""
+    normalised = ((image + 1) / 2 - IMAGENET_MEAN) / IMAGENET_STD
+    hidden = F.relu(F.conv2d(normalised, state["features.0.weight"], state["features.0.bias"], padding=1))
+    return F.relu(F.conv2d(hidden, state["features.2.weight"], state["features.2.bias"], padding=1))
+
+
+def test_perceptual_loss_matches_direct_vgg_computation(torch_home, fake_vgg_state):
+    state = fake_vgg_state[1]
+    loss = PerceptualLoss()
+    generator = torch.Generator().manual_seed(1)
+    generated = (torch.rand(2, 3, 16, 12, generator=generator) * 2 - 1).requires_grad_()
+    target = torch.rand(2, 3, 16, 12, generator=generator) * 2 - 1
+    value = loss(generated, target)
+    expected = (relu1_2_features(generated, state) - relu1_2_features(target, state)).abs().mean()
+    torch.testing.assert_close(value, expected)
+    assert value > 0
+    value.backward()
+    assert generated.grad is not None and generated.grad.abs().sum() > 0
+
+
+def test_perceptual_loss_is_frozen_and_kept_out_of_checkpoints(torch_home):
+    model = nn.Module()
+    model.head = nn.Linear(2, 2)
+    model.perceptual = PerceptualLoss()
+    assert list(model.perceptual.parameters()) == []
+    assert set(model.state_dict()) == {"head.weight", "head.bias"}
+    model.train()
+    assert not model.perceptual.features.training
+    model.to(torch.float64)  # buffers follow the module's conversions (and devices)
+    assert model.perceptual.features[0].weight.dtype == torch.float64
+    assert not model.perceptual.features[0].weight.requires_grad
+
+
+def test_missing_vgg_weights_raise_a_helpful_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("EMCA_WEIGHTS_DIR", raising=False)
+    with pytest.raises(WeightsError) as error:
+        PerceptualLoss()
+    message = str(error.value)
+    assert VGG_FILE in message
+    assert "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth" in message
+    assert "lambda_perceptual=0" in message
+
+
+def test_wrong_vgg_file_raises_weights_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("EMCA_WEIGHTS_DIR", raising=False)
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / VGG_FILE)
+    with pytest.raises(WeightsError, match=VGG_FILE):
+        PerceptualLoss(weights_dir=tmp_path)
+
+
+def test_lsgan_loss_is_mean_squared_error_to_the_label():
+    prediction = torch.randn(2, 8, 4, 3, generator=torch.Generator().manual_seed(0))
+    loss = GANLoss("lsgan")
+    torch.testing.assert_close(loss(prediction, True), ((prediction - 1) ** 2).mean())
+    torch.testing.assert_close(loss(prediction, False), (prediction**2).mean())
+
+
+def test_vanilla_gan_loss_equals_official_sigmoid_then_bce():
+    logits = torch.randn(2, 8, 4, 3, generator=torch.Generator().manual_seed(0))
+    loss = GANLoss("vanilla")
+    probability = torch.sigmoid(logits)
+    torch.testing.assert_close(loss(logits, True), -probability.log().mean())
+    torch.testing.assert_close(loss(logits, False), -(1 - probability).log().mean())
+    torch.testing.assert_close(loss(logits, True), nn.BCELoss()(probability, torch.ones_like(logits)))
+
+
+def test_gan_loss_rejects_unknown_mode():
+    with pytest.raises(ConfigError, match="gan_mode"):
+        GANLoss("wgan")
+
+
+def test_generator_and_discriminator_objectives():
+    l1, perceptual, gan_shape, gan_appearance = (torch.tensor(value) for value in (0.2, 0.3, 0.7, 0.9))
+    total = generator_loss(l1, perceptual, gan_shape, gan_appearance, lambda_l1=50, lambda_perceptual=1,
+                           lambda_gan=5)
+    assert total.item() == pytest.approx(50 * 0.2 + 1 * 0.3 + 5 * (0.7 + 0.9) / 2)
+    without_vgg = generator_loss(l1, None, gan_shape, gan_appearance, lambda_l1=50, lambda_perceptual=0,
+                                 lambda_gan=5)
+    assert without_vgg.item() == pytest.approx(50 * 0.2 + 5 * (0.7 + 0.9) / 2)
+    with pytest.raises(ValueError, match="lambda_perceptual"):
+        generator_loss(l1, None, gan_shape, gan_appearance, lambda_l1=50, lambda_perceptual=1, lambda_gan=5)
+    assert discriminator_loss(torch.tensor(0.4), torch.tensor(0.6), lambda_gan=5).item() == pytest.approx(2.5)
+
+
+def batches(count: int, seed: int = 0) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(3, 2, 4, 4, generator=generator) for _ in range(count)]
+
+
+def test_pool_of_size_zero_passes_images_through():
+    images = torch.randn(3, 2, 4, 4)
+    assert ImagePool(0).query(images) is images
+
+
+def test_pool_fills_then_swaps_stored_images():
+    pool = ImagePool(4, seed=0)
+    inputs = batches(12)
+    first = pool.query(inputs[0])
+    torch.testing.assert_close(first, inputs[0])  # not full yet: images come straight back
+    seen = [image for image in inputs[0]]
+    swapped = 0
+    for batch in inputs[1:]:
+        output = pool.query(batch)
+        assert output.shape == batch.shape and len(pool.images) == 4
+        for returned, new in zip(output, batch):
+            # every image returned is either the new one or one stored earlier (possibly earlier in this batch)
+            assert torch.equal(returned, new) or any(torch.equal(returned, old) for old in seen)
+            swapped += not torch.equal(returned, new)
+            seen.append(new)
+    stored_from_inputs = all(any(torch.equal(stored, old) for old in seen) for stored in pool.images)
+    assert stored_from_inputs and 8 <= swapped <= 24  # about half of the 32 draws after filling swap
+
+
+def test_pool_is_deterministic_per_seed():
+    outputs = {}
+    for seed in (0, 0, 1):
+        pool = ImagePool(2, seed=seed)
+        outputs.setdefault(seed, []).append(torch.cat([pool.query(batch) for batch in batches(6)]))
+    torch.testing.assert_close(outputs[0][0], outputs[0][1])
+    assert not torch.equal(outputs[0][0], outputs[1][0])
+
+
+def test_pool_state_round_trip_resumes_exactly():
+    inputs = batches(10)
+    uninterrupted = ImagePool(4, seed=3)
+    for batch in inputs[:5]:
+        uninterrupted.query(batch)
+    buffer = io.BytesIO()
+    torch.save(uninterrupted.state_dict(), buffer)  # checkpoints load with weights_only=True
+    buffer.seek(0)
+    resumed = ImagePool(4, seed=99)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    for batch in inputs[5:]:
+        torch.testing.assert_close(resumed.query(batch), uninterrupted.query(batch))
+
+    empty = ImagePool(4, seed=3)
+    empty.load_state_dict(ImagePool(4, seed=3).state_dict())
+    torch.testing.assert_close(empty.query(inputs[0]), inputs[0])
+
+
+def test_pool_rejects_bad_sizes():
+    with pytest.raises(ConfigError, match="pool_size"):
+        ImagePool(-1)
+    with pytest.raises(CheckpointError, match="pool_size=8"):
+        ImagePool(8).load_state_dict(ImagePool(4).state_dict())

@@ -1,0 +1,196 @@
+"""XingGAN generator and discriminators: sizes against the release, shapes, attention, blending, training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from emca.errors import ConfigError
+from emca.networks.attention import ReferenceAttention, SDPAttention
+from emca.networks.discriminator import ResnetDiscriminator, appearance_discriminator, shape_discriminator
+from emca.networks.generator import XingBlock, XingGenerator
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in module.parameters())
+
+
+def random_inputs(batch: int, height: int, width: int, dtype: torch.dtype = torch.float32, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.rand(batch, 3, height, width, generator=generator, dtype=dtype) * 2 - 1
+    source_pose = torch.rand(batch, 18, height, width, generator=generator, dtype=dtype)
+    target_pose = torch.rand(batch, 18, height, width, generator=generator, dtype=dtype)
+    return image, source_pose, target_pose
+
+
+def set_gamma(generator: XingGenerator, value: float) -> None:
+    with torch.no_grad():
+        for block in generator.blocks:
+            block.gamma.fill_(value)
+
+
+def test_generator_parameter_count_matches_release():
+    with torch.device("meta"):  # counts without allocating
+        generator = XingGenerator(ngf=64, num_blocks=9, norm="instance")
+    assert count_parameters(generator) == pytest.approx(44.84e6, rel=0.005)
+
+
+def test_discriminator_parameter_counts_match_release():
+    pose_judge = shape_discriminator(image_channels=3, pose_channels=18, ndf=64, num_blocks=3, norm="instance")
+    pair_judge = appearance_discriminator(image_channels=3, ndf=64, num_blocks=3, norm="instance")
+    assert pose_judge.input_channels == 21 and pair_judge.input_channels == 6
+    assert count_parameters(pose_judge) == pytest.approx(3.98e6, rel=0.005)
+    assert count_parameters(pair_judge) == pytest.approx(3.93e6, rel=0.005)
+
+
+@pytest.mark.parametrize(("height", "width", "norm", "padding_type"),
+                         [(32, 24, "instance", "reflect"), (16, 16, "batch", "zero"), (24, 8, "instance", "replicate")])
+def test_output_shapes(height, width, norm, padding_type):
+    generator = XingGenerator(ngf=8, num_blocks=2, norm=norm, padding_type=padding_type)
+    image, source_pose, target_pose = random_inputs(2, height, width)
+    fake = generator(image, source_pose, target_pose)
+    assert fake.shape == (2, 3, height, width)
+    judge = shape_discriminator(ndf=8, num_blocks=1, norm=norm, padding_type=padding_type)
+    assert judge(torch.cat((fake, target_pose), 1)).shape == (2, 32, height // 4, width // 4)
+
+
+def test_xing_block_computes_sa_and_as_as_released():
+    """One stacked backend call must equal the two directions written out separately."""
+    torch.manual_seed(0)
+    block = XingBlock(shape_in_channels=32, channels=16, query_key_channels=4, norm="instance", dropout=0.0,
+                      padding_type="reflect", attention=ReferenceAttention()).double()
+    with torch.no_grad():
+        block.gamma.fill_(0.8)
+    appearance_in = torch.randn(2, 16, 4, 3, dtype=torch.float64)
+    shape_in = torch.randn(2, 32, 4, 3, dtype=torch.float64)
+    appearance_out, shape_out = block(appearance_in, shape_in)
+
+    appearance, shape = block.appearance_conv(appearance_in), block.shape_conv(shape_in)
+
+    def attend(query_side, key_side):  # E = q(query_side)^T k(key_side), softmax over key positions
+        query = block.query(query_side).flatten(2)  # (B, Dk, N)
+        key = block.key(key_side).flatten(2)
+        value = block.value(query_side).flatten(2)  # (B, C, N)
+        weights = torch.softmax(torch.einsum("bdn,bdm->bnm", query, key), dim=-1)
+        attended = torch.einsum("bcm,bnm->bcn", value, weights).reshape(query_side.shape)
+        return query_side + 0.8 * attended
+
+    expected_appearance = attend(appearance, shape)
+    expected_shape = attend(shape, appearance)
+    torch.testing.assert_close(appearance_out, expected_appearance, rtol=0, atol=1e-10)
+    torch.testing.assert_close(shape_out, torch.cat((expected_appearance, expected_shape), 1), rtol=0, atol=1e-10)
+
+
+def test_attention_backends_give_the_same_generator_output():
+    torch.manual_seed(0)
+    reference = XingGenerator(ngf=8, num_blocks=2, attention=ReferenceAttention()).double().eval()
+    sdpa = XingGenerator(ngf=8, num_blocks=2, attention=SDPAttention()).double().eval()
+    sdpa.load_state_dict(reference.state_dict())
+    inputs = random_inputs(2, 16, 12, dtype=torch.float64)
+    with torch.no_grad():
+        without_attention = reference(*inputs)
+        set_gamma(reference, 0.5)
+        set_gamma(sdpa, 0.5)
+        reference_output = reference(*inputs)
+        sdpa_output = sdpa(*inputs)
+    assert (reference_output - without_attention).abs().max() > 1e-3  # the attention path is exercised
+    torch.testing.assert_close(sdpa_output, reference_output, rtol=0, atol=1e-6)
+
+
+def test_output_is_a_convex_blend_of_candidates_and_source():
+    torch.manual_seed(0)
+    generator = XingGenerator(ngf=8, num_blocks=1).eval()
+    set_gamma(generator, 1.0)
+    image, source_pose, target_pose = random_inputs(2, 16, 12)
+    with torch.no_grad():
+        appearance = generator.appearance_encoder(image)
+        shape = generator.shape_encoder(torch.cat((source_pose, target_pose), 1))
+        appearance, shape = generator.blocks[0](appearance, shape)
+        candidates, masks = generator.fusion.candidates_and_masks(appearance, shape, image)
+        output = generator(image, source_pose, target_pose)
+    assert candidates.shape == (2, 21, 3, 16, 12) and masks.shape == (2, 21, 1, 16, 12)
+    torch.testing.assert_close(candidates[:, -1], image)
+    assert (masks >= 0).all()
+    torch.testing.assert_close(masks.sum(1), torch.ones(2, 1, 16, 12))
+    torch.testing.assert_close(output, (candidates * masks).sum(1))
+    tolerance = 1e-6
+    assert (output >= candidates.min(1).values - tolerance).all() and (output <= candidates.max(1).values + tolerance).all()
+    assert output.abs().max() <= 1 + tolerance
+
+
+@torch.no_grad()
+def test_initialisation_follows_the_release():
+    torch.manual_seed(0)
+    generator = XingGenerator(ngf=16, num_blocks=2, norm="batch")
+    assert all(block.gamma.item() == 0 for block in generator.blocks)
+    conv_weights = torch.cat([module.weight.flatten() for module in generator.modules()
+                              if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d))])
+    assert conv_weights.mean().abs() < 1e-3 and conv_weights.std() == pytest.approx(0.02, rel=0.02)
+    norm_weights = torch.cat([module.weight for module in generator.modules() if isinstance(module, nn.BatchNorm2d)])
+    norm_biases = torch.cat([module.bias for module in generator.modules() if isinstance(module, nn.BatchNorm2d)])
+    assert norm_weights.mean() == pytest.approx(1.0, abs=0.005) and norm_weights.std() == pytest.approx(0.02, rel=0.1)
+    assert (norm_biases == 0).all()
+
+
+def test_fresh_generator_blocks_reduce_to_their_conv_branches():
+    """gamma = 0 at initialisation, so the attention contributes nothing until it is learned."""
+    torch.manual_seed(0)
+    block = XingGenerator(ngf=8, num_blocks=1).eval().blocks[0]
+    appearance, shape = torch.randn(1, 32, 4, 4), torch.randn(1, 32, 4, 4)
+    with torch.no_grad():
+        appearance_out, shape_out = block(appearance, shape)
+        expected = block.branches(appearance, shape)
+    torch.testing.assert_close(appearance_out, expected[0])
+    torch.testing.assert_close(shape_out, torch.cat(expected, 1))
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny ops run fastest on one thread, and far faster than with several when the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tiny_generator_overfits_one_batch(single_thread):
+    torch.manual_seed(0)
+    generator = XingGenerator(ngf=8, num_blocks=1, dropout=0.0)
+    image, source_pose, target_pose = random_inputs(2, 16, 12, seed=1)
+    target = torch.rand(2, 3, 16, 12, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    optimizer = torch.optim.Adam(generator.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    losses = []
+    for _ in range(40):
+        loss = torch.nn.functional.l1_loss(generator(image, source_pose, target_pose), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize(("argument", "shape"), [("source_pose", (2, 17, 16, 12)), ("target_pose", (2, 18, 16, 8)),
+                                                 ("source_image", (2, 3, 18, 12))])
+def test_generator_rejects_mismatched_inputs(argument, shape):
+    generator = XingGenerator(ngf=8, num_blocks=1)
+    image, source_pose, target_pose = random_inputs(2, 16, 12)
+    inputs = {"source_image": image, "source_pose": source_pose, "target_pose": target_pose}
+    inputs[argument] = torch.zeros(shape)
+    if argument == "source_image":  # keep the poses consistent with the odd-sized image
+        inputs["source_pose"] = inputs["target_pose"] = torch.zeros(2, 18, 18, 12)
+    with pytest.raises(ConfigError, match=argument):
+        generator(**inputs)
+
+
+@pytest.mark.parametrize(("options", "field"), [({"norm": "group"}, "norm"), ({"padding_type": "circular"}, "padding_type"),
+                                                ({"num_blocks": 0}, "num_blocks")])
+def test_bad_configuration_names_the_field(options, field):
+    with pytest.raises(ConfigError, match=field):
+        XingGenerator(ngf=8, **options)
+
+
+def test_discriminator_rejects_wrong_channel_count():
+    judge = ResnetDiscriminator(6, ndf=8, num_blocks=1)
+    with pytest.raises(ConfigError, match=r"\(B, 6, H, W\)"):
+        judge(torch.zeros(1, 21, 16, 16))

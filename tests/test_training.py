@@ -1,0 +1,154 @@
+"""Training end to end on a tiny config: one step, exact resumption, safe loading, clear config errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import train as train_script
+from _fake_data import make_dataset
+from emca.checkpoint import load_generator
+from emca.cli import find_user_error
+from emca.config import register_resolvers
+from emca.errors import CheckpointError, DataError, WeightsError
+from emca.io import safe_torch_load
+
+REPO = Path(__file__).resolve().parents[1]
+register_resolvers()
+checkpoint_callbacks = train_script.checkpoint_callbacks
+
+
+def tiny_config(data_root: Path, run_dir: Path, *overrides: str) -> DictConfig:
+    """The embedded default shrunk to seconds: 32x16 images, 1 block, 4 channels."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        return compose("train", overrides=[
+            f"data.root={data_root}", "data.height=32", "data.width=16", "data.batch_size=4",
+            "data.val_subset=4", "data.generate_if_missing=false", f"run_dir={run_dir}",
+            "model.generator.ngf=4", "model.generator.num_blocks=1", "model.generator.dropout=0.5",
+            "model.discriminator.ndf=4", "model.loss.pool_size=2",
+            "model.optim.constant_iterations=6", "model.optim.decay_iterations=6",
+            "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", *overrides,
+        ])
+
+
+class LossRecorder(pl.Callback):
+    def __init__(self) -> None:
+        self.losses: list[tuple[int, float, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        metrics = trainer.callback_metrics
+        self.losses.append((trainer.global_step, float(metrics["train/loss_generator"]),
+                            float(metrics["train/loss_d_pose"])))
+
+
+@pytest.fixture()
+def data_root(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    make_dataset(root, height=32, width=16)
+    return root
+
+
+def run(cfg: DictConfig, monkeypatch: pytest.MonkeyPatch) -> LossRecorder:
+    """train.train with a LossRecorder added to the trainer's callbacks."""
+    recorder = LossRecorder()
+    monkeypatch.setattr(train_script, "checkpoint_callbacks",
+                        lambda run_dir: [*checkpoint_callbacks(run_dir), recorder])
+    train_script.train(cfg)
+    return recorder
+
+
+def test_training_writes_checkpoints_and_samples(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    run_dir = tmp_path / "run"
+    recorder = run(tiny_config(data_root, run_dir, "trainer.max_steps=9"), monkeypatch)
+    assert len(recorder.losses) == 3  # three iterations, three optimizer steps each
+    assert [step for step, _, _ in recorder.losses] == [3, 6, 9]
+    assert all(torch.isfinite(torch.tensor(loss)) for _, loss, _ in recorder.losses)
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert list((run_dir / "samples").glob("step_*.png"))
+    checkpoint = safe_torch_load(run_dir / "checkpoints" / "last.ckpt")
+    assert isinstance(checkpoint["hyper_parameters"]["model"], dict)  # plain containers, not OmegaConf
+    assert not any(key.startswith("perceptual_loss") for key in checkpoint["state_dict"])
+    generator, hparams = load_generator(run_dir / "checkpoints" / "last.ckpt")
+    assert hparams["data"]["height"] == 32
+    batch = torch.zeros(1, 3, 32, 16), torch.zeros(1, 18, 32, 16), torch.zeros(1, 18, 32, 16)
+    assert generator(*batch).shape == (1, 3, 32, 16)
+
+
+def test_resume_continues_with_the_same_losses(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    # 12 training pairs, batch 4: 3 iterations per epoch; 4 epochs uninterrupted vs 2 + resume
+    full = run(tiny_config(data_root, tmp_path / "full"), monkeypatch)
+    first_half = run(tiny_config(data_root, tmp_path / "half", "trainer.max_steps=18"), monkeypatch)
+    last = tmp_path / "half" / "checkpoints" / "last.ckpt"
+    resumed = run(tiny_config(data_root, tmp_path / "resumed", f"ckpt_path={last}"), monkeypatch)
+    assert len(full.losses) == 12 and len(first_half.losses) == 6 and len(resumed.losses) == 6
+    assert first_half.losses == full.losses[:6]
+    assert [step for step, _, _ in resumed.losses] == [step for step, _, _ in full.losses[6:]]
+    resumed_values = [value for _, *values in resumed.losses for value in values]
+    full_values = [value for _, *values in full.losses[6:] for value in values]
+    assert resumed_values == pytest.approx(full_values, rel=1e-5)
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_that_would_run_code_is_refused(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": _RunsCode(marker)}, evil)
+    with pytest.raises(CheckpointError, match="evil.ckpt"):
+        safe_torch_load(evil)
+    with pytest.raises(CheckpointError):
+        load_generator(evil)
+    with pytest.raises(Exception) as err:
+        run(tiny_config(data_root, tmp_path / "run", f"ckpt_path={evil}"), monkeypatch)
+    assert isinstance(find_user_error(err.value), CheckpointError)
+    assert not marker.exists()
+
+
+def test_unknown_dataset_path_is_one_clear_paragraph(tmp_path: Path) -> None:
+    missing = tmp_path / "no_such_dataset"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), f"data.root={missing}", "data.generate_if_missing=false",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "error:" in result.stderr and str(missing) in result.stderr
+
+
+def test_wrong_image_size_for_preset(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(Exception) as err:
+        run(tiny_config(data_root, tmp_path / "run", "data.height=64", "data.width=32"), monkeypatch)
+    error = find_user_error(err.value)
+    assert isinstance(error, DataError)
+    assert "64x32" in str(error) and "32x16" in str(error)
+
+
+def test_missing_vgg_weights_names_file_url_and_how_to_disable(data_root: Path, tmp_path: Path,
+                                                                monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv("EMCA_WEIGHTS_DIR", raising=False)
+    with pytest.raises(Exception) as err:
+        run(tiny_config(data_root, tmp_path / "run", "model.loss.lambda_perceptual=1.0"), monkeypatch)
+    error = find_user_error(err.value)
+    assert isinstance(error, WeightsError)
+    message = str(error)
+    assert "vgg19-dcbb9e9d.pth" in message and "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth" in message
+    assert "lambda_perceptual=0" in message
