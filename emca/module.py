@@ -16,17 +16,15 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning_fabric.utilities.seed import seed_everything
-from PIL import Image
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 from torchmetrics.image import StructuralSimilarityIndexMeasure
-from torchvision.utils import make_grid
 
 from emca.checkpoint import build_generator
 from emca.data.keypoints import NUM_JOINTS
-from emca.data.skeleton import skeleton_images
 from emca.io import atomic_save_image
+from emca.visualize import pose_transfer_sheet
 from emca.losses import GANLoss, ImagePool, PerceptualLoss, discriminator_loss, generator_loss
 
 
@@ -183,19 +181,11 @@ class PoseTransferModule(pl.LightningModule):
         if not self.trainer.is_global_zero:
             return
         count = min(self.sample_count, generated.shape[0])
-        height, width = generated.shape[-2:]
-        columns = [
-            batch["source_image"][:count],
-            skeleton_images(batch["source_keypoints"][:count], height, width).to(generated.device),
-            skeleton_images(batch["target_keypoints"][:count], height, width).to(generated.device),
-            generated[:count],
-            batch["target_image"][:count],
-        ]
-        tiles = torch.stack(columns, dim=1).flatten(0, 1).float().cpu()
-        grid = make_grid(tiles, nrow=len(columns), padding=2, normalize=True, value_range=(-1, 1))
-        image = grid.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        sheet = pose_transfer_sheet(batch["source_image"][:count], batch["source_keypoints"][:count],
+                                    batch["target_keypoints"][:count], generated[:count],
+                                    batch["target_image"][:count])
         path = Path(self.trainer.default_root_dir) / "samples" / f"step_{self.global_step:08d}.png"
-        atomic_save_image(Image.fromarray(image), path)
+        atomic_save_image(sheet, path)
         if hasattr(self.logger, "log_image"):
             self.logger.log_image(key="samples", images=[str(path)], step=self.global_step)
 

@@ -10,33 +10,18 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
+from _fake_data import make_dataset
+from _tiny_training import tiny_config
 from omegaconf import DictConfig
 
 import train as train_script
-from _fake_data import make_dataset
 from emca.checkpoint import load_generator
 from emca.cli import find_user_error
-from emca.config import register_resolvers
 from emca.errors import CheckpointError, DataError, WeightsError
 from emca.io import safe_torch_load
 
 REPO = Path(__file__).resolve().parents[1]
-register_resolvers()
 checkpoint_callbacks = train_script.checkpoint_callbacks
-
-
-def tiny_config(data_root: Path, run_dir: Path, *overrides: str) -> DictConfig:
-    """The embedded default shrunk to seconds: 32x16 images, 1 block, 4 channels."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        return compose("train", overrides=[
-            f"data.root={data_root}", "data.height=32", "data.width=16", "data.batch_size=4",
-            "data.val_subset=4", "data.generate_if_missing=false", f"run_dir={run_dir}",
-            "model.generator.ngf=4", "model.generator.num_blocks=1", "model.generator.dropout=0.5",
-            "model.discriminator.ndf=4", "model.loss.pool_size=2",
-            "model.optim.constant_iterations=6", "model.optim.decay_iterations=6",
-            "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", *overrides,
-        ])
 
 
 class LossRecorder(pl.Callback):

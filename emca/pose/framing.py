@@ -107,6 +107,36 @@ def _check_inputs(image: np.ndarray, keypoints: np.ndarray, height: int, width: 
         )
 
 
+def plan_framing(
+    photo_size: tuple[int, int], keypoints: np.ndarray, height: int, width: int, mode: FitMode = "pad"
+) -> Framing:
+    """Where a photo of ``photo_size`` (H, W) goes in a ``height`` x ``width`` frame, person centred.
+
+    Also used on its own for a target pose given in some photo's frame (no pixels needed).
+    """
+    if mode not in FIT_MODES:
+        raise ConfigError(f"fit_to_model: mode must be one of {', '.join(FIT_MODES)}, got {mode!r}.")
+    keypoints = np.asarray(keypoints)
+    model_size = np.asarray((height, width))
+    ratios = model_size / np.asarray(photo_size)
+    factor = ratios.min() if mode == "pad" else ratios.max()
+    resized_size = np.maximum(1, np.round(np.asarray(photo_size) * factor)).astype(np.int64)
+    scale = resized_size / np.asarray(photo_size)
+
+    # offsets that put the person's centre in the frame's centre
+    offset = np.round(model_size / 2 - _person_centre(keypoints, photo_size) * scale).astype(np.int64)
+    if mode == "pad":
+        offset[0] = (height - resized_size[0]) // 2
+    else:  # keep the frame covered: the offset lies in [frame - resized, 0]
+        offset = np.clip(offset, model_size - resized_size, 0)
+    return Framing(
+        scale=(float(scale[0]), float(scale[1])),
+        offset=(int(offset[0]), int(offset[1])),
+        photo_size=(int(photo_size[0]), int(photo_size[1])),
+        model_size=(height, width),
+    )
+
+
 def fit_to_model(
     image: np.ndarray,
     keypoints: np.ndarray,
@@ -121,30 +151,11 @@ def fit_to_model(
     joints -1) and the :class:`Framing` that :func:`invert_keypoints` undoes. See the module docstring.
     """
     _check_inputs(image, keypoints, height, width, mode)
-    keypoints = np.asarray(keypoints)
-    photo_size = (image.shape[0], image.shape[1])
-    model_size = np.asarray((height, width))
-    ratios = model_size / np.asarray(photo_size)
-    factor = ratios.min() if mode == "pad" else ratios.max()
-    resized_size = np.maximum(1, np.round(np.asarray(photo_size) * factor)).astype(np.int64)
-    scale = resized_size / np.asarray(photo_size)
-
-    # offsets that put the person's centre in the frame's centre
-    offset = np.round(model_size / 2 - _person_centre(keypoints, photo_size) * scale).astype(np.int64)
-    if mode == "pad":
-        offset[0] = (height - resized_size[0]) // 2
-    else:  # keep the frame covered: the offset lies in [frame - resized, 0]
-        offset = np.clip(offset, model_size - resized_size, 0)
-
+    framing = plan_framing((image.shape[0], image.shape[1]), keypoints, height, width, mode)
+    resized_size = np.round(np.asarray(framing.photo_size) * np.asarray(framing.scale)).astype(np.int64)
     resized = Image.fromarray(image).resize(
         (int(resized_size[1]), int(resized_size[0])), Image.Resampling.LANCZOS
     )
     canvas = Image.new("RGB", (width, height), tuple(int(v) for v in fill))
-    canvas.paste(resized, (int(offset[1]), int(offset[0])))  # PIL clips what falls outside the canvas
-    framing = Framing(
-        scale=(float(scale[0]), float(scale[1])),
-        offset=(int(offset[0]), int(offset[1])),
-        photo_size=photo_size,
-        model_size=(height, width),
-    )
+    canvas.paste(resized, (int(framing.offset[1]), int(framing.offset[0])))  # PIL clips the overflow
     return np.asarray(canvas), transform_keypoints(keypoints, framing), framing
