@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from emca.errors import EmcaError
 
@@ -32,3 +33,14 @@ def user_errors() -> Iterator[None]:
             raise
         print(f"\nerror: {user_error}", file=sys.stderr)
         sys.exit(2)
+
+
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` and call the chosen subcommand's ``run(args)``; returns 0, or 2 after a user error."""
+    args = parser.parse_args(argv)
+    try:
+        with user_errors():
+            args.run(args)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0

@@ -26,7 +26,7 @@ def test_user_errors_exit_2_without_traceback(tmp_path: Path, capsys: pytest.Cap
     make_dataset(tmp_path, height=32, width=16)
     assert main(["validate", str(tmp_path), "--preset", "synthetic", "--height", "40", "--width", "16"]) == 2
     captured = capsys.readouterr()
-    assert captured.err.startswith("error: ") and "expects 40x16" in captured.err
+    assert captured.err.lstrip().startswith("error: ") and "expects 40x16" in captured.err
     assert "Traceback" not in captured.err
     assert main(["validate", str(tmp_path), "--preset", "synthetic"]) == 2
     assert "data.height" in capsys.readouterr().err

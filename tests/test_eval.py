@@ -89,7 +89,7 @@ def test_evaluate_generator_writes_reports_and_records_skipped_metrics(data_root
     document = evaluate(eval_config(data_root, out), generator=mirror_generator)
 
     # the default PATN list: lpips and fid need weights that are absent, so they are skipped, not fatal
-    assert set(document["metrics"]) == {"ssim", "mask_ssim", "psnr"}
+    assert set(document["metrics"]) == {"ssim", "mask_ssim", "psnr", "l1"}
     assert set(document["skipped"]) == {"lpips", "fid"}
     assert "alexnet-owt-7be5be79.pth" in document["skipped"]["lpips"]
     stored = json.loads((out / "metrics.json").read_text())

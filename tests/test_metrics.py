@@ -140,9 +140,10 @@ def test_scoring_masks_pads_and_averages_like_direct_computation(tmp_path, astro
             "ssim": {"type": "ssim", **PATN, "data_range": "generated", "white_padding": {"deepfashion": 40}},
             "mask_ssim": {"type": "ssim", **PATN, "data_range": "generated", "mask": True, "point_radius": 4.0},
             "psnr": {"type": "psnr", "data_range": 255},
+            "l1": {"type": "l1"},
         },
     }
-    specs = parse_protocol(protocol, ["ssim", "mask_ssim", "psnr"], preset="deepfashion").metrics
+    specs = parse_protocol(protocol, ["ssim", "mask_ssim", "psnr", "l1"], preset="deepfashion").metrics
     assert specs[0].white_padding == 40 and specs[1].white_padding == 0
     pairs = ScoringPairs(generated_paths, reference_paths, keypoints, 128, 64)
     names = [(f"src{i}.jpg", f"ref{i}.jpg") for i in range(len(astronaut_pairs))]
@@ -159,6 +160,8 @@ def test_scoring_masks_pads_and_averages_like_direct_computation(tmp_path, astro
         expected_mask_ssim.append(patn_ssim(generated * mask, reference * mask))
     np.testing.assert_allclose(result.per_image["ssim"], expected_ssim, atol=1e-6)
     np.testing.assert_allclose(result.per_image["mask_ssim"], expected_mask_ssim, atol=1e-6)
+    expected_l1 = [np.abs(g / 127.5 - r / 127.5).mean() for g, r in astronaut_pairs]  # [-1, 1] units
+    np.testing.assert_allclose(result.per_image["l1"], expected_l1, rtol=1e-9)
     assert result.summary["ssim"] == pytest.approx(np.mean(expected_ssim), abs=1e-6)
     assert list(result.per_image["to"]) == [to for _, to in names]
     assert result.details["ssim"]["white_padding"] == 40

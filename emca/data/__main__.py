@@ -17,9 +17,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from emca.cli import run_command
 from emca.data.annotations import read_annotations, write_pairs
 from emca.data.dataset import PRESETS, make_layout, validate_split
-from emca.errors import EmcaError
 
 
 def _synthetic(args: argparse.Namespace) -> None:
@@ -119,13 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        args.run(args)
-    except EmcaError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

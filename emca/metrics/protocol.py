@@ -75,6 +75,14 @@ class PSNRSpec(MetricSpec):
 
 
 @dataclass(frozen=True)
+class L1Spec(MetricSpec):
+    """Mean absolute error with images scaled to [-1, 1], the scale of the training L1 loss."""
+
+    def _describe_own(self) -> str:
+        return "mean |generated - reference| with images in [-1, 1]"
+
+
+@dataclass(frozen=True)
 class LPIPSSpec(MetricSpec):
     net: str = "alex"
     version: str = "0.1"
@@ -102,7 +110,7 @@ class InceptionScoreSpec(MetricSpec):
 
 
 METRIC_TYPES: dict[str, type[MetricSpec]] = {
-    "ssim": SSIMSpec, "psnr": PSNRSpec, "lpips": LPIPSSpec, "fid": FIDSpec, "inception_score": InceptionScoreSpec,
+    "ssim": SSIMSpec, "psnr": PSNRSpec, "l1": L1Spec, "lpips": LPIPSSpec, "fid": FIDSpec, "inception_score": InceptionScoreSpec,
 }
 METRIC_TYPES_BY_CLASS = {cls: name for name, cls in METRIC_TYPES.items()}
 _MASKABLE = (SSIMSpec, InceptionScoreSpec)

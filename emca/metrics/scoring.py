@@ -31,6 +31,7 @@ from emca.metrics.protocol import (
     GENERATED_RANGE,
     FIDSpec,
     InceptionScoreSpec,
+    L1Spec,
     LPIPSSpec,
     MetricSpec,
     PSNRSpec,
@@ -161,6 +162,8 @@ def _per_image(spec: MetricSpec, generated: torch.Tensor, reference: torch.Tenso
         return structural_similarity(generated, reference, data_range, spec.window)
     if isinstance(spec, PSNRSpec):
         return peak_signal_noise_ratio(generated, reference, spec.data_range)
+    if isinstance(spec, L1Spec):  # uint8 levels -> [-1, 1] units
+        return (generated.double() - reference.double()).abs().mean(dim=(1, 2, 3)) / 127.5
     if isinstance(spec, LPIPSSpec):
         return lpips_distance(model, generated, reference)
     raise TypeError(f"{type(spec).__name__} is not a per-image metric")
@@ -179,8 +182,9 @@ def score(
     """Score every pair with every metric in ``specs`` that is not skipped (a model-based metric
     without an entry in ``models`` is taken as skipped by :func:`load_models`)."""
     device = torch.device(device)
-    active = [s for s in specs if s.name in models or isinstance(s, (SSIMSpec, PSNRSpec))]
-    per_image: dict[str, list[torch.Tensor]] = {s.name: [] for s in active if isinstance(s, (SSIMSpec, PSNRSpec, LPIPSSpec))}
+    active = [s for s in specs if s.name in models or isinstance(s, (SSIMSpec, PSNRSpec, L1Spec))]
+    per_image: dict[str, list[torch.Tensor]] = {
+        s.name: [] for s in active if isinstance(s, (SSIMSpec, PSNRSpec, L1Spec, LPIPSSpec))}
     inception_outputs: dict[str, list[torch.Tensor]] = {s.name: [] for s in active if s.name not in per_image}
     loader = DataLoader(pairs, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     with torch.no_grad():

@@ -50,8 +50,10 @@ class ReferenceAttention(CrossAttention):
 
 
 class SDPAttention(CrossAttention):
-    """torch.nn.functional.scaled_dot_product_attention with scale 1 (flash / memory-efficient kernels
-    where the device and dtype allow; they require Dk == Dv on some versions, so torch picks)."""
+    """torch.nn.functional.scaled_dot_product_attention with scale 1. Its fused (flash / memory-efficient)
+    kernels only take 4-D (batch, heads, tokens, width) inputs, so the tokens get a singleton head axis;
+    torch picks the kernel the device, dtype and widths allow."""
 
     def attend(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-        return F.scaled_dot_product_attention(query, key, value, scale=1.0)
+        heads = (query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1))
+        return F.scaled_dot_product_attention(*heads, scale=1.0).squeeze(1)
