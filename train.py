@@ -46,7 +46,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.trainer,
         default_root_dir=str(run_dir),
         logger=instantiate(cfg.logger),
-        callbacks=[*checkpoint_callbacks(run_dir), LearningRateMonitor(logging_interval="step")],
+        callbacks=[*checkpoint_callbacks(run_dir), LearningRateMonitor(logging_interval="step"),
+                   *(instantiate(callback) for callback in cfg.get("callbacks") or ())],  # e.g. experiment=ablation
         plugins=[SafeCheckpointIO()],
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)

@@ -8,6 +8,7 @@ softmax masks. With ngf 64, 9 blocks and instance norm it has 44.84 M parameters
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -82,10 +83,14 @@ class XingBlock(nn.Module):
         return AttentionInputs(to_tokens(self.query(updated)), to_tokens(self.key(guide)),
                                to_tokens(self.value(updated)), to_tokens(updated))
 
+    def cross_attention(self, inputs: AttentionInputs, height: int, width: int) -> Tensor:
+        """The gated SA / AS step on stacked tokens -> (2B, N, C); XingGAN++ blocks override it."""
+        return self.attention(*inputs, self.gamma[0])
+
     def forward(self, appearance: Tensor, shape: Tensor) -> tuple[Tensor, Tensor]:
         appearance, shape = self.branches(appearance, shape)
         height, width = appearance.shape[-2:]
-        attended = self.attention(*self.attention_inputs(appearance, shape), self.gamma[0])
+        attended = self.cross_attention(self.attention_inputs(appearance, shape), height, width)
         appearance, shape = from_tokens(attended, height, width).chunk(2, dim=0)
         return appearance, torch.cat((appearance, shape), 1)
 
@@ -143,12 +148,14 @@ class XingGenerator(nn.Module):
     forward(source_image (B, 3, H, W) in [-1, 1], source_pose (B, 18, H, W), target_pose (B, 18, H, W))
     -> generated image (B, 3, H, W); H and W must be divisible by 4. The attention backend (shared by
     all blocks, stateless) only changes how SA / AS are computed, never the parameters.
-    ``query_key_channels`` defaults to channels // 8 (32 for ngf 64), as released.
+    ``query_key_channels`` defaults to channels // 8 (32 for ngf 64), as released. ``block_factory``
+    builds each block from XingBlock's constructor arguments (XingGAN++ passes its multi-scale block).
     """
 
     def __init__(self, image_channels: int = 3, pose_channels: int = 18, ngf: int = 64, num_blocks: int = 9,
                  norm: str = "instance", dropout: float = 0.5, attention: CrossAttention | None = None,
-                 query_key_channels: int | None = None, padding_type: str = "reflect") -> None:
+                 query_key_channels: int | None = None, padding_type: str = "reflect",
+                 block_factory: Callable[..., XingBlock] = XingBlock) -> None:
         super().__init__()
         if num_blocks < 1:
             raise ConfigError(f"Config field 'num_blocks' is {num_blocks}; a XingGAN generator needs at least 1.")
@@ -159,8 +166,8 @@ class XingGenerator(nn.Module):
         self.appearance_encoder = downsampling_encoder(image_channels, ngf, norm, NUM_DOWNSAMPLING)
         self.shape_encoder = downsampling_encoder(2 * pose_channels, ngf, norm, NUM_DOWNSAMPLING)
         self.blocks = nn.ModuleList(
-            XingBlock(channels if index == 0 else 2 * channels, channels, query_key_channels or channels // 8, norm,
-                      dropout, padding_type, attention)
+            block_factory(channels if index == 0 else 2 * channels, channels, query_key_channels or channels // 8,
+                          norm, dropout, padding_type, attention)
             for index in range(num_blocks))
         self.fusion = CoAttentionFusion(channels, 2 * channels, ngf, norm, image_channels)
         init_normal_(self)
@@ -180,10 +187,20 @@ class XingGenerator(nn.Module):
                     f"batch size and H, W of source_image {tuple(reference)} and H, W divisible by {factor}. "
                     f"Check the model's image_channels / pose_channels settings and the dataset's image size.")
 
-    def forward(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor) -> Tensor:
-        self.check_inputs(source_image, source_pose, target_pose)
+    def block_outputs(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Every block's (appearance (B, C, h, w), cat(appearance, shape) (B, 2C, h, w)), in order."""
         appearance = self.appearance_encoder(source_image)
         shape = self.shape_encoder(torch.cat((source_pose, target_pose), 1))
+        outputs = []
         for block in self.blocks:
             appearance, shape = block(appearance, shape)
-        return self.fusion(appearance, shape, source_image)
+            outputs.append((appearance, shape))
+        return outputs
+
+    def fusion_inputs(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor) -> tuple[Tensor, Tensor]:
+        """What the fusion head reads: the last block's (appearance (B, C, h, w), shape (B, 2C, h, w))."""
+        return self.block_outputs(source_image, source_pose, target_pose)[-1]
+
+    def forward(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor) -> Tensor:
+        self.check_inputs(source_image, source_pose, target_pose)
+        return self.fusion(*self.fusion_inputs(source_image, source_pose, target_pose), source_image)

@@ -1,0 +1,141 @@
+"""Gathering an ablation sweep into a table and a chart.
+
+    python train.py -m experiment=ablation              # variants x seeds, one run directory each
+    python -m emca.ablation outputs/multirun/<time>     # -> ablation.md, ablation.png, ablation_runs.csv
+
+Every run directory holds ``run_summary.json`` (written by emca.run_summary.RunSummary: variant, seed,
+final val/ssim and val/l1, generator parameters, mean step time). When an evaluation was run into the
+run directory (``python eval.py ckpt_path=<run>/checkpoints/best.ckpt out_dir=<run>/eval``), LPIPS and
+FID from its ``metrics.json`` join the table. Each metric is reported as mean +- std over the seeds
+(std 0 for a single seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure  # the object API renders with Agg and never opens a display
+
+from emca.cli import user_errors
+from emca.errors import DataError
+from emca.figures import save_figure
+from emca.io import atomic_write_text
+from emca.run_summary import SUMMARY_FILE
+
+# table column -> (where it comes from, which direction is better)
+METRICS = {
+    "SSIM": ("val/ssim", "higher"),
+    "L1": ("val/l1", "lower"),
+    "LPIPS": ("lpips", "lower"),
+    "FID": ("fid", "lower"),
+}
+# the sweep's variants in reading order (conf/ablation/); others follow in order of appearance
+VARIANT_ORDER = ("baseline", "multi_scale", "enhanced_attention", "dense_fusion", "full")
+EVAL_REPORT = "metrics.json"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"Cannot read '{path}': {err}. Delete the file or rerun that job.") from err
+
+
+def collect_runs(sweep_dir: str | Path) -> pd.DataFrame:
+    """One row per run under ``sweep_dir``: variant, seed, SSIM, L1 (LPIPS, FID when evaluated),
+    parameters, step_seconds, run_dir."""
+    sweep_dir = Path(sweep_dir)
+    summaries = sorted(sweep_dir.rglob(SUMMARY_FILE))
+    if not summaries:
+        raise DataError(f"No '{SUMMARY_FILE}' under '{sweep_dir}'. Point at the directory of a sweep run with "
+                        "`python train.py -m experiment=ablation` (its RunSummary callback writes one per run), "
+                        "and let at least one run finish.")
+    rows = []
+    for path in summaries:
+        summary = _read_json(path)
+        for field in ("variant", "seed", "metrics"):
+            if field not in summary:
+                raise DataError(f"'{path}' has no field '{field}'; it was not written by emca.run_summary.RunSummary "
+                                "with labels {variant, seed}.")
+        metrics = dict(summary["metrics"])
+        for report in sorted(path.parent.rglob(EVAL_REPORT)):  # evaluations run into the run directory
+            metrics.update(_read_json(report).get("metrics", {}))
+        rows.append({"variant": str(summary["variant"]), "seed": summary["seed"],
+                     **{column: metrics.get(key) for column, (key, _) in METRICS.items()},
+                     "parameters": summary.get("generator_parameters"),
+                     "step_seconds": summary.get("mean_step_seconds"), "run_dir": str(path.parent)})
+    runs = pd.DataFrame(rows)
+    return runs.dropna(axis="columns", how="all")
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per variant (rows in VARIANT_ORDER): seeds, and mean / std of every metric, parameters and step time."""
+    values = [column for column in (*METRICS, "parameters", "step_seconds") if column in runs]
+    grouped = runs.groupby("variant", sort=False)
+    summary = grouped[values].agg(["mean", "std"])
+    summary.columns = [f"{column}_{statistic}" for column, statistic in summary.columns]
+    summary = summary.fillna({f"{column}_std": 0.0 for column in values})  # one seed: no spread
+    summary.insert(0, "seeds", grouped["seed"].nunique())
+    order = [v for v in VARIANT_ORDER if v in summary.index] + [v for v in summary.index if v not in VARIANT_ORDER]
+    return summary.loc[order]
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    """The summary as a markdown table, metrics as mean +- std."""
+    metrics = [column for column in METRICS if f"{column}_mean" in summary]
+    header = ["variant", "seeds", *(f"{m} ({'↑' if METRICS[m][1] == 'higher' else '↓'})" for m in metrics),
+              "G parameters", "step time (s)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for variant, row in summary.iterrows():
+        cells = [str(variant), str(int(row["seeds"]))]
+        cells += [f"{row[f'{m}_mean']:.4f} ± {row[f'{m}_std']:.4f}" for m in metrics]
+        cells.append(f"{round(row['parameters_mean']):,}" if "parameters_mean" in row else "")
+        cells.append(f"{row['step_seconds_mean']:.3f}" if "step_seconds_mean" in row else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(summary: pd.DataFrame, path: str | Path) -> None:
+    """One bar panel per metric (and step time), variants side by side with std error bars; PNG."""
+    panels = [column for column in (*METRICS, "step_seconds") if f"{column}_mean" in summary]
+    figure = Figure(figsize=(3.2 * len(panels), 3.6))
+    axes = figure.subplots(1, len(panels), squeeze=False)
+    for axis, column in zip(axes[0], panels, strict=True):
+        axis.bar(range(len(summary)), summary[f"{column}_mean"], yerr=summary[f"{column}_std"], capsize=3,
+                 color=[f"C{i}" for i in range(len(summary))])
+        axis.set_xticks(range(len(summary)), summary.index, rotation=35, ha="right", fontsize=8)
+        axis.set_title("step time (s)" if column == "step_seconds" else column)
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def gather(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
+    """Write ablation.md, ablation.png and ablation_runs.csv for a sweep; returns their paths."""
+    out_dir = Path(out_dir or sweep_dir)
+    runs = collect_runs(sweep_dir)
+    summary = summarise(runs)
+    paths = {name: out_dir / name for name in ("ablation.md", "ablation.png", "ablation_runs.csv")}
+    atomic_write_text(paths["ablation.md"], f"# Ablation: {Path(sweep_dir)}\n\n" + markdown_table(summary))
+    bar_chart(summary, paths["ablation.png"])
+    atomic_write_text(paths["ablation_runs.csv"], runs.to_csv(index=False))
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Gather an ablation sweep into a markdown table and a bar chart.")
+    parser.add_argument("sweep_dir", type=Path, help="the multirun directory (outputs/multirun/<time>)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the files (default: sweep_dir)")
+    args = parser.parse_args(argv)
+    with user_errors():
+        paths = gather(args.sweep_dir, args.out)
+        print(paths["ablation.md"].read_text(encoding="utf-8"))
+        print("wrote " + ", ".join(str(path) for path in paths.values()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,403 @@
+"""XingGAN++: switch combinations, exact reduction to XingGAN, EA and dense fusion at initialisation,
+multi-scale attention against a brute-force computation, recording, configs and the figure tool."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _fake_data import make_dataset
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from PIL import Image
+from torch import nn
+
+from emca.checkpoint import build_generator
+from emca.config import register_resolvers, to_plain
+from emca.errors import ConfigError
+from emca.figures import main as figures_main
+from emca.figures import make_figures
+from emca.io import atomic_torch_save
+from emca.networks.attention import ReferenceAttention, SDPAttention
+from emca.networks.attention_recording import record_attention
+from emca.networks.generator import XingBlock, XingGenerator
+from emca.networks.multiscale import MultiScaleXingBlock, ScaleSpec
+from emca.networks.xingganpp import XingGANPlusPlusGenerator
+
+REPO = Path(__file__).resolve().parents[1]
+register_resolvers()
+# 32x16 images: an 8x4 token grid; windows of 3 do not divide it, so the shifted last windows are used
+MULTI_SCALE = {"enabled": True, "pool_factors": [2, 4], "window_sizes": [3]}
+ENHANCED = {"enabled": True, "branches": ["pool", "window"], "inner_channels": 4, "heads": 2}
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in module.parameters())
+
+
+def random_inputs(batch: int = 2, height: int = 32, width: int = 16, dtype: torch.dtype = torch.float32, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.rand(batch, 3, height, width, generator=generator, dtype=dtype) * 2 - 1
+    poses = torch.rand(2, batch, 18, height, width, generator=generator, dtype=dtype)
+    return image, poses[0], poses[1]
+
+
+def set_gamma(generator: nn.Module, value: float) -> None:
+    with torch.no_grad():
+        for block in generator.blocks:
+            block.gamma.fill_(value)
+
+
+def switches(multi_scale: bool, enhanced: bool, dense: bool, fusion: str = "softmax") -> dict:
+    return {
+        "multi_scale": {**MULTI_SCALE, "enabled": multi_scale, "fusion": fusion},
+        # with multi-scale off the only branch is the full one, so EA alone refines it
+        "enhanced_attention": {**ENHANCED, "enabled": enhanced, "branches": ["pool", "window"] if multi_scale else ["full"]},
+        "dense_fusion": {"enabled": dense},
+    }
+
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+COMBINATIONS = [(*flags, "softmax") for flags in itertools.product((False, True), repeat=3)] + [(True, True, True, "conv")]
+
+
+@pytest.mark.parametrize(("multi_scale", "enhanced", "dense", "fusion"), COMBINATIONS)
+def test_every_switch_combination_runs_forward_and_backward(multi_scale, enhanced, dense, fusion):
+    torch.manual_seed(0)
+    generator = XingGANPlusPlusGenerator(ngf=8, num_blocks=2, dropout=0.5,
+                                         **switches(multi_scale, enhanced, dense, fusion))
+    set_gamma(generator, 0.5)  # so every attention parameter gets a gradient
+    output = generator(*random_inputs())
+    assert output.shape == (2, 3, 32, 16)
+    output.square().mean().backward()
+    gradients = {name: parameter.grad for name, parameter in generator.named_parameters()}
+    assert all(grad is not None and torch.isfinite(grad).all() for grad in gradients.values())
+    assert all(gradients[f"blocks.{i}.gamma"].abs().sum() > 0 for i in range(2))
+    block_type = MultiScaleXingBlock if multi_scale or enhanced else XingBlock
+    assert all(type(block) is block_type for block in generator.blocks)
+    assert (generator.stage_aggregation is not None) == dense
+    if enhanced:  # EA's learned consensus weights are reached by the loss
+        assert any(grad.abs().sum() > 0 for name, grad in gradients.items() if "consensus_weight" in name)
+
+
+def test_all_switches_off_is_exactly_xinggan():
+    torch.manual_seed(0)
+    xinggan = XingGenerator(ngf=8, num_blocks=3).double()
+    torch.manual_seed(0)
+    plus = XingGANPlusPlusGenerator(ngf=8, num_blocks=3, **switches(False, False, False)).double()
+    assert count_parameters(plus) == count_parameters(xinggan)
+    assert plus.state_dict().keys() == xinggan.state_dict().keys()
+    for name, tensor in xinggan.state_dict().items():
+        assert torch.equal(plus.state_dict()[name], tensor), name
+    set_gamma(xinggan, 0.7)
+    set_gamma(plus, 0.7)
+    inputs = random_inputs(dtype=torch.float64)
+    torch.manual_seed(1)  # dropout draws the same masks in both
+    expected = xinggan(*inputs)
+    torch.manual_seed(1)
+    assert torch.equal(plus(*inputs), expected)
+
+
+def test_release_size_parameter_counts():
+    with torch.device("meta"):
+        xinggan = XingGenerator(ngf=64, num_blocks=9)
+        off = XingGANPlusPlusGenerator(ngf=64, num_blocks=9)
+        full = XingGANPlusPlusGenerator(ngf=64, num_blocks=9, multi_scale={"enabled": True, "window_sizes": [8]},
+                                        enhanced_attention=True, dense_fusion=True)
+    assert count_parameters(off) == count_parameters(xinggan) == pytest.approx(44.84e6, rel=0.005)
+    # dense fusion: 1x1 reductions 9*256 -> 256 and 9*512 -> 512 (with bias); per block 4 branch logits
+    # and EA on pool2, pool4 and window8: row query / key maps 32 -> 2 heads x 16, 2 consensus weights
+    dense = 9 * 256 * 256 + 256 + 9 * 512 * 512 + 512
+    per_block = 4 + 3 * (2 * 32 * 32 + 2)
+    assert count_parameters(full) - count_parameters(xinggan) == dense + 9 * per_block
+
+
+def load_shared_weights(target: nn.Module, source: nn.Module) -> set[str]:
+    """Copy the parameters ``target`` has from ``source``; returns the names of source's extra ones."""
+    result = target.load_state_dict(source.state_dict(), strict=False)
+    assert not result.missing_keys
+    return set(result.unexpected_keys)
+
+
+@pytest.mark.parametrize("multi_scale", [True, False])
+def test_enhanced_attention_at_initialisation_changes_nothing(multi_scale):
+    torch.manual_seed(0)
+    with_ea = XingGANPlusPlusGenerator(ngf=8, num_blocks=2, dropout=0.0,
+                                       **switches(multi_scale, True, False)).double().eval()
+    without_ea = XingGANPlusPlusGenerator(ngf=8, num_blocks=2, dropout=0.0,
+                                          **switches(multi_scale, False, False)).double().eval()
+    extra = load_shared_weights(without_ea, with_ea)
+    assert extra and all(".enhancement." in name or "scale_logits" in name for name in extra)
+    set_gamma(with_ea, 0.7)
+    set_gamma(without_ea, 0.7)
+    inputs = random_inputs(dtype=torch.float64)
+    with torch.no_grad():
+        plain = without_ea(*inputs)
+        torch.testing.assert_close(with_ea(*inputs), plain, rtol=0, atol=1e-12)
+        for name, parameter in with_ea.named_parameters():  # EA switched on for real: the output moves
+            if "consensus_weight" in name:
+                parameter.fill_(0.5)
+        # (small: with N(0, 0.02) projections the fresh correlations are close to 0)
+        assert (with_ea(*inputs) - plain).abs().max() > 1e-8
+
+
+def test_dense_fusion_starts_as_the_last_block():
+    torch.manual_seed(0)
+    dense = XingGANPlusPlusGenerator(ngf=8, num_blocks=3, dropout=0.0, dense_fusion=True).double().eval()
+    plain = XingGenerator(ngf=8, num_blocks=3, dropout=0.0).double().eval()
+    assert load_shared_weights(plain, dense) == {f"stage_aggregation.{stream}_reduction.{field}"
+                                                for stream in ("appearance", "shape") for field in ("weight", "bias")}
+    set_gamma(dense, 0.5)
+    set_gamma(plain, 0.5)
+    inputs = random_inputs(dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(dense(*inputs), plain(*inputs), rtol=0, atol=1e-12)
+        dense.stage_aggregation.shape_reduction.weight[:, :8].normal_(0, 0.1)  # let the first block in
+        assert (dense(*inputs) - plain(*inputs)).abs().max() > 1e-4
+
+
+def brute_force_block(block: MultiScaleXingBlock, appearance, shape, logits):
+    """The block's SA / AS written out per direction, with pooling by avg_pool2d and windows as masks."""
+    appearance, shape = block.appearance_conv(appearance), block.shape_conv(shape)
+    height, width = appearance.shape[-2:]
+    weights = torch.softmax(logits, 0)
+
+    def window_mask(size):  # mask[n, m]: key m lies in query n's window (last window shifted inward)
+        def axis_windows(length):
+            starts = [min(i * size, length - min(size, length)) for i in range(-(-length // size))]
+            owner = [min(p // size, len(starts) - 1) for p in range(length)]
+            return [range(starts[o], starts[o] + min(size, length)) for o in owner]
+        rows, cols = axis_windows(height), axis_windows(width)
+        mask = torch.zeros(height * width, height * width, dtype=torch.bool)
+        for n in range(height * width):
+            for r in rows[n // width]:
+                for c in cols[n % width]:
+                    mask[n, r * width + c] = True
+        return mask
+
+    def attend(updated, guide):
+        query = block.query(updated).flatten(2).transpose(1, 2)  # (B, N, Dk)
+        key_map, value_map = block.key(guide), block.value(updated)
+        total = 0
+        for weight, scale in zip(weights, block.scales, strict=True):
+            kind, size = scale.spec.kind, scale.spec.size
+            key, value = key_map, value_map
+            if kind == "pool":
+                key, value = F.avg_pool2d(key, size), F.avg_pool2d(value, size)
+            logits_ = query @ key.flatten(2)
+            if kind == "window":
+                logits_ = logits_.masked_fill(~window_mask(size), float("-inf"))
+            total = total + weight * torch.softmax(logits_, -1) @ value.flatten(2).transpose(1, 2)
+        return updated + block.gamma * total.transpose(1, 2).reshape(updated.shape)
+
+    new_appearance = attend(appearance, shape)
+    return new_appearance, torch.cat((new_appearance, attend(shape, appearance)), 1)
+
+
+@pytest.mark.parametrize(("height", "width", "scales"), [
+    (8, 4, (ScaleSpec("full"), ScaleSpec("pool", 2), ScaleSpec("window", 3), ScaleSpec("window", 2))),
+    # windows that do not divide the grid (avg_pool2d only matches adaptive pooling on divisible sizes)
+    (6, 5, (ScaleSpec("full"), ScaleSpec("window", 4), ScaleSpec("window", 2))),
+])
+def test_multi_scale_block_matches_brute_force(height, width, scales):
+    torch.manual_seed(0)
+    block = MultiScaleXingBlock(32, 16, 4, "instance", 0.0, "reflect", ReferenceAttention(), scales=scales).double()
+    logits = torch.linspace(-0.4, 0.5, len(scales), dtype=torch.float64)
+    with torch.no_grad():
+        block.gamma.fill_(0.8)
+        block.scale_logits.copy_(logits)
+    appearance = torch.randn(2, 16, height, width, dtype=torch.float64)
+    shape = torch.randn(2, 32, height, width, dtype=torch.float64)
+    expected = brute_force_block(block, appearance, shape, logits)
+    for actual, wanted in zip(block(appearance, shape), expected, strict=True):
+        torch.testing.assert_close(actual, wanted, rtol=0, atol=1e-10)
+
+
+def test_attention_backends_agree_on_the_full_model():
+    torch.manual_seed(0)
+    reference = XingGANPlusPlusGenerator(ngf=8, num_blocks=2, dropout=0.0, attention=ReferenceAttention(),
+                                         **switches(True, True, True)).double().eval()
+    sdpa = XingGANPlusPlusGenerator(ngf=8, num_blocks=2, dropout=0.0, attention=SDPAttention(),
+                                    **switches(True, True, True)).double().eval()
+    sdpa.load_state_dict(reference.state_dict())
+    set_gamma(reference, 0.5)
+    set_gamma(sdpa, 0.5)
+    inputs = random_inputs(dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(sdpa(*inputs), reference(*inputs), rtol=0, atol=1e-10)
+
+
+def test_same_weights_run_at_any_resolution():
+    torch.manual_seed(0)
+    generator = XingGANPlusPlusGenerator(ngf=8, num_blocks=1, **switches(True, True, True)).eval()
+    with torch.no_grad():
+        for height, width in ((32, 16), (48, 24), (20, 12), (8, 8)):  # (8, 8): 2x2 tokens, windows of 3 shrink
+            assert generator(*random_inputs(1, height, width)).shape == (1, 3, height, width)
+
+
+def test_full_model_overfits_one_batch():
+    torch.manual_seed(0)
+    generator = XingGANPlusPlusGenerator(ngf=8, num_blocks=1, dropout=0.0, **switches(True, True, True))
+    inputs = random_inputs(2, 16, 12, seed=1)
+    target = torch.rand(2, 3, 16, 12, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    optimizer = torch.optim.Adam(generator.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    losses = []
+    for _ in range(40):
+        loss = F.l1_loss(generator(*inputs), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize(("options", "field"), [
+    ({"multi_scale": {"enabled": True, "fusion": "max"}}, "multi_scale.fusion"),
+    ({"multi_scale": {"enabled": True, "pool_factors": [1]}}, "multi_scale.pool_factors"),
+    ({"multi_scale": {"enabled": True, "window_sizes": "4"}}, "multi_scale.window_sizes"),
+    ({"multi_scale": {"enabled": True, "scales": [2]}}, "multi_scale"),
+    ({"multi_scale": {"enabled": True, "full": False, "pool_factors": [], "window_sizes": []}}, "multi_scale"),
+    ({"enhanced_attention": {"enabled": True, "branches": ["global"]}}, "enhanced_attention.branches"),
+    ({"enhanced_attention": {"enabled": True, "branches": ["pool"]}}, "enhanced_attention.branches"),
+    ({"enhanced_attention": {"enabled": True, "branches": ["full"], "heads": 0}}, "enhanced_attention.heads"),
+    ({"dense_fusion": {"enabled": "yes"}}, "dense_fusion.enabled"),
+])
+def test_bad_configuration_names_the_field(options, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        XingGANPlusPlusGenerator(ngf=8, num_blocks=1, **options)
+
+
+def test_recording_captures_attention_without_changing_the_output():
+    torch.manual_seed(0)
+    generator = XingGANPlusPlusGenerator(ngf=8, num_blocks=2, dropout=0.0, **switches(True, True, False)).eval()
+    set_gamma(generator, 0.5)
+    inputs = random_inputs(3)
+    tokens = [0, 13, 31]  # on the 8x4 grid: corner, middle, last
+    with torch.no_grad():
+        plain = generator(*inputs)
+        with record_attention(generator, tokens, sample=1) as recorder:
+            recorded = generator(*inputs)
+        # the branch inputs of block 0, to recompute its full attention independently
+        block = generator.blocks[0]
+        appearance = generator.appearance_encoder(inputs[0])
+        shape = generator.shape_encoder(torch.cat(inputs[1:], 1))
+        attention_inputs = block.attention_inputs(*block.branches(appearance, shape))
+    torch.testing.assert_close(recorded, plain, rtol=0, atol=0)
+    assert all(scale.recorder is None for block in generator.blocks for scale in block.scales)
+    names = [(record.block, record.scale) for record in recorder.records]
+    assert names == [(b, s) for b in (0, 1) for s in ("full", "pool2", "pool4", "window3")]
+    grids = {"full": (8, 4), "pool2": (4, 2), "pool4": (2, 1), "window3": (8, 4)}
+    for record in recorder.records:
+        assert record.attention.shape == (2, 3, *grids[record.scale])
+        torch.testing.assert_close(record.attention.sum((-2, -1)), torch.ones(2, 3))
+        assert (record.refined is None) == (record.scale == "full")  # EA on pool and window branches only
+        if record.refined is not None:  # untrained EA: E' = E
+            torch.testing.assert_close(record.refined, record.raw, equal_nan=True)
+        if record.scale == "window3":  # 3x3 windows: 9 keys each, the rest of the grid untouched
+            assert ((record.attention > 0).sum((-2, -1)) == 9).all()
+            assert (record.raw.isnan().sum((-2, -1)) == 32 - 9).all()
+    full = recorder.records[0]
+    query, key = attention_inputs.query, attention_inputs.key  # stacked SA (rows < 3) then AS
+    for direction, row in enumerate((1, 3 + 1)):
+        expected = torch.softmax(query[row, tokens] @ key[row].T, -1).reshape(3, 8, 4)
+        torch.testing.assert_close(full.attention[direction], expected)
+
+
+def test_recording_refuses_xinggan_and_tokens_off_the_grid():
+    with pytest.raises(ConfigError, match="no multi-scale attention"), record_attention(
+            XingGenerator(ngf=8, num_blocks=1), [0]):
+        pass
+    generator = XingGANPlusPlusGenerator(ngf=8, num_blocks=1, multi_scale=True)
+    with pytest.raises(ConfigError, match="32 tokens"), record_attention(generator, [32]), torch.no_grad():
+        generator(*random_inputs(1))  # 32x16 images: an 8x4 grid
+
+
+def compose_config(*overrides: str):
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        return compose("train", overrides=list(overrides))
+
+
+@pytest.mark.parametrize(("overrides", "attention_type"), [
+    (["model=emca"], ReferenceAttention),
+    (["experiment=emca_deepfashion", "model/attention=sdpa"], SDPAttention),
+    (["experiment=emca_market"], ReferenceAttention),
+])
+def test_release_configs_build_xingganpp(overrides, attention_type):
+    cfg = compose_config(*overrides)
+    model = to_plain(cfg.model)
+    assert all(model["generator"][switch]["enabled"] for switch in ("multi_scale", "enhanced_attention", "dense_fusion"))
+    assert "full" not in model["generator"]["enhanced_attention"]["branches"]  # too large at these sizes
+    with torch.device("meta"):
+        generator = build_generator(model)
+    assert isinstance(generator, XingGANPlusPlusGenerator) and len(generator.blocks) == 9
+    assert all(isinstance(block.attention, attention_type) for block in generator.blocks)
+    xinggan = compose_config(*(o.replace("emca_", "xinggan_") for o in overrides if o.startswith("experiment=")))
+    if overrides[0].startswith("experiment="):  # the presets differ from XingGAN's in the model only
+        assert cfg.data == xinggan.data and cfg.trainer == xinggan.trainer
+        assert {k: v for k, v in model.items() if k not in ("generator", "name", "attention")} == {
+            k: v for k, v in to_plain(xinggan.model).items() if k not in ("generator", "name", "attention")}
+
+
+def test_small_config_trains_at_the_embedded_default_size():
+    cfg = compose_config("model=emca_small")
+    torch.manual_seed(0)
+    generator = build_generator(to_plain(cfg.model))
+    assert isinstance(generator, XingGANPlusPlusGenerator) and generator.dense_fusion.enabled
+    output = generator(*random_inputs(1, cfg.data.height, cfg.data.width))
+    assert output.shape == (1, 3, cfg.data.height, cfg.data.width)
+    xinggan = instantiate(compose_config("model=xinggan_small").model.generator)
+    assert count_parameters(generator) > count_parameters(xinggan)
+
+
+def fake_sample(height: int = 32, width: int = 16) -> dict:
+    image, source_pose, target_pose = random_inputs(1, height, width)
+    keypoints = torch.tensor([[5 + j, 3 + j % 10] for j in range(18)])
+    keypoints[13] = -1  # a missing joint is skipped
+    return {"source_image": image[0], "source_pose": source_pose[0], "target_pose": target_pose[0],
+            "target_image": image[0].flip(-1), "target_keypoints": keypoints}
+
+
+def is_png(path: Path) -> bool:
+    with Image.open(path) as image:
+        return image.format == "PNG" and image.size[0] > 50
+
+
+def test_figures_of_a_generator(tmp_path: Path):
+    torch.manual_seed(0)
+    generator = XingGANPlusPlusGenerator(ngf=8, num_blocks=2, **switches(True, True, True)).eval()
+    written = make_figures(generator, fake_sample(), tmp_path, joints=[1], blocks=[0, -1])
+    assert sorted(path.name for path in written) == sorted(
+        ["fusion_masks.png", "attention_block0.png", "enhanced_attention_block0.png", "attention_block1.png",
+         "enhanced_attention_block1.png"])
+    assert all(is_png(path) for path in written)
+    with pytest.raises(ConfigError, match="--blocks"):
+        make_figures(generator, fake_sample(), tmp_path, blocks=[2])
+    # XingGAN: the masks only
+    assert [p.name for p in make_figures(XingGenerator(ngf=8, num_blocks=1), fake_sample(), tmp_path / "x")] == [
+        "fusion_masks.png"]
+
+
+def test_figure_command_reads_a_checkpoint(tmp_path: Path, capsys):
+    root = tmp_path / "data"
+    make_dataset(root, height=32, width=16)
+    cfg = compose_config("model=emca_small", f"data.root={root}", "data.height=32", "data.width=16",
+                         "data.generate_if_missing=false", "model.generator.ngf=8", "model.generator.num_blocks=1",
+                         "model.generator.multi_scale.window_sizes=[3]", "model.generator.enhanced_attention.inner_channels=4")
+    model = to_plain(cfg.model)
+    generator = build_generator(model)
+    checkpoint = {"hyper_parameters": {"model": model, "data": to_plain(cfg.data)},
+                  "state_dict": {f"generator.{name}": value for name, value in generator.state_dict().items()}}
+    atomic_torch_save(checkpoint, tmp_path / "run.ckpt")
+    out = tmp_path / "figures"
+    figures_main(["--ckpt", str(tmp_path / "run.ckpt"), "--pair-index", "2", "--out", str(out), "--joints", "1"])
+    assert {path.name for path in out.iterdir()} == {"fusion_masks.png", "attention_block0.png",
+                                                     "enhanced_attention_block0.png"}
+    with pytest.raises(SystemExit) as exit_info:
+        figures_main(["--ckpt", str(tmp_path / "run.ckpt"), "--pair-index", "999", "--out", str(out)])
+    assert exit_info.value.code == 2
+    assert "--pair-index 999" in capsys.readouterr().err
