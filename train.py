@@ -29,8 +29,15 @@ register_resolvers()
 def checkpoint_callbacks(run_dir: Path) -> list[ModelCheckpoint]:
     """`best.ckpt` by validation SSIM and `last.ckpt`, overwritten in place (written atomically)."""
     return [
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/ssim", mode="max",
-                        save_top_k=1, save_last=True, enable_version_counter=False),
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="best",
+            monitor="val/ssim",
+            mode="max",
+            save_top_k=1,
+            save_last=True,
+            enable_version_counter=False,
+        ),
     ]
 
 
@@ -40,14 +47,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     datamodule = instantiate(cfg.data)
     module_class = get_class(cfg.module)
-    module = module_class(model=to_plain(cfg.model), data=to_plain(cfg.data), weights_dir=cfg.weights_dir,
-                          seed=cfg.seed)
+    module = module_class(
+        model=to_plain(cfg.model), data=to_plain(cfg.data), weights_dir=cfg.weights_dir, seed=cfg.seed
+    )
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(run_dir),
         logger=instantiate(cfg.logger),
-        callbacks=[*checkpoint_callbacks(run_dir), LearningRateMonitor(logging_interval="step"),
-                   *(instantiate(callback) for callback in cfg.get("callbacks") or ())],  # e.g. experiment=ablation
+        callbacks=[
+            *checkpoint_callbacks(run_dir),
+            LearningRateMonitor(logging_interval="step"),
+            *(instantiate(callback) for callback in cfg.get("callbacks") or ()),
+        ],  # e.g. experiment=ablation
         plugins=[SafeCheckpointIO()],
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)

@@ -78,7 +78,8 @@ def main() -> None:
     print(f"  {'model':12s} {model['ssim']:8.4f} {model['l1']:8.4f}")
     print(f"  {'copy-source':12s} {baseline['ssim']:8.4f} {baseline['l1']:8.4f}")
     print(f"  SSIM gain {model['ssim'] - baseline['ssim']:+.4f}, L1 change {model['l1'] - baseline['l1']:+.4f}")
-    print(f"  mean joint displacement within a test pair: {joint_displacement(REPO / data.root, data.height, data.width):.1f} px")
+    displacement = joint_displacement(REPO / data.root, data.height, data.width)
+    print(f"  mean joint displacement within a test pair: {displacement:.1f} px")
 
 
 if __name__ == "__main__":

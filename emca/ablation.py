@@ -52,23 +52,33 @@ def collect_runs(sweep_dir: str | Path) -> pd.DataFrame:
     sweep_dir = Path(sweep_dir)
     summaries = sorted(sweep_dir.rglob(SUMMARY_FILE))
     if not summaries:
-        raise DataError(f"No '{SUMMARY_FILE}' under '{sweep_dir}'. Point at the directory of a sweep run with "
-                        "`python train.py -m experiment=ablation` (its RunSummary callback writes one per run), "
-                        "and let at least one run finish.")
+        raise DataError(
+            f"No '{SUMMARY_FILE}' under '{sweep_dir}'. Point at the directory of a sweep run with "
+            "`python train.py -m experiment=ablation` (its RunSummary callback writes one per run), "
+            "and let at least one run finish."
+        )
     rows = []
     for path in summaries:
         summary = _read_json(path)
         for field in ("variant", "seed", "metrics"):
             if field not in summary:
-                raise DataError(f"'{path}' has no field '{field}'; it was not written by emca.run_summary.RunSummary "
-                                "with labels {variant, seed}.")
+                raise DataError(
+                    f"'{path}' has no field '{field}'; it was not written by emca.run_summary.RunSummary "
+                    "with labels {variant, seed}."
+                )
         metrics = dict(summary["metrics"])
         for report in sorted(path.parent.rglob(EVAL_REPORT)):  # evaluations run into the run directory
             metrics.update(_read_json(report).get("metrics", {}))
-        rows.append({"variant": str(summary["variant"]), "seed": summary["seed"],
-                     **{column: metrics.get(key) for column, (key, _) in METRICS.items()},
-                     "parameters": summary.get("generator_parameters"),
-                     "step_seconds": summary.get("mean_step_seconds"), "run_dir": str(path.parent)})
+        rows.append(
+            {
+                "variant": str(summary["variant"]),
+                "seed": summary["seed"],
+                **{column: metrics.get(key) for column, (key, _) in METRICS.items()},
+                "parameters": summary.get("generator_parameters"),
+                "step_seconds": summary.get("mean_step_seconds"),
+                "run_dir": str(path.parent),
+            }
+        )
     runs = pd.DataFrame(rows)
     return runs.dropna(axis="columns", how="all")
 
@@ -88,8 +98,13 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
 def markdown_table(summary: pd.DataFrame) -> str:
     """The summary as a markdown table, metrics as mean +- std."""
     metrics = [column for column in METRICS if f"{column}_mean" in summary]
-    header = ["variant", "seeds", *(f"{m} ({'↑' if METRICS[m][1] == 'higher' else '↓'})" for m in metrics),
-              "G parameters", "step time (s)"]
+    header = [
+        "variant",
+        "seeds",
+        *(f"{m} ({'↑' if METRICS[m][1] == 'higher' else '↓'})" for m in metrics),
+        "G parameters",
+        "step time (s)",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for variant, row in summary.iterrows():
         cells = [str(variant), str(int(row["seeds"]))]
@@ -106,8 +121,13 @@ def bar_chart(summary: pd.DataFrame, path: str | Path) -> None:
     figure = Figure(figsize=(3.2 * len(panels), 3.6))
     axes = figure.subplots(1, len(panels), squeeze=False)
     for axis, column in zip(axes[0], panels, strict=True):
-        axis.bar(range(len(summary)), summary[f"{column}_mean"], yerr=summary[f"{column}_std"], capsize=3,
-                 color=[f"C{i}" for i in range(len(summary))])
+        axis.bar(
+            range(len(summary)),
+            summary[f"{column}_mean"],
+            yerr=summary[f"{column}_std"],
+            capsize=3,
+            color=[f"C{i}" for i in range(len(summary))],
+        )
         axis.set_xticks(range(len(summary)), summary.index, rotation=35, ha="right", fontsize=8)
         axis.set_title("step time (s)" if column == "step_seconds" else column)
     figure.tight_layout()

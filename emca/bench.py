@@ -57,7 +57,9 @@ def _fused_backend() -> CrossAttention:
 
 
 BACKENDS: dict[str, Callable[[], CrossAttention]] = {
-    "reference": ReferenceAttention, "sdpa": SDPAttention, "fused": _fused_backend,
+    "reference": ReferenceAttention,
+    "sdpa": SDPAttention,
+    "fused": _fused_backend,
 }
 
 
@@ -79,8 +81,7 @@ def attention_inputs(shape: AttentionShape, dtype: torch.dtype, device: torch.de
     requiring grad; scaled like 1x1-conv projections of normalised features."""
     rows = 2 * shape.batch
     widths = (KEY_WIDTH, KEY_WIDTH, VALUE_WIDTH, VALUE_WIDTH)
-    tensors = [torch.randn(rows, shape.tokens, width, device=device).mul_(width ** -0.25).to(dtype)
-               for width in widths]
+    tensors = [torch.randn(rows, shape.tokens, width, device=device).mul_(width**-0.25).to(dtype) for width in widths]
     return [t.requires_grad_() for t in tensors] + [torch.tensor(0.5, device=device, requires_grad=True)]
 
 
@@ -89,8 +90,7 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_milliseconds(step: Callable[[], object], device: torch.device, warmup: int,
-                        repetitions: int) -> float:
+def median_milliseconds(step: Callable[[], object], device: torch.device, warmup: int, repetitions: int) -> float:
     """Median wall time of ``step`` after ``warmup`` untimed calls (CUDA events on a GPU)."""
     for _ in range(warmup):
         step()
@@ -123,8 +123,9 @@ def peak_mebibytes(step: Callable[[], object], device: torch.device) -> float | 
     return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
-def measure(backend_name: str, shape: AttentionShape, dtype: torch.dtype, device: torch.device, warmup: int,
-            repetitions: int) -> Measurement:
+def measure(
+    backend_name: str, shape: AttentionShape, dtype: torch.dtype, device: torch.device, warmup: int, repetitions: int
+) -> Measurement:
     result = Measurement(backend_name, shape.name, 2 * shape.batch, shape.tokens)
     if backend_name == "fused" and device.type != "cuda":
         result.skipped = "needs CUDA"
@@ -163,10 +164,16 @@ def render_table(results: list[Measurement], title: str) -> Table:
         table.add_column(column, no_wrap=True, justify="left" if column in ("backend", "shape") else "right")
     table.add_column("note")
     for result in results:
-        table.add_row(result.backend, result.shape, f"{result.stacked_batch}x{result.tokens}",
-                      _format(result.forward_ms), _format(result.forward_backward_ms),
-                      _format(result.forward_peak_mib), _format(result.forward_backward_peak_mib),
-                      result.skipped or "")
+        table.add_row(
+            result.backend,
+            result.shape,
+            f"{result.stacked_batch}x{result.tokens}",
+            _format(result.forward_ms),
+            _format(result.forward_backward_ms),
+            _format(result.forward_peak_mib),
+            _format(result.forward_backward_peak_mib),
+            result.skipped or "",
+        )
     return table
 
 
@@ -174,8 +181,10 @@ def _names(text: str, known: dict, flag: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in known]
     if unknown or not names:
-        raise ConfigError(f"{flag}: unknown or empty choice {unknown or text!r}; expected a comma-separated "
-                          f"subset of {', '.join(known)}")
+        raise ConfigError(
+            f"{flag}: unknown or empty choice {unknown or text!r}; expected a comma-separated "
+            f"subset of {', '.join(known)}"
+        )
     return names
 
 
@@ -197,16 +206,26 @@ def run_attention_benchmark(args: argparse.Namespace) -> None:
         for backend_name in backends:
             with console.status(f"{backend_name} at {shape.name}"):
                 results.append(measure(backend_name, shape, dtype, device, warmup, repetitions))
-    title = (f"cross-attention, {args.dtype}, Dk={KEY_WIDTH}, Dv={VALUE_WIDTH}, {device_name}: "
-             f"median of {repetitions} after {warmup} warm-up; peak memory beyond the inputs")
+    title = (
+        f"cross-attention, {args.dtype}, Dk={KEY_WIDTH}, Dv={VALUE_WIDTH}, {device_name}: "
+        f"median of {repetitions} after {warmup} warm-up; peak memory beyond the inputs"
+    )
     console.print(render_table(results, title))
     if not on_gpu:
-        console.print("CPU: memory is not measured; fused skipped (its Triton kernels need a CUDA GPU; "
-                      "Triton's CPU interpreter is for correctness tests, far too slow to time)")
+        console.print(
+            "CPU: memory is not measured; fused skipped (its Triton kernels need a CUDA GPU; "
+            "Triton's CPU interpreter is for correctness tests, far too slow to time)"
+        )
     report = {
-        "benchmark": "attention", "device": device_name, "dtype": args.dtype, "key_width": KEY_WIDTH,
-        "value_width": VALUE_WIDTH, "repetitions": repetitions, "warmup": warmup,
-        "torch": torch.__version__, "results": [dataclasses.asdict(result) for result in results],
+        "benchmark": "attention",
+        "device": device_name,
+        "dtype": args.dtype,
+        "key_width": KEY_WIDTH,
+        "value_width": VALUE_WIDTH,
+        "repetitions": repetitions,
+        "warmup": warmup,
+        "torch": torch.__version__,
+        "results": [dataclasses.asdict(result) for result in results],
     }
     atomic_write_text(args.output, json.dumps(report, indent=2) + "\n")
     console.print(f"wrote {args.output}")
@@ -217,15 +236,12 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     attention = sub.add_parser("attention", help="time reference, sdpa and fused cross-attention")
     attention.add_argument("--dtype", choices=list(DTYPES), default="float32")
-    attention.add_argument("--repetitions", type=int, default=None,
-                           help="timed calls (default 20 GPU, 3 CPU)")
-    attention.add_argument("--warmup", type=int, default=None,
-                           help="untimed calls first (default 5 GPU, 1 CPU)")
+    attention.add_argument("--repetitions", type=int, default=None, help="timed calls (default 20 GPU, 3 CPU)")
+    attention.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 5 GPU, 1 CPU)")
     attention.add_argument("--backends", default=",".join(BACKENDS), help=f"subset of {','.join(BACKENDS)}")
     attention.add_argument("--shapes", default=",".join(SHAPES), help=f"subset of {','.join(SHAPES)}")
     attention.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    attention.add_argument("--output", type=Path, default=Path("bench-attention.json"),
-                           help="JSON results file")
+    attention.add_argument("--output", type=Path, default=Path("bench-attention.json"), help="JSON results file")
     args = parser.parse_args(argv)
     with user_errors():
         run_attention_benchmark(args)

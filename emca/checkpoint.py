@@ -29,7 +29,9 @@ class SafeCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
         atomic_torch_save(checkpoint, path)
 
-    def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         return safe_torch_load(path, map_location=map_location or "cpu")
 
 
@@ -40,13 +42,17 @@ def build_generator(model_cfg: dict[str, Any]) -> nn.Module:
 
 def generator_state(state_dict: dict[str, torch.Tensor], prefer_ema: bool = True) -> dict[str, torch.Tensor]:
     """The generator's weights from a module state dict: the EMA copy when there is one."""
-    prefix = EMA_GENERATOR_PREFIX if prefer_ema and any(k.startswith(EMA_GENERATOR_PREFIX) for k in state_dict) \
+    prefix = (
+        EMA_GENERATOR_PREFIX
+        if prefer_ema and any(k.startswith(EMA_GENERATOR_PREFIX) for k in state_dict)
         else GENERATOR_PREFIX
-    return {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+    )
+    return {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
 
 
-def load_generator(ckpt_path: str | os.PathLike, device: str | torch.device = "cpu",
-                   prefer_ema: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+def load_generator(
+    ckpt_path: str | os.PathLike, device: str | torch.device = "cpu", prefer_ema: bool = True
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the trained generator of a checkpoint in eval mode.
 
     Returns ``(generator, hyper_parameters)``; ``hyper_parameters["data"]`` holds the data config the model

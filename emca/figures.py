@@ -39,8 +39,26 @@ from emca.networks.generator import NUM_DOWNSAMPLING
 
 # neck, right wrist, left ankle: a point on the torso and two on the limbs that move most
 DEFAULT_JOINTS = (1, 4, 13)
-JOINT_NAMES = ("nose", "neck", "Rsho", "Relb", "Rwri", "Lsho", "Lelb", "Lwri", "Rhip", "Rkne", "Rank", "Lhip",
-               "Lkne", "Lank", "Leye", "Reye", "Lear", "Rear")
+JOINT_NAMES = (
+    "nose",
+    "neck",
+    "Rsho",
+    "Relb",
+    "Rwri",
+    "Lsho",
+    "Lelb",
+    "Lwri",
+    "Rhip",
+    "Rkne",
+    "Rank",
+    "Lhip",
+    "Lkne",
+    "Lank",
+    "Leye",
+    "Reye",
+    "Lear",
+    "Rear",
+)
 
 
 def save_figure(figure: Figure, path: str | Path, dpi: int = 120) -> None:
@@ -56,12 +74,17 @@ def to_picture(image: Tensor) -> Any:
     return ((image.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
 
 
-def query_points(target_keypoints: Tensor, joints: Sequence[int], height: int, width: int) -> list[tuple[str, int, int]]:
+def query_points(
+    target_keypoints: Tensor, joints: Sequence[int], height: int, width: int
+) -> list[tuple[str, int, int]]:
     """(name, row, col) of the chosen joints visible in the target pose; the image centre if none is."""
     keypoints = target_keypoints.cpu().numpy()
     shown = visible(keypoints)
-    points = [(JOINT_NAMES[joint], int(keypoints[joint, 0]), int(keypoints[joint, 1])) for joint in joints
-              if 0 <= joint < len(JOINT_NAMES) and shown[joint]]
+    points = [
+        (JOINT_NAMES[joint], int(keypoints[joint, 0]), int(keypoints[joint, 1]))
+        for joint in joints
+        if 0 <= joint < len(JOINT_NAMES) and shown[joint]
+    ]
     return points or [("centre", height // 2, width // 2)]
 
 
@@ -83,8 +106,13 @@ def attention_figure(records: list[ScaleRecord], points: list[tuple[str, int, in
             for direction, label in enumerate(DIRECTIONS):
                 axis = axes[2 * index + direction, column]
                 axis.imshow(picture, extent=extent)
-                axis.imshow(record.attention[direction, index].numpy(), cmap="jet", alpha=0.5, extent=extent,
-                            interpolation="nearest")
+                axis.imshow(
+                    record.attention[direction, index].numpy(),
+                    cmap="jet",
+                    alpha=0.5,
+                    extent=extent,
+                    interpolation="nearest",
+                )
                 axis.plot(col, row, marker="x", color="white", markersize=7, markeredgewidth=2)
                 axis.set_title(f"{label} {record.scale}: {name}", fontsize=7)
                 axis.axis("off")
@@ -94,8 +122,12 @@ def attention_figure(records: list[ScaleRecord], points: list[tuple[str, int, in
 
 def enhanced_attention_figure(records: list[ScaleRecord], points: list[tuple[str, int, int]]) -> Figure:
     """For each EA branch, query and direction: raw E, refined E' and E' - E on the key grid."""
-    rows = [(record, index, direction) for record in records for index in range(len(points))
-            for direction in range(len(DIRECTIONS))]
+    rows = [
+        (record, index, direction)
+        for record in records
+        for index in range(len(points))
+        for direction in range(len(DIRECTIONS))
+    ]
     figure = Figure(figsize=(7.5, 2.0 * len(rows) + 0.4))
     axes = figure.subplots(len(rows), 3, squeeze=False)
     for axes_row, (record, index, direction) in zip(axes, rows, strict=True):
@@ -103,11 +135,17 @@ def enhanced_attention_figure(records: list[ScaleRecord], points: list[tuple[str
         both = torch.stack((raw, refined))
         low, high = both.nan_to_num(float("inf")).min().item(), both.nan_to_num(float("-inf")).max().item()
         change = max((refined - raw).abs().nan_to_num(0.0).max().item(), 1e-12)  # symmetric around 0
-        for axis, (title, values) in zip(axes_row, (("raw E", raw), ("refined E'", refined),
-                                                     ("E' - E", refined - raw)), strict=True):
+        for axis, (title, values) in zip(
+            axes_row, (("raw E", raw), ("refined E'", refined), ("E' - E", refined - raw)), strict=True
+        ):
             difference = title == "E' - E"
-            shown = axis.imshow(values.numpy(), cmap="coolwarm" if difference else "viridis", interpolation="nearest",
-                                vmin=-change if difference else low, vmax=change if difference else high)
+            shown = axis.imshow(
+                values.numpy(),
+                cmap="coolwarm" if difference else "viridis",
+                interpolation="nearest",
+                vmin=-change if difference else low,
+                vmax=change if difference else high,
+            )
             if title != "raw E":
                 figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
             axis.set_title(f"{DIRECTIONS[direction]} {record.scale} {points[index][0]}: {title}", fontsize=7)
@@ -131,23 +169,34 @@ def masks_figure(masks: Tensor, source: Tensor, target: Tensor, generated: Tenso
     for index in range(count):
         axis = axes[1 + index // columns, index % columns]
         axis.imshow(masks[index, 0].float().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
-        title = (f"appearance {index + 1}" if index < half else f"shape {index - half + 1}" if index < count - 1
-                 else "source")
+        title = (
+            f"appearance {index + 1}"
+            if index < half
+            else f"shape {index - half + 1}"
+            if index < count - 1
+            else "source"
+        )
         axis.set_title(title, fontsize=7)
     figure.tight_layout()
     return figure
 
 
 @torch.no_grad()
-def make_figures(generator: nn.Module, sample: dict[str, Any], out_dir: str | Path,
-                 joints: Sequence[int] = DEFAULT_JOINTS, blocks: Sequence[int] | None = None) -> list[Path]:
+def make_figures(
+    generator: nn.Module,
+    sample: dict[str, Any],
+    out_dir: str | Path,
+    joints: Sequence[int] = DEFAULT_JOINTS,
+    blocks: Sequence[int] | None = None,
+) -> list[Path]:
     """Write the figures for one pair (an item of PoseTransferDataset) into ``out_dir``; returns the paths.
 
     ``blocks``: block indices to draw (negative counts from the end; default: the last block).
     """
     out_dir = Path(out_dir)
-    source, source_pose, target_pose = (sample[key].unsqueeze(0) for key in ("source_image", "source_pose",
-                                                                              "target_pose"))
+    source, source_pose, target_pose = (
+        sample[key].unsqueeze(0) for key in ("source_image", "source_pose", "target_pose")
+    )
     device = next(generator.parameters()).device
     source, source_pose, target_pose = source.to(device), source_pose.to(device), target_pose.to(device)
     height, width = source.shape[-2:]
@@ -155,8 +204,7 @@ def make_figures(generator: nn.Module, sample: dict[str, Any], out_dir: str | Pa
     records: list[ScaleRecord] = []
 
     def run() -> tuple[Tensor, Tensor]:
-        return generator.fusion.candidates_and_masks(*generator.fusion_inputs(source, source_pose, target_pose),
-                                                     source)
+        return generator.fusion.candidates_and_masks(*generator.fusion_inputs(source, source_pose, target_pose), source)
 
     if attention_scales(generator):
         with record_attention(generator, [grid_token(row, col, height, width) for _, row, col in points]) as recorder:
@@ -172,7 +220,9 @@ def make_figures(generator: nn.Module, sample: dict[str, Any], out_dir: str | Pa
     chosen = list(blocks) if blocks is not None else [-1]
     missing = [block for block in chosen if not -num_blocks <= block < num_blocks]
     if missing:
-        raise ConfigError(f"--blocks: no block {missing}; the generator has {num_blocks} blocks (0 to {num_blocks - 1}).")
+        raise ConfigError(
+            f"--blocks: no block {missing}; the generator has {num_blocks} blocks (0 to {num_blocks - 1})."
+        )
     for block in sorted({block % num_blocks for block in chosen}):
         block_records = [record for record in records if record.block == block]
         if not block_records:
@@ -196,11 +246,14 @@ def test_pair(hyper_parameters: dict[str, Any], pair_index: int, data_root: str 
     if data_root is not None:
         data_cfg["root"] = data_root
     datamodule = instantiate(data_cfg)
-    dataset = PoseTransferDataset(datamodule.root, datamodule.layout, datamodule.test_split, sigma=datamodule.sigma,
-                                  validate=False)
+    dataset = PoseTransferDataset(
+        datamodule.root, datamodule.layout, datamodule.test_split, sigma=datamodule.sigma, validate=False
+    )
     if not 0 <= pair_index < len(dataset):
-        raise ConfigError(f"--pair-index {pair_index}: the test split of '{datamodule.root}' has {len(dataset)} pairs "
-                          f"(valid: 0 to {len(dataset) - 1}).")
+        raise ConfigError(
+            f"--pair-index {pair_index}: the test split of '{datamodule.root}' has {len(dataset)} pairs "
+            f"(valid: 0 to {len(dataset) - 1})."
+        )
     return dataset[pair_index]
 
 
@@ -209,8 +262,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--ckpt", required=True, help="an emca training checkpoint (.ckpt)")
     parser.add_argument("--pair-index", type=int, default=0, help="which test pair (default 0)")
     parser.add_argument("--out", type=Path, default=Path("figures"), help="output folder (default figures/)")
-    parser.add_argument("--joints", type=int, nargs="+", default=list(DEFAULT_JOINTS),
-                        help="target-pose joints (COCO-18 indices) used as query points (default: 1 4 13)")
+    parser.add_argument(
+        "--joints",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_JOINTS),
+        help="target-pose joints (COCO-18 indices) used as query points (default: 1 4 13)",
+    )
     parser.add_argument("--blocks", type=int, nargs="+", default=None, help="blocks to draw (default: the last)")
     parser.add_argument("--data-root", default=None, help="dataset root, if not the one stored in the checkpoint")
     parser.add_argument("--device", default="cpu")

@@ -89,11 +89,16 @@ def read_pose_json(path: Path, model_size: tuple[int, int]) -> Pose:
         if point is None:
             continue
         if not (isinstance(point, list) and len(point) >= 2 and all(isinstance(v, (int, float)) for v in point[:2])):
-            raise DataError(f"Pose file '{path}', joint {joint} ({JOINT_NAMES[joint]}): expected [x, y], got {point!r}.")
+            raise DataError(
+                f"Pose file '{path}', joint {joint} ({JOINT_NAMES[joint]}): expected [x, y], got {point!r}."
+            )
         if point[0] >= 0 and point[1] >= 0:
             keypoints[joint] = (round(point[1]), round(point[0]))
-    size = (content.get("height", model_size[0]), content.get("width", model_size[1])) if isinstance(content, dict) \
+    size = (
+        (content.get("height", model_size[0]), content.get("width", model_size[1]))
+        if isinstance(content, dict)
         else model_size
+    )
     return Pose(keypoints, (int(size[0]), int(size[1])))
 
 
@@ -101,8 +106,10 @@ def require_joints(keypoints: np.ndarray, what: str) -> None:
     """The model needs both shoulders and hips (the rule its training pairs were built with)."""
     missing = [JOINT_NAMES[j] for j in REQUIRED_FOR_PAIRS if not visible(keypoints)[j]]
     if missing:
-        raise DataError(f"{what}: the joints {', '.join(missing)} are missing (or outside the frame); the model "
-                        "needs both shoulders and both hips. Use a photo or pose showing the whole torso.")
+        raise DataError(
+            f"{what}: the joints {', '.join(missing)} are missing (or outside the frame); the model "
+            "needs both shoulders and both hips. Use a photo or pose showing the whole torso."
+        )
 
 
 class Transfer:
@@ -146,26 +153,32 @@ class Transfer:
         return self.framed_pose(Pose(self.detect(photo, path), photo.shape[:2]), f"target photo '{path}'")
 
     @torch.no_grad()
-    def __call__(self, image: np.ndarray, source_keypoints: np.ndarray, target_keypoints: np.ndarray
-                 ) -> tuple[torch.Tensor, Image.Image, torch.Tensor]:
+    def __call__(
+        self, image: np.ndarray, source_keypoints: np.ndarray, target_keypoints: np.ndarray
+    ) -> tuple[torch.Tensor, Image.Image, torch.Tensor]:
         """Generate; returns the source (1, 3, H, W) in [-1, 1], the result as PIL and as a tensor."""
         device = self.options.device
         source = torch.from_numpy(image).permute(2, 0, 1).float().div(127.5).sub(1).unsqueeze(0)
-        maps = [pose_heatmaps(k, *self.size, sigma=self.sigma).unsqueeze(0).to(device)
-                for k in (source_keypoints, target_keypoints)]
+        maps = [
+            pose_heatmaps(k, *self.size, sigma=self.sigma).unsqueeze(0).to(device)
+            for k in (source_keypoints, target_keypoints)
+        ]
         generated = self.generator(source.to(device), *maps).cpu()
         result = Image.fromarray(to_uint8(generated)[0].permute(1, 2, 0).numpy())
         return source, result, generated
 
-    def sheet(self, source: torch.Tensor, source_keypoints: np.ndarray, target_keypoints: np.ndarray,
-              generated: torch.Tensor) -> Image.Image:
-        return pose_transfer_sheet(source, torch.from_numpy(source_keypoints)[None],
-                                   torch.from_numpy(target_keypoints)[None], generated)
+    def sheet(
+        self, source: torch.Tensor, source_keypoints: np.ndarray, target_keypoints: np.ndarray, generated: torch.Tensor
+    ) -> Image.Image:
+        return pose_transfer_sheet(
+            source, torch.from_numpy(source_keypoints)[None], torch.from_numpy(target_keypoints)[None], generated
+        )
 
 
 def run_single(transfer: Transfer, options: InferOptions) -> None:
-    source_keypoints = (read_pose_json(Path(options.source_pose), transfer.size).keypoints
-                        if options.source_pose else None)
+    source_keypoints = (
+        read_pose_json(Path(options.source_pose), transfer.size).keypoints if options.source_pose else None
+    )
     image, framed_source = transfer.framed_source(Path(options.source), source_keypoints)
     target_keypoints = transfer.target_pose(Path(options.target))
     source, result, generated = transfer(image, framed_source, target_keypoints)
@@ -190,8 +203,7 @@ def run_batch(transfer: Transfer, options: InferOptions) -> None:
         image, framed_source = transfer.framed_source(images / source_name, annotations[source_name])
         with Image.open(images / target_name) as target_photo:
             target_size = (target_photo.height, target_photo.width)
-        target_keypoints = transfer.framed_pose(Pose(annotations[target_name], target_size),
-                                                f"target '{target_name}'")
+        target_keypoints = transfer.framed_pose(Pose(annotations[target_name], target_size), f"target '{target_name}'")
         _, result, _ = transfer(image, framed_source, target_keypoints)
         atomic_save_image(result, out_dir / pair_file_name(DEFAULT_NAME_PATTERN, source_name, target_name))
     print(f"wrote {len(pairs)} images to {out_dir}")

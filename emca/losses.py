@@ -39,7 +39,8 @@ def load_vgg19_features(num_layers: int, weights_dir: str | os.PathLike | None =
     except RuntimeError as err:
         raise WeightsError(
             f"The file '{WEIGHT_FILES['vgg19'].filename}' is not torchvision's VGG19 state dict ({err}). "
-            f"Download it again from {WEIGHT_FILES['vgg19'].url}. {PERCEPTUAL_DISABLE_HINT}") from err
+            f"Download it again from {WEIGHT_FILES['vgg19'].url}. {PERCEPTUAL_DISABLE_HINT}"
+        ) from err
     return vgg.features[:num_layers]
 
 
@@ -106,8 +107,15 @@ class GANLoss(nn.Module):
         return F.binary_cross_entropy_with_logits(prediction, target)
 
 
-def generator_loss(l1: Tensor, perceptual: Tensor | None, gan_shape: Tensor, gan_appearance: Tensor,
-                   lambda_l1: float, lambda_perceptual: float, lambda_gan: float) -> Tensor:
+def generator_loss(
+    l1: Tensor,
+    perceptual: Tensor | None,
+    gan_shape: Tensor,
+    gan_appearance: Tensor,
+    lambda_l1: float,
+    lambda_perceptual: float,
+    lambda_gan: float,
+) -> Tensor:
     """lambda_l1 * l1 + lambda_perceptual * perceptual + lambda_gan * (gan_shape + gan_appearance) / 2.
 
     ``gan_shape`` is D_PB's loss on the fake, ``gan_appearance`` D_PP's; ``perceptual`` may be None only
@@ -171,6 +179,7 @@ class ImagePool:
         if state["size"] != self.size:
             raise CheckpointError(
                 f"The checkpoint's image pool holds up to {state['size']} images but the config sets "
-                f"pool_size={self.size}; resume with the pool size the run was started with.")
+                f"pool_size={self.size}; resume with the pool size the run was started with."
+            )
         self.images = list(state["images"].unbind(0)) if state["images"].numel() else []
         self.generator.set_state(state["generator"].cpu())

@@ -24,8 +24,8 @@ from torchmetrics.image import StructuralSimilarityIndexMeasure
 from emca.checkpoint import build_generator
 from emca.data.keypoints import NUM_JOINTS
 from emca.io import atomic_save_image
-from emca.visualize import pose_transfer_sheet
 from emca.losses import GANLoss, ImagePool, PerceptualLoss, discriminator_loss, generator_loss
+from emca.visualize import pose_transfer_sheet
 
 
 class ConstantThenLinearDecay:
@@ -58,8 +58,14 @@ class PoseTransferModule(pl.LightningModule):
         sample_count: how many validation pairs the sample grid shows.
     """
 
-    def __init__(self, model: dict[str, Any], data: dict[str, Any] | None = None,
-                 weights_dir: str | None = None, seed: int = 0, sample_count: int = 8) -> None:
+    def __init__(
+        self,
+        model: dict[str, Any],
+        data: dict[str, Any] | None = None,
+        weights_dir: str | None = None,
+        seed: int = 0,
+        sample_count: int = 8,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -72,13 +78,12 @@ class PoseTransferModule(pl.LightningModule):
         self.appearance_discriminator = instantiate(model["discriminator"], input_channels=2 * image_channels)
         self.generator_ema = (
             AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(model["ema_decay"]), use_buffers=True)
-            if model.get("ema_decay") else None
+            if model.get("ema_decay")
+            else None
         )
 
         self.gan_loss = GANLoss(loss_cfg["gan_mode"])
-        self.perceptual_loss = (
-            PerceptualLoss(weights_dir=weights_dir) if loss_cfg["lambda_perceptual"] > 0 else None
-        )
+        self.perceptual_loss = PerceptualLoss(weights_dir=weights_dir) if loss_cfg["lambda_perceptual"] > 0 else None
         self.pose_pool = ImagePool(loss_cfg["pool_size"], seed=seed)
         self.appearance_pool = ImagePool(loss_cfg["pool_size"], seed=seed + 1)
 
@@ -99,8 +104,9 @@ class PoseTransferModule(pl.LightningModule):
     def configure_optimizers(self) -> tuple[list, list]:
         optim = self.hparams.model["optim"]
         networks = (self.generator, self.appearance_discriminator, self.pose_discriminator)
-        optimizers = [torch.optim.Adam(net.parameters(), lr=optim["lr"], betas=tuple(optim["betas"]))
-                      for net in networks]
+        optimizers = [
+            torch.optim.Adam(net.parameters(), lr=optim["lr"], betas=tuple(optim["betas"])) for net in networks
+        ]
         schedule = ConstantThenLinearDecay(optim["constant_iterations"], optim["decay_iterations"])
         schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in optimizers]
         return optimizers, schedulers
@@ -114,8 +120,11 @@ class PoseTransferModule(pl.LightningModule):
         optimizer.step()
 
     def _discriminator_loss(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-        return discriminator_loss(self.gan_loss(discriminator(real), True), self.gan_loss(discriminator(fake), False),
-                                  self.hparams.model["loss"]["lambda_gan"])
+        return discriminator_loss(
+            self.gan_loss(discriminator(real), True),
+            self.gan_loss(discriminator(fake), False),
+            self.hparams.model["loss"]["lambda_gan"],
+        )
 
     def on_train_epoch_start(self) -> None:
         seed_everything(self.hparams.seed + self.current_epoch, workers=True, verbose=False)
@@ -133,8 +142,15 @@ class PoseTransferModule(pl.LightningModule):
         loss_perceptual = self.perceptual_loss(generated, target) if self.perceptual_loss is not None else None
         gan_pose = self.gan_loss(self.pose_discriminator(torch.cat([generated, target_pose], 1)), True)
         gan_appearance = self.gan_loss(self.appearance_discriminator(torch.cat([generated, source], 1)), True)
-        loss_generator = generator_loss(loss_l1, loss_perceptual, gan_pose, gan_appearance, loss_cfg["lambda_l1"],
-                                        loss_cfg["lambda_perceptual"], loss_cfg["lambda_gan"])
+        loss_generator = generator_loss(
+            loss_l1,
+            loss_perceptual,
+            gan_pose,
+            gan_appearance,
+            loss_cfg["lambda_l1"],
+            loss_cfg["lambda_perceptual"],
+            loss_cfg["lambda_gan"],
+        )
         self._step(opt_generator, loss_generator)
         self.untoggle_optimizer(opt_generator)
         if self.generator_ema is not None:
@@ -142,8 +158,9 @@ class PoseTransferModule(pl.LightningModule):
 
         generated = generated.detach()
         fake_appearance = self.appearance_pool.query(torch.cat([generated, source], 1))
-        loss_appearance = self._discriminator_loss(self.appearance_discriminator, torch.cat([target, source], 1),
-                                                   fake_appearance)
+        loss_appearance = self._discriminator_loss(
+            self.appearance_discriminator, torch.cat([target, source], 1), fake_appearance
+        )
         self._step(opt_appearance, loss_appearance)
 
         fake_pose = self.pose_pool.query(torch.cat([generated, target_pose], 1))
@@ -152,11 +169,16 @@ class PoseTransferModule(pl.LightningModule):
 
         for scheduler in self.lr_schedulers():
             scheduler.step()
-        self.log_dict({
-            "train/loss_generator": loss_generator,
-            "train/gan_pose": gan_pose, "train/gan_appearance": gan_appearance,
-            "train/loss_d_appearance": loss_appearance, "train/loss_d_pose": loss_pose,
-        }, batch_size=source.shape[0])
+        self.log_dict(
+            {
+                "train/loss_generator": loss_generator,
+                "train/gan_pose": gan_pose,
+                "train/gan_appearance": gan_appearance,
+                "train/loss_d_appearance": loss_appearance,
+                "train/loss_d_pose": loss_pose,
+            },
+            batch_size=source.shape[0],
+        )
         self.log("train/l1", loss_l1, prog_bar=True, batch_size=source.shape[0])
         if loss_perceptual is not None:
             self.log("train/perceptual", loss_perceptual, batch_size=source.shape[0])
@@ -181,9 +203,13 @@ class PoseTransferModule(pl.LightningModule):
         if not self.trainer.is_global_zero:
             return
         count = min(self.sample_count, generated.shape[0])
-        sheet = pose_transfer_sheet(batch["source_image"][:count], batch["source_keypoints"][:count],
-                                    batch["target_keypoints"][:count], generated[:count],
-                                    batch["target_image"][:count])
+        sheet = pose_transfer_sheet(
+            batch["source_image"][:count],
+            batch["source_keypoints"][:count],
+            batch["target_keypoints"][:count],
+            generated[:count],
+            batch["target_image"][:count],
+        )
         path = Path(self.trainer.default_root_dir) / "samples" / f"step_{self.global_step:08d}.png"
         atomic_save_image(sheet, path)
         if hasattr(self.logger, "log_image"):
@@ -191,8 +217,10 @@ class PoseTransferModule(pl.LightningModule):
 
     # ---- exact resumption -------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["image_pools"] = {"pose": self.pose_pool.state_dict(),
-                                     "appearance": self.appearance_pool.state_dict()}
+        checkpoint["image_pools"] = {
+            "pose": self.pose_pool.state_dict(),
+            "appearance": self.appearance_pool.state_dict(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.pose_pool.load_state_dict(checkpoint["image_pools"]["pose"])

@@ -32,20 +32,25 @@ class RunSummary(pl.Callback):
         self.step_seconds: list[float] = []
         self._started: float | None = None
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._started = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self._started is not None:
             self.step_seconds.append(time.perf_counter() - self._started)
             self._started = None
 
     def summary(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         timed = self.step_seconds[WARMUP_ITERATIONS:] or self.step_seconds
-        metrics = {name: float(value) for name, value in trainer.callback_metrics.items()
-                   if isinstance(value, (torch.Tensor, float, int))}
+        metrics = {
+            name: float(value)
+            for name, value in trainer.callback_metrics.items()
+            if isinstance(value, (torch.Tensor, float, int))
+        }
         return {
             **self.labels,
             "metrics": metrics,

@@ -19,8 +19,13 @@ def image_sheet(columns: Sequence[Tensor], padding: int = 2) -> Image.Image:
     return Image.fromarray(grid.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy())
 
 
-def pose_transfer_sheet(source_image: Tensor, source_keypoints: Tensor, target_keypoints: Tensor,
-                        generated: Tensor, target_image: Tensor | None = None) -> Image.Image:
+def pose_transfer_sheet(
+    source_image: Tensor,
+    source_keypoints: Tensor,
+    target_keypoints: Tensor,
+    generated: Tensor,
+    target_image: Tensor | None = None,
+) -> Image.Image:
     """source | source pose | target pose | generated [| target] for (B, ...) batches of one size."""
     height, width = generated.shape[-2:]
     columns = [

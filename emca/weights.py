@@ -28,22 +28,28 @@ class WeightFile:
 
 WEIGHT_FILES: dict[str, WeightFile] = {
     "vgg19": WeightFile(
-        "vgg19-dcbb9e9d.pth", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
-        "perceptual loss (VGG19 relu1_2)"),
+        "vgg19-dcbb9e9d.pth",
+        "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+        "perceptual loss (VGG19 relu1_2)",
+    ),
     "alexnet": WeightFile(
-        "alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-        "LPIPS (AlexNet backbone)"),
+        "alexnet-owt-7be5be79.pth",
+        "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+        "LPIPS (AlexNet backbone)",
+    ),
     "vgg16": WeightFile(
-        "vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth",
-        "LPIPS (VGG16 backbone)"),
+        "vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth", "LPIPS (VGG16 backbone)"
+    ),
     "inception_torchvision": WeightFile(
         "inception_v3_google-0cc3c7bd.pth",
         "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
-        "FID / IS (torchvision Inception-v3, GFLA protocol)"),
+        "FID / IS (torchvision Inception-v3, GFLA protocol)",
+    ),
     "inception_tf": WeightFile(
         "weights-inception-2015-12-05-6726825d.pth",
         "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
-        "FID / IS (TF-ported Inception, torch-fidelity)"),
+        "FID / IS (TF-ported Inception, torch-fidelity)",
+    ),
 }
 
 

@@ -17,15 +17,29 @@ register_resolvers()
 def tiny_config(data_root: Path, run_dir: Path, *overrides: str) -> DictConfig:
     """The embedded default shrunk to seconds: 32x16 images, 1 block, 4 channels, 12 iterations."""
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        return compose("train", overrides=[
-            f"data.root={data_root}", "data.height=32", "data.width=16", "data.batch_size=4",
-            "data.val_subset=4", "data.generate_if_missing=false", f"run_dir={run_dir}",
-            "model.generator.ngf=4", "model.generator.num_blocks=1", "model.generator.dropout=0.5",
-            "model.discriminator.ndf=4", "model.loss.pool_size=2",
-            "model.optim.constant_iterations=6", "model.optim.decay_iterations=6",
-            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-            "trainer.log_every_n_steps=1", *overrides,
-        ])
+        return compose(
+            "train",
+            overrides=[
+                f"data.root={data_root}",
+                "data.height=32",
+                "data.width=16",
+                "data.batch_size=4",
+                "data.val_subset=4",
+                "data.generate_if_missing=false",
+                f"run_dir={run_dir}",
+                "model.generator.ngf=4",
+                "model.generator.num_blocks=1",
+                "model.generator.dropout=0.5",
+                "model.discriminator.ndf=4",
+                "model.loss.pool_size=2",
+                "model.optim.constant_iterations=6",
+                "model.optim.decay_iterations=6",
+                "trainer.enable_progress_bar=false",
+                "trainer.enable_model_summary=false",
+                "trainer.log_every_n_steps=1",
+                *overrides,
+            ],
+        )
 
 
 def tiny_checkpoint(workdir: Path, *overrides: str) -> Path:

@@ -26,16 +26,36 @@ def test_sweep_runs_every_variant_and_seed(tmp_path: Path) -> None:
     make_dataset(root, height=32, width=16)
     sweep = tmp_path / "sweep"
     result = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "-m", "experiment=ablation", f"data.root={root}", "data.height=32",
-         "data.width=16", "data.batch_size=4", "data.val_subset=4", "data.generate_if_missing=false",
-         "+trainer.fast_dev_run=true", "model.generator.ngf=4", "model.generator.num_blocks=2",
-         "model.generator.multi_scale.window_sizes=[3]", "model.discriminator.ndf=4", f"hydra.sweep.dir={sweep}",
-         "hydra.sweep.subdir=${model.name}-seed${seed}"],  # the default names runs by all overrides, paths too
-        check=False, capture_output=True, text=True, cwd=tmp_path, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            "-m",
+            "experiment=ablation",
+            f"data.root={root}",
+            "data.height=32",
+            "data.width=16",
+            "data.batch_size=4",
+            "data.val_subset=4",
+            "data.generate_if_missing=false",
+            "+trainer.fast_dev_run=true",
+            "model.generator.ngf=4",
+            "model.generator.num_blocks=2",
+            "model.generator.multi_scale.window_sizes=[3]",
+            "model.discriminator.ndf=4",
+            f"hydra.sweep.dir={sweep}",
+            "hydra.sweep.subdir=${model.name}-seed${seed}",
+        ],  # the default names runs by all overrides, paths too
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(path.name for path in sweep.iterdir() if path.is_dir()) == sorted(
-        f"{variant}-seed{seed}" for variant in VARIANTS for seed in (0, 1))
+        f"{variant}-seed{seed}" for variant in VARIANTS for seed in (0, 1)
+    )
     summaries = {path.parent.name: json.loads(path.read_text()) for path in sweep.glob("*/run_summary.json")}
     assert len(summaries) == 10
     for name, summary in summaries.items():
@@ -57,9 +77,18 @@ def test_sweep_runs_every_variant_and_seed(tmp_path: Path) -> None:
 def write_run(sweep: Path, variant: str, seed: int, ssim: float, l1: float, lpips: float | None = None) -> None:
     run = sweep / f"{variant}-seed{seed}"
     run.mkdir(parents=True)
-    (run / "run_summary.json").write_text(json.dumps({
-        "variant": variant, "seed": seed, "metrics": {"val/ssim": ssim, "val/l1": l1, "train/l1": 9.0},
-        "generator_parameters": 1000 + len(variant), "iterations": 5, "mean_step_seconds": 0.5 + seed}))
+    (run / "run_summary.json").write_text(
+        json.dumps(
+            {
+                "variant": variant,
+                "seed": seed,
+                "metrics": {"val/ssim": ssim, "val/l1": l1, "train/l1": 9.0},
+                "generator_parameters": 1000 + len(variant),
+                "iterations": 5,
+                "mean_step_seconds": 0.5 + seed,
+            }
+        )
+    )
     if lpips is not None:  # an evaluation run into the run directory
         (run / "eval").mkdir()
         (run / "eval" / "metrics.json").write_text(json.dumps({"protocol": "gfla", "metrics": {"lpips": lpips}}))
@@ -67,8 +96,11 @@ def write_run(sweep: Path, variant: str, seed: int, ssim: float, l1: float, lpip
 
 def test_gather_reports_mean_and_std_over_seeds(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    values = {"full": [(0.70, 0.20, 0.30), (0.50, 0.25, 0.10)], "baseline": [(0.40, 0.30, 0.35), (0.44, 0.31, 0.33)],
-              "custom": [(0.10, 0.90, 0.50)]}
+    values = {
+        "full": [(0.70, 0.20, 0.30), (0.50, 0.25, 0.10)],
+        "baseline": [(0.40, 0.30, 0.35), (0.44, 0.31, 0.33)],
+        "custom": [(0.10, 0.90, 0.50)],
+    }
     for variant, runs in values.items():
         for seed, (ssim, l1, lpips) in enumerate(runs):
             write_run(sweep, variant, seed, ssim, l1, lpips)
@@ -89,7 +121,9 @@ def test_gather_reports_mean_and_std_over_seeds(tmp_path: Path) -> None:
     table = (out / "ablation.md").read_text()
     assert "| full | 2 | 0.6000 ± 0.1414 | 0.2250 ± 0.0354 | 0.2000 ± 0.1414 | 1,004 | 1.000 |" in table
     assert "FID" not in table
-    assert (out / "ablation.png").is_file() and (out / "ablation_runs.csv").read_text().count("\n") == 1 + 5  # header, runs
+    assert (out / "ablation.png").is_file() and (out / "ablation_runs.csv").read_text().count(
+        "\n"
+    ) == 1 + 5  # header, runs
 
 
 def test_gather_errors_name_the_directory_or_file(tmp_path: Path, capsys) -> None:

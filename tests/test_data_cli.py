@@ -53,7 +53,10 @@ def test_synthetic_command_calls_the_generator(tmp_path: Path, monkeypatch: pyte
 def test_module_entry_point(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "emca.data", "openpose", str(tmp_path), "--out", str(tmp_path / "a.csv")],
-        check=False, capture_output=True, text=True, timeout=120,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert "No OpenPose '*.json' files" in result.stderr and "Traceback" not in result.stderr

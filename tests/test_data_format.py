@@ -23,10 +23,7 @@ SAMPLE_ANNOTATION = (
     "fashionMENDenimid0000008001_1front.jpg: [25, 52, 52, 93, 130, 52, 93, 129, 135, 190, 239, 134, 190, "
     "240, 20, 20, 25, 25]: [88, 88, 60, 55, 50, 115, 121, 126, 70, 72, 72, 105, 104, 103, 82, 94, 73, 103]\n"
 )
-SAMPLE_PAIRS = (
-    "from,to\n"
-    "fashionWOMENDressesid0000262902_3back.jpg,fashionMENDenimid0000008001_1front.jpg\n"
-)
+SAMPLE_PAIRS = "from,to\nfashionWOMENDressesid0000262902_3back.jpg,fashionMENDenimid0000008001_1front.jpg\n"
 
 
 def test_real_format_lines_parse_with_rows_first(tmp_path: Path) -> None:

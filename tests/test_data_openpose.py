@@ -29,7 +29,7 @@ def coco_person(offset: float = 0.0, scale: float = 1.0) -> list[float]:
 def test_coco18_rows_first_and_weak_joints_missing(tmp_path: Path) -> None:
     values = coco_person()
     values[3 * 4 + 2] = 0.05  # right wrist below the 0.1 threshold
-    values[3 * 7: 3 * 8] = [0.0, 0.0, 0.0]  # left wrist not detected
+    values[3 * 7 : 3 * 8] = [0.0, 0.0, 0.0]  # left wrist not detected
     values[3 * 9] = 18.4  # right knee x rounds to 18
     keypoints = read_openpose_json(write_json(tmp_path / "a_keypoints.json", [values]))
     assert keypoints.shape == (18, 2) and keypoints.dtype == np.int64
@@ -41,11 +41,53 @@ def test_coco18_rows_first_and_weak_joints_missing(tmp_path: Path) -> None:
 
 def test_body25_maps_to_coco18_by_joint_name(tmp_path: Path) -> None:
     # BODY_25 order from the OpenPose output documentation
-    body25 = ["Nose", "Neck", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist", "MidHip",
-              "RHip", "RKnee", "RAnkle", "LHip", "LKnee", "LAnkle", "REye", "LEye", "REar", "LEar",
-              "LBigToe", "LSmallToe", "LHeel", "RBigToe", "RSmallToe", "RHeel"]
-    coco18 = ["Nose", "Neck", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist",
-              "RHip", "RKnee", "RAnkle", "LHip", "LKnee", "LAnkle", "REye", "LEye", "REar", "LEar"]
+    body25 = [
+        "Nose",
+        "Neck",
+        "RShoulder",
+        "RElbow",
+        "RWrist",
+        "LShoulder",
+        "LElbow",
+        "LWrist",
+        "MidHip",
+        "RHip",
+        "RKnee",
+        "RAnkle",
+        "LHip",
+        "LKnee",
+        "LAnkle",
+        "REye",
+        "LEye",
+        "REar",
+        "LEar",
+        "LBigToe",
+        "LSmallToe",
+        "LHeel",
+        "RBigToe",
+        "RSmallToe",
+        "RHeel",
+    ]
+    coco18 = [
+        "Nose",
+        "Neck",
+        "RShoulder",
+        "RElbow",
+        "RWrist",
+        "LShoulder",
+        "LElbow",
+        "LWrist",
+        "RHip",
+        "RKnee",
+        "RAnkle",
+        "LHip",
+        "LKnee",
+        "LAnkle",
+        "REye",
+        "LEye",
+        "REar",
+        "LEar",
+    ]
     values = []
     for index in range(25):
         values += [float(index), float(100 + index), 1.0]

@@ -65,8 +65,11 @@ def test_build_pairs_follows_the_patn_rule() -> None:
 
 
 def test_market_distractors_are_dropped() -> None:
-    annotations = {name: full_body() for name in ("0000_c1_1.jpg", "0000_c2_1.jpg", "-1_c1_1.jpg", "-1_c3_1.jpg",
-                                                  "0007_c1_1.jpg", "0007_c2_1.jpg")}
+    annotations = {
+        name: full_body()
+        for name in ("0000_c1_1.jpg", "0000_c2_1.jpg", "-1_c1_1.jpg", "-1_c3_1.jpg", "0007_c1_1.jpg", "0007_c2_1.jpg")
+    }
     assert build_pairs(annotations, person_id_rule("market")) == [
-        ("0007_c1_1.jpg", "0007_c2_1.jpg"), ("0007_c2_1.jpg", "0007_c1_1.jpg")
+        ("0007_c1_1.jpg", "0007_c2_1.jpg"),
+        ("0007_c2_1.jpg", "0007_c1_1.jpg"),
     ]

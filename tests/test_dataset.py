@@ -94,8 +94,11 @@ def test_wrong_length_keypoint_list_names_line(dataset_root: Path) -> None:
 
 
 def test_coordinate_below_minus_one(dataset_root: Path) -> None:
-    replace_line(annotation_file(dataset_root), 4, "person00_2.png: [" + ", ".join(["5"] * 17 + ["-3"]) + "]: ["
-                 + ", ".join(["5"] * 18) + "]")
+    replace_line(
+        annotation_file(dataset_root),
+        4,
+        "person00_2.png: [" + ", ".join(["5"] * 17 + ["-3"]) + "]: [" + ", ".join(["5"] * 18) + "]",
+    )
     with pytest.raises(DataError) as err:
         PoseTransferDataset(dataset_root, LAYOUT, "train")
     message = str(err.value)
@@ -104,8 +107,11 @@ def test_coordinate_below_minus_one(dataset_root: Path) -> None:
 
 
 def test_keypoint_outside_image(dataset_root: Path) -> None:
-    replace_line(annotation_file(dataset_root), 5, "person01_0.png: [" + ", ".join(["5"] * 18) + "]: ["
-                 + ", ".join(["5"] * 6 + ["16"] + ["5"] * 11) + "]")
+    replace_line(
+        annotation_file(dataset_root),
+        5,
+        "person01_0.png: [" + ", ".join(["5"] * 18) + "]: [" + ", ".join(["5"] * 6 + ["16"] + ["5"] * 11) + "]",
+    )
     with pytest.raises(DataError) as err:
         PoseTransferDataset(dataset_root, LAYOUT, "train")
     message = str(err.value)
@@ -190,7 +196,9 @@ def test_datamodule_generates_missing_synthetic_data(tmp_path: Path, monkeypatch
         calls.append((Path(root), height, width, seed, kwargs))
         make_dataset(Path(root), height=height, width=width, seed=seed)
 
-    monkeypatch.setitem(sys.modules, "emca.data.synthetic", types.SimpleNamespace(generate_synthetic_dataset=fake_generator))
+    monkeypatch.setitem(
+        sys.modules, "emca.data.synthetic", types.SimpleNamespace(generate_synthetic_dataset=fake_generator)
+    )
     root = tmp_path / "synthetic"
     module = PoseTransferDataModule(
         str(root), height=32, width=16, seed=7, generate_if_missing=True, synthetic={"people": 5}
@@ -213,11 +221,18 @@ def test_datamodule_is_hydra_instantiable(dataset_root: Path) -> None:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    config = OmegaConf.create({
-        "_target_": "emca.data.datamodule.PoseTransferDataModule",
-        "root": str(dataset_root), "preset": "synthetic", "height": 32, "width": 16,
-        "batch_size": 2, "num_workers": 0, "synthetic": {"people": 3},
-    })
+    config = OmegaConf.create(
+        {
+            "_target_": "emca.data.datamodule.PoseTransferDataModule",
+            "root": str(dataset_root),
+            "preset": "synthetic",
+            "height": 32,
+            "width": 16,
+            "batch_size": 2,
+            "num_workers": 0,
+            "synthetic": {"people": 3},
+        }
+    )
     module = instantiate(config)
     assert isinstance(module, PoseTransferDataModule)
     assert (module.height, module.width, module.synthetic_kwargs) == (32, 16, {"people": 3})

@@ -32,11 +32,19 @@ register_resolvers()
 
 def eval_config(data_root: Path, out_dir: Path, *overrides: str) -> DictConfig:
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        return compose("eval", overrides=[
-            f"data.root={data_root}", f"data.height={HEIGHT}", f"data.width={WIDTH}",
-            "data.generate_if_missing=false", f"out_dir={out_dir}", f"cache_dir={out_dir / 'cache'}",
-            "batch_size=4", *overrides,
-        ])
+        return compose(
+            "eval",
+            overrides=[
+                f"data.root={data_root}",
+                f"data.height={HEIGHT}",
+                f"data.width={WIDTH}",
+                "data.generate_if_missing=false",
+                f"out_dir={out_dir}",
+                f"cache_dir={out_dir / 'cache'}",
+                "batch_size=4",
+                *overrides,
+            ],
+        )
 
 
 @pytest.fixture()
@@ -103,8 +111,15 @@ def test_evaluate_generator_writes_reports_and_records_skipped_metrics(data_root
     first = table.iloc[0]
     generated = np.asarray(Image.open(out / "images" / first["file"]))
     reference = np.asarray(Image.open(data_root / "test" / first["to"]))
-    expected = skimage_ssim(reference, generated, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                            channel_axis=-1, data_range=generated.max() - generated.min())
+    expected = skimage_ssim(
+        reference,
+        generated,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        channel_axis=-1,
+        data_range=generated.max() - generated.min(),
+    )
     assert first["ssim"] == pytest.approx(expected, abs=1e-6)
     assert stored["metrics"]["ssim"] == pytest.approx(table["ssim"].mean(), abs=1e-9)
 
@@ -136,8 +151,11 @@ def test_scoring_a_folder_of_another_methods_images(data_root: Path, tmp_path: P
     pattern = "{from}___{to}_vis.png"
     write_folder(tmp_path / "results", data_root, pattern)
     out = tmp_path / "run"
-    document = evaluate(eval_config(data_root, out, f"generated_dir={tmp_path / 'results'}",
-                                    f"name_pattern='{pattern}'", "metrics=[ssim,psnr]"))
+    document = evaluate(
+        eval_config(
+            data_root, out, f"generated_dir={tmp_path / 'results'}", f"name_pattern='{pattern}'", "metrics=[ssim,psnr]"
+        )
+    )
     assert document["skipped"] == {} and set(document["metrics"]) == {"ssim", "psnr"}
     assert 0.2 < document["metrics"]["ssim"] < 1.0 and document["metrics"]["psnr"] > 20
     assert not (out / "images").exists()  # nothing was generated
@@ -196,8 +214,9 @@ def test_fid_reference_statistics_are_cached_and_reused(data_root: Path, tmp_pat
     assert second["settings"]["fid"]["statistics_from_cache"] is True
     assert TinyInception.calls - calls_first == 6  # only the generated images were run again
     assert second["metrics"]["fid"] == pytest.approx(first["metrics"]["fid"], rel=1e-9)
-    test_reference = evaluate(eval_config(data_root, tmp_path / "run", "metrics=[fid]", "fid_reference=test"),
-                              generator=mirror_generator)
+    test_reference = evaluate(
+        eval_config(data_root, tmp_path / "run", "metrics=[fid]", "fid_reference=test"), generator=mirror_generator
+    )
     assert test_reference["settings"]["fid"]["reference_split"] == "test"
     assert test_reference["settings"]["fid"]["statistics_from_cache"] is False
 
@@ -220,21 +239,36 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, *arguments: str) -> None:
 def test_cli_evaluates_the_newest_checkpoint(data_root: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     """`python eval.py` rebuilds the generator of the newest best.ckpt, generates every pair, scores them."""
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        train_cfg = compose("train", overrides=[
-            f"data.root={data_root}", f"data.height={HEIGHT}", f"data.width={WIDTH}",
-            "data.generate_if_missing=false", "model.generator.ngf=4", "model.generator.num_blocks=1",
-        ])
+        train_cfg = compose(
+            "train",
+            overrides=[
+                f"data.root={data_root}",
+                f"data.height={HEIGHT}",
+                f"data.width={WIDTH}",
+                "data.generate_if_missing=false",
+                "model.generator.ngf=4",
+                "model.generator.num_blocks=1",
+            ],
+        )
     plain = {part: OmegaConf.to_container(train_cfg[part], resolve=True) for part in ("model", "data")}
     generator = build_generator(plain["model"])
     checkpoint = tmp_path / "runs" / "r1" / "checkpoints" / "best.ckpt"
     checkpoint.parent.mkdir(parents=True)
-    torch.save({"hyper_parameters": plain, "state_dict": {f"generator.{k}": v for k, v in generator.state_dict().items()}},
-               checkpoint)
+    torch.save(
+        {"hyper_parameters": plain, "state_dict": {f"generator.{k}": v for k, v in generator.state_dict().items()}},
+        checkpoint,
+    )
 
     out = tmp_path / "eval_out"
     monkeypatch.chdir(tmp_path)
-    run_cli(monkeypatch, f"train_runs_dir={tmp_path / 'runs'}", "metrics=[ssim,psnr]", f"out_dir={out}",
-            f"hydra.run.dir={tmp_path / 'hydra'}", f"cache_dir={tmp_path / 'cache'}")
+    run_cli(
+        monkeypatch,
+        f"train_runs_dir={tmp_path / 'runs'}",
+        "metrics=[ssim,psnr]",
+        f"out_dir={out}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+        f"cache_dir={tmp_path / 'cache'}",
+    )
     printed = capsys.readouterr().out
     assert "| ssim |" in printed and str(checkpoint) in printed
     images = sorted((out / "images").glob("*.png"))

@@ -40,7 +40,8 @@ INTERPRETED = launch.interpreter_enabled()
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 kernel_test = pytest.mark.skipif(
     DEVICE == "cpu" and not INTERPRETED,
-    reason="no GPU: run by test_kernel_tests_pass_in_triton_interpreter in a TRITON_INTERPRET=1 subprocess")
+    reason="no GPU: run by test_kernel_tests_pass_in_triton_interpreter in a TRITON_INTERPRET=1 subprocess",
+)
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
@@ -52,9 +53,17 @@ def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(launch, "interpreter_enabled", lambda: False)
 
 
-def attention_inputs(batch: int, queries: int, keys: int, key_width: int, value_width: int, gamma: float,
-                     dtype: torch.dtype = torch.float32, device: str = DEVICE, seed: int = 0
-                     ) -> list[torch.Tensor]:
+def attention_inputs(
+    batch: int,
+    queries: int,
+    keys: int,
+    key_width: int,
+    value_width: int,
+    gamma: float,
+    dtype: torch.dtype = torch.float32,
+    device: str = DEVICE,
+    seed: int = 0,
+) -> list[torch.Tensor]:
     """query, key, value, residual, gamma as leaf tensors requiring grad. The token tensors are laid out
     channels-first and transposed, as XingBlock's to_tokens makes them (non-contiguous)."""
     generator = torch.Generator().manual_seed(seed)
@@ -62,27 +71,37 @@ def attention_inputs(batch: int, queries: int, keys: int, key_width: int, value_
     def tokens(count: int, width: int) -> torch.Tensor:
         return torch.randn(batch, width, count, generator=generator).transpose(1, 2)
 
-    tensors = [tokens(queries, key_width), tokens(keys, key_width), tokens(keys, value_width),
-               tokens(queries, value_width)]
+    tensors = [
+        tokens(queries, key_width),
+        tokens(keys, key_width),
+        tokens(keys, value_width),
+        tokens(queries, value_width),
+    ]
     tensors = [t.to(device=device, dtype=dtype).requires_grad_() for t in tensors]
     return tensors + [torch.tensor(gamma, device=device, requires_grad=True)]
 
 
-def output_and_gradients(backend: torch.nn.Module, inputs: list[torch.Tensor], grad_output: torch.Tensor
-                         ) -> list[torch.Tensor]:
+def output_and_gradients(
+    backend: torch.nn.Module, inputs: list[torch.Tensor], grad_output: torch.Tensor
+) -> list[torch.Tensor]:
     output = backend(*inputs)
     return [output, *torch.autograd.grad(output, inputs, grad_output)]
 
 
 def assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor, tolerance: float, name: str) -> None:
     """Elementwise |actual - expected| <= tolerance * (|expected| + max |expected|)."""
-    torch.testing.assert_close(actual.to(expected.dtype), expected, rtol=tolerance,
-                               atol=tolerance * expected.abs().max().item(),
-                               msg=lambda message: f"{name}: {message}")
+    torch.testing.assert_close(
+        actual.to(expected.dtype),
+        expected,
+        rtol=tolerance,
+        atol=tolerance * expected.abs().max().item(),
+        msg=lambda message: f"{name}: {message}",
+    )
 
 
-def assert_matches_reference(inputs: list[torch.Tensor], tolerance: float,
-                             reference_dtype: torch.dtype = torch.float32) -> None:
+def assert_matches_reference(
+    inputs: list[torch.Tensor], tolerance: float, reference_dtype: torch.dtype = torch.float32
+) -> None:
     """Fused output and the gradients of query, key, value, residual, gamma against ReferenceAttention run on
     the same values in ``reference_dtype``."""
     grad_output = torch.randn(inputs[3].shape, generator=torch.Generator().manual_seed(1)).to(inputs[3])
@@ -90,8 +109,12 @@ def assert_matches_reference(inputs: list[torch.Tensor], tolerance: float,
     reference_inputs = [t.detach().to(reference_dtype).requires_grad_() for t in inputs]
     reference = output_and_gradients(ReferenceAttention(), reference_inputs, grad_output.to(reference_dtype))
     output_dtype = torch.promote_types(inputs[2].dtype, inputs[3].dtype)  # as residual + gamma * attention
-    for name, actual, expected, dtype in zip(("output", "query", "key", "value", "residual", "gamma"), fused,
-                                             reference, [output_dtype] + [t.dtype for t in inputs]):
+    for name, actual, expected, dtype in zip(
+        ("output", "query", "key", "value", "residual", "gamma"),
+        fused,
+        reference,
+        [output_dtype] + [t.dtype for t in inputs],
+    ):
         assert actual.dtype == dtype and actual.shape == expected.shape, name
         assert_close_to_scale(actual, expected, tolerance, name)
 
@@ -99,23 +122,23 @@ def assert_matches_reference(inputs: list[torch.Tensor], tolerance: float,
 @pytest.mark.skipif(DEVICE == "cuda" or INTERPRETED, reason="the kernel tests run in this process")
 def test_kernel_tests_pass_in_triton_interpreter() -> None:
     environment = {**os.environ, "TRITON_INTERPRET": "1"}
-    command = [sys.executable, "-m", "pytest", __file__, "-q", "-x", "-rs", "-p", "no:cacheprovider",
-               "-m", "not gpu"]
-    result = subprocess.run(command, check=False, env=environment, capture_output=True, text=True,
-                            timeout=300)
+    command = [sys.executable, "-m", "pytest", __file__, "-q", "-x", "-rs", "-p", "no:cacheprovider", "-m", "not gpu"]
+    result = subprocess.run(command, check=False, env=environment, capture_output=True, text=True, timeout=300)
     report = f"{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
     assert result.returncode == 0, f"interpreted kernel tests failed:\n{report}"
     assert "no GPU: run by" not in result.stdout, f"kernel tests were skipped in the subprocess:\n{report}"
 
 
 @kernel_test
-@pytest.mark.parametrize(("queries", "keys", "key_width", "value_width", "gamma"), [
-    (35, 130, 32, 64, 0.7),   # more keys than one tile, neither count a multiple of the tile
-    (130, 35, 32, 64, -1.3),  # several query tiles
-    (35, 35, 20, 48, 0.0),    # feature widths that are not powers of two; gamma = 0 still has a gradient
-])
-def test_fused_matches_reference_fp32(queries: int, keys: int, key_width: int, value_width: int,
-                                      gamma: float) -> None:
+@pytest.mark.parametrize(
+    ("queries", "keys", "key_width", "value_width", "gamma"),
+    [
+        (35, 130, 32, 64, 0.7),  # more keys than one tile, neither count a multiple of the tile
+        (130, 35, 32, 64, -1.3),  # several query tiles
+        (35, 35, 20, 48, 0.0),  # feature widths that are not powers of two; gamma = 0 still has a gradient
+    ],
+)
+def test_fused_matches_reference_fp32(queries: int, keys: int, key_width: int, value_width: int, gamma: float) -> None:
     inputs = attention_inputs(2, queries, keys, key_width, value_width, gamma)
     assert_matches_reference(inputs, tolerance=1e-4)
 
@@ -141,8 +164,9 @@ def test_statistics_and_their_gradients_match_torch() -> None:
     attention = torch.bmm(torch.softmax(scores, -1), value)
     expected = (residual + gamma * attention, attention, torch.logsumexp(scores, -1))
     actual = xing_attention_with_statistics(query, key, value, residual, gamma)
-    weights = [torch.randn(t.shape, generator=torch.Generator().manual_seed(seed)).to(t)
-               for seed, t in enumerate(expected)]
+    weights = [
+        torch.randn(t.shape, generator=torch.Generator().manual_seed(seed)).to(t) for seed, t in enumerate(expected)
+    ]
     inputs = (query, key, value, residual, gamma)
 
     def weighted_gradients(outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -152,8 +176,9 @@ def test_statistics_and_their_gradients_match_torch() -> None:
     actual_grads, expected_grads = weighted_gradients(actual), weighted_gradients(expected)
     for name, value_actual, value_expected in zip(("output", "attention", "logsumexp"), actual, expected):
         assert_close_to_scale(value_actual, value_expected.detach(), 1e-5, name)
-    for name, grad_actual, grad_expected in zip(("query", "key", "value", "residual", "gamma"), actual_grads,
-                                                expected_grads):
+    for name, grad_actual, grad_expected in zip(
+        ("query", "key", "value", "residual", "gamma"), actual_grads, expected_grads
+    ):
         assert_close_to_scale(grad_actual, grad_expected, 1e-4, name)
 
 
@@ -175,15 +200,18 @@ def test_opcheck_forward_and_backward_ops() -> None:
     torch.library.opcheck(xing_attention_with_statistics, (query, key, value, residual, gamma))
     shapes = ((2, 35, 48), (2, 35), (2, 35))
     d_attention, logsumexp, delta = (torch.randn(shape, device=DEVICE) for shape in shapes)
-    torch.library.opcheck(xing_attention_backward,
-                          (d_attention, query.detach(), key.detach(), value.detach(), logsumexp, delta))
+    torch.library.opcheck(
+        xing_attention_backward, (d_attention, query.detach(), key.detach(), value.detach(), logsumexp, delta)
+    )
 
 
 def test_reference_equals_sdpa_in_fp64() -> None:
     inputs = attention_inputs(2, 35, 130, 32, 64, 0.7, dtype=torch.float64, device="cpu")
     grad_output = torch.randn(2, 35, 64, dtype=torch.float64)
-    for actual, expected in zip(output_and_gradients(SDPAttention(), inputs, grad_output),
-                                output_and_gradients(ReferenceAttention(), inputs, grad_output)):
+    for actual, expected in zip(
+        output_and_gradients(SDPAttention(), inputs, grad_output),
+        output_and_gradients(ReferenceAttention(), inputs, grad_output),
+    ):
         torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)
 
 
@@ -199,8 +227,10 @@ def test_bad_shapes_and_dtypes_name_the_tensor() -> None:
         xing_attention(query, key[:, :0], value[:, :0], residual, gamma)
 
 
-@pytest.mark.skipif(INTERPRETED or "nvidia" not in triton.backends.backends,
-                    reason="needs Triton's NVIDIA compiler (not the interpreter)")
+@pytest.mark.skipif(
+    INTERPRETED or "nvidia" not in triton.backends.backends,
+    reason="needs Triton's NVIDIA compiler (not the interpreter)",
+)
 def test_kernels_compile_for_hopper_within_shared_memory() -> None:
     """Triton's GPU compiler (to a cubin for sm_90, no GPU needed) accepts the kernels at the XingGAN widths,
     they use Hopper's tensor-core instructions, and each fits in an H100's 227 KiB of shared memory."""
@@ -209,13 +239,20 @@ def test_kernels_compile_for_hopper_within_shared_memory() -> None:
     statistics = ("logsumexp_ptr", "delta_ptr", "gamma_ptr")
     for kernel_name in ("forward_kernel", "backward_key_value_kernel", "backward_query_kernel"):
         kernel = getattr(launch.triton_kernels, kernel_name)
-        signature = {name: "constexpr" if name in constants else
-                     ("*fp32" if name in statistics else "*bf16") if name.endswith("_ptr") else "i32"
-                     for name in kernel.arg_names}
+        signature = {
+            name: "constexpr"
+            if name in constants
+            else ("*fp32" if name in statistics else "*bf16")
+            if name.endswith("_ptr")
+            else "i32"
+            for name in kernel.arg_names
+        }
         source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constants)
-        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32),
-                                  options={key: value for key, value in config.launch_options().items()
-                                           if key not in constants})
+        compiled = triton.compile(
+            source,
+            target=GPUTarget("cuda", 90, 32),
+            options={key: value for key, value in config.launch_options().items() if key not in constants},
+        )
         assert "wgmma" in compiled.asm["ptx"], f"{kernel_name} does not use Hopper tensor-core instructions"
         assert compiled.metadata.shared <= 227 * 1024, f"{kernel_name} needs {compiled.metadata.shared} bytes"
 
@@ -224,8 +261,12 @@ def test_no_cuda_raises_config_error_at_construction(no_gpu: None) -> None:
     with pytest.raises(ConfigError) as error:
         FusedAttention()
     message = str(error.value)
-    for hint in ("needs a CUDA GPU", "model/attention=sdpa", "model/attention=reference",
-                 "model.attention.allow_reference_fallback=true"):
+    for hint in (
+        "needs a CUDA GPU",
+        "model/attention=sdpa",
+        "model/attention=reference",
+        "model.attention.allow_reference_fallback=true",
+    ):
         assert hint in message
 
 
@@ -293,9 +334,13 @@ def test_compiled_xing_block_with_fused_attention_matches_reference() -> None:
     gradient_scale = max(parameter.grad.abs().max().item() for parameter in reference_block.parameters())
     fused_parameters = dict(fused_block.named_parameters())
     for name, parameter in reference_block.named_parameters():
-        torch.testing.assert_close(fused_parameters[name].grad, parameter.grad, rtol=1e-2,
-                                   atol=1e-2 * gradient_scale,
-                                   msg=lambda message, name=name: f"{name}: {message}")
+        torch.testing.assert_close(
+            fused_parameters[name].grad,
+            parameter.grad,
+            rtol=1e-2,
+            atol=1e-2 * gradient_scale,
+            msg=lambda message, name=name: f"{name}: {message}",
+        )
 
 
 def test_attention_benchmark_times_cpu_backends_and_skips_fused_honestly() -> None:

@@ -30,8 +30,9 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np
     """Two synthetic photos of one person, with their keypoints in the photos' frame."""
     folder = tmp_path_factory.mktemp("photos")
     annotations = {}
-    for pose, (image, keypoints) in enumerate(render_identity(seed=3, identity=0, num_poses=2,
-                                                              height=PHOTO_SIZE[0], width=PHOTO_SIZE[1])):
+    for pose, (image, keypoints) in enumerate(
+        render_identity(seed=3, identity=0, num_poses=2, height=PHOTO_SIZE[0], width=PHOTO_SIZE[1])
+    ):
         Image.fromarray(image).save(folder / f"p{pose}.png")
         annotations[f"p{pose}.png"] = keypoints
     return folder, annotations
@@ -60,8 +61,16 @@ def test_single_photo_to_pose_writes_image_and_sheet(tmp_path: Path, checkpoint:
     source_pose = xy_json(tmp_path / "source.json", annotations["p0.png"], PHOTO_SIZE)
     target_pose = xy_json(tmp_path / "target.json", annotations["p1.png"], PHOTO_SIZE)
     out, sheet = tmp_path / "out" / "result.png", tmp_path / "out" / "sheet.png"
-    main([f"ckpt={checkpoint}", f"source={folder / 'p0.png'}", f"source_pose={source_pose}",
-          f"target={target_pose}", f"out={out}", f"sheet={sheet}"])
+    main(
+        [
+            f"ckpt={checkpoint}",
+            f"source={folder / 'p0.png'}",
+            f"source_pose={source_pose}",
+            f"target={target_pose}",
+            f"out={out}",
+            f"sheet={sheet}",
+        ]
+    )
     with Image.open(out) as result:
         assert result.size == (16, 32)
         produced = np.asarray(result)
@@ -80,8 +89,15 @@ def test_batch_from_pairs_csv(tmp_path: Path, checkpoint: Path, photos) -> None:
     folder, annotations = photos
     write_annotations(tmp_path / "annotations.csv", annotations)
     write_pairs(tmp_path / "pairs.csv", [("p0.png", "p1.png"), ("p1.png", "p0.png")])
-    main([f"ckpt={checkpoint}", f"pairs={tmp_path / 'pairs.csv'}", f"images={folder}",
-          f"annotations={tmp_path / 'annotations.csv'}", f"out={tmp_path / 'results'}"])
+    main(
+        [
+            f"ckpt={checkpoint}",
+            f"pairs={tmp_path / 'pairs.csv'}",
+            f"images={folder}",
+            f"annotations={tmp_path / 'annotations.csv'}",
+            f"out={tmp_path / 'results'}",
+        ]
+    )
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["p0___p1.png", "p1___p0.png"]
 
 
@@ -98,8 +114,16 @@ def test_missing_joints_are_named(tmp_path: Path, checkpoint: Path, photos, caps
     no_hips[[8, 11]] = -1
     target = xy_json(tmp_path / "target.json", no_hips, PHOTO_SIZE)
     source_pose = xy_json(tmp_path / "source.json", annotations["p0.png"], PHOTO_SIZE)
-    message = run_cli([f"ckpt={checkpoint}", f"source={folder / 'p0.png'}", f"source_pose={source_pose}",
-                       f"target={target}", f"out={tmp_path / 'r.png'}"], capsys)
+    message = run_cli(
+        [
+            f"ckpt={checkpoint}",
+            f"source={folder / 'p0.png'}",
+            f"source_pose={source_pose}",
+            f"target={target}",
+            f"out={tmp_path / 'r.png'}",
+        ],
+        capsys,
+    )
     assert str(target) in message and JOINT_NAMES[8] in message and JOINT_NAMES[11] in message
     assert not (tmp_path / "r.png").exists()
 
@@ -108,8 +132,16 @@ def test_unreadable_image_is_named(tmp_path: Path, checkpoint: Path, photos, cap
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     source_pose = xy_json(tmp_path / "source.json", photos[1]["p0.png"], PHOTO_SIZE)
-    message = run_cli([f"ckpt={checkpoint}", f"source={broken}", f"source_pose={source_pose}",
-                       f"target={source_pose}", f"out={tmp_path / 'r.png'}"], capsys)
+    message = run_cli(
+        [
+            f"ckpt={checkpoint}",
+            f"source={broken}",
+            f"source_pose={source_pose}",
+            f"target={source_pose}",
+            f"out={tmp_path / 'r.png'}",
+        ],
+        capsys,
+    )
     assert str(broken) in message
 
 

@@ -35,9 +35,12 @@ def fake_vgg_state(tmp_path_factory) -> tuple[Path, dict]:
     with torch.device("meta"):
         vgg = torchvision.models.vgg19(weights=None)
     generator = torch.Generator().manual_seed(0)
-    state = {name: torch.randn(tensor.shape, generator=generator) * 0.05 if name.startswith("features.")
-             else torch.zeros(()).expand(tensor.shape)
-             for name, tensor in vgg.state_dict().items()}
+    state = {
+        name: torch.randn(tensor.shape, generator=generator) * 0.05
+        if name.startswith("features.")
+        else torch.zeros(()).expand(tensor.shape)
+        for name, tensor in vgg.state_dict().items()
+    }
     checkpoints = torch_home / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     torch.save(state, checkpoints / VGG_FILE)
@@ -126,11 +129,9 @@ def test_gan_loss_rejects_unknown_mode():
 
 def test_generator_and_discriminator_objectives():
     l1, perceptual, gan_shape, gan_appearance = (torch.tensor(value) for value in (0.2, 0.3, 0.7, 0.9))
-    total = generator_loss(l1, perceptual, gan_shape, gan_appearance, lambda_l1=50, lambda_perceptual=1,
-                           lambda_gan=5)
+    total = generator_loss(l1, perceptual, gan_shape, gan_appearance, lambda_l1=50, lambda_perceptual=1, lambda_gan=5)
     assert total.item() == pytest.approx(50 * 0.2 + 1 * 0.3 + 5 * (0.7 + 0.9) / 2)
-    without_vgg = generator_loss(l1, None, gan_shape, gan_appearance, lambda_l1=50, lambda_perceptual=0,
-                                 lambda_gan=5)
+    without_vgg = generator_loss(l1, None, gan_shape, gan_appearance, lambda_l1=50, lambda_perceptual=0, lambda_gan=5)
     assert without_vgg.item() == pytest.approx(50 * 0.2 + 5 * (0.7 + 0.9) / 2)
     with pytest.raises(ValueError, match="lambda_perceptual"):
         generator_loss(l1, None, gan_shape, gan_appearance, lambda_l1=50, lambda_perceptual=1, lambda_gan=5)

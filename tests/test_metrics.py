@@ -52,11 +52,13 @@ def astronaut_pairs() -> list[tuple[np.ndarray, np.ndarray]]:
     photo = skimage_data.astronaut()
     pairs = []
     for top, left in ((0, 0), (120, 200), (300, 260)):
-        reference = photo[top:top + 128, left:left + 64]
+        reference = photo[top : top + 128, left : left + 64]
         blurred = gaussian_filter(reference.astype(np.float64), sigma=(1.2, 1.2, 0))
         noisy = np.clip(blurred + rng.normal(0, 12, reference.shape), 0, 255).astype(np.uint8)
         pairs.append((noisy, reference))
-    pairs.append((rng.integers(0, 256, (128, 64, 3), dtype=np.uint8), rng.integers(0, 256, (128, 64, 3), dtype=np.uint8)))
+    pairs.append(
+        (rng.integers(0, 256, (128, 64, 3), dtype=np.uint8), rng.integers(0, 256, (128, 64, 3), dtype=np.uint8))
+    )
     return pairs
 
 
@@ -82,8 +84,13 @@ def test_ssim_equals_skimage_for_other_windows(astronaut_pairs, window, data_ran
     generated, reference = astronaut_pairs[1]
     unit_generated, unit_reference = generated / 255.0, reference / 255.0
     expected = skimage_ssim(
-        unit_reference, unit_generated, channel_axis=-1, data_range=data_range,
-        gaussian_weights=window.gaussian_weights, sigma=window.sigma, win_size=window.win_size,
+        unit_reference,
+        unit_generated,
+        channel_axis=-1,
+        data_range=data_range,
+        gaussian_weights=window.gaussian_weights,
+        sigma=window.sigma,
+        win_size=window.win_size,
         use_sample_covariance=window.use_sample_covariance,
     )
     ours = structural_similarity(to_batch(unit_generated), to_batch(unit_reference), data_range, window)
@@ -112,7 +119,7 @@ def test_white_padding_matches_patn_construction(astronaut_pairs):
 
     def add_bounding(image: np.ndarray, bound: int = 40) -> np.ndarray:  # the PATN DeepFashion construction
         padded = np.full((image.shape[0], image.shape[1] + 2 * bound, 3), 255, dtype=np.uint8)
-        padded[:, bound:bound + image.shape[1]] = image
+        padded[:, bound : bound + image.shape[1]] = image
         return padded
 
     padded = pad_white(to_batch(generated, reference), 40)
@@ -152,9 +159,12 @@ def test_scoring_masks_pads_and_averages_like_direct_computation(tmp_path, astro
     bound = 40
     expected_ssim, expected_mask_ssim = [], []
     for (generated, reference), points in zip(astronaut_pairs, keypoints):
+
         def pad(image: np.ndarray) -> np.ndarray:
-            return np.concatenate([np.full((128, bound, 3), 255, np.uint8), image,
-                                   np.full((128, bound, 3), 255, np.uint8)], axis=1)
+            return np.concatenate(
+                [np.full((128, bound, 3), 255, np.uint8), image, np.full((128, bound, 3), 255, np.uint8)], axis=1
+            )
+
         expected_ssim.append(patn_ssim(pad(generated), pad(reference)))
         mask = person_mask(points, 128, 64)[..., None]
         expected_mask_ssim.append(patn_ssim(generated * mask, reference * mask))
@@ -202,8 +212,13 @@ def test_lpips_equals_lpips_package_with_the_same_backbone(torch_home):
     ours = load_lpips("alex")
     # by hand: the package's model with its trunk layers replaced by the torchvision network's
     reference = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
-    for slice_module in (reference.net.slice1, reference.net.slice2, reference.net.slice3,
-                         reference.net.slice4, reference.net.slice5):
+    for slice_module in (
+        reference.net.slice1,
+        reference.net.slice2,
+        reference.net.slice3,
+        reference.net.slice4,
+        reference.net.slice5,
+    ):
         for index, _ in list(slice_module.named_children()):
             slice_module._modules[index] = alexnet.features[int(index)]
     reference.eval()
@@ -226,9 +241,16 @@ def test_missing_weights_message_names_file_url_and_place(torch_home):
     assert str(torch_home) in message
 
     specs = parse_protocol(
-        {"name": "p", "definitions": {"lpips": {"type": "lpips"}, "fid": {"type": "fid", "backbone": "tf"},
-                                      "ssim": {"type": "ssim"}}},
-        ["ssim", "lpips", "fid"], "market",
+        {
+            "name": "p",
+            "definitions": {
+                "lpips": {"type": "lpips"},
+                "fid": {"type": "fid", "backbone": "tf"},
+                "ssim": {"type": "ssim"},
+            },
+        },
+        ["ssim", "lpips", "fid"],
+        "market",
     ).metrics
     logged: list[str] = []
     models, skipped = load_models(specs, None, "cpu", "skip", log=logged.append)
@@ -284,8 +306,10 @@ def test_frechet_distance_equals_direct_scipy_computation():
     rng = np.random.default_rng(0)
     first = rng.normal(0, 1, (60, 8))
     second = rng.normal(0.5, 1.5, (40, 8)) @ rng.normal(0, 1, (8, 8))
-    ours = frechet_distance(FeatureStatistics.from_features(torch.from_numpy(first)),
-                            FeatureStatistics.from_features(torch.from_numpy(second)))
+    ours = frechet_distance(
+        FeatureStatistics.from_features(torch.from_numpy(first)),
+        FeatureStatistics.from_features(torch.from_numpy(second)),
+    )
     assert ours == pytest.approx(direct_frechet_distance(first, second), rel=1e-6)
     same = FeatureStatistics.from_features(torch.from_numpy(first))
     assert frechet_distance(same, same) == pytest.approx(0.0, abs=1e-6)
@@ -346,9 +370,15 @@ def test_scoring_fid_and_inception_score_with_a_stand_in_backbone(tmp_path):
     generated_paths = [write_png(tmp_path / f"g{i}.png", image) for i, image in enumerate(generated)]
     keypoints = [np.full((18, 2), -1)] * count
     specs = parse_protocol(
-        {"name": "p", "definitions": {"fid": {"type": "fid", "backbone": "tf", "reference_split": "train"},
-                                      "is": {"type": "inception_score", "backbone": "tf", "splits": 3}}},
-        ["fid", "is"], "market",
+        {
+            "name": "p",
+            "definitions": {
+                "fid": {"type": "fid", "backbone": "tf", "reference_split": "train"},
+                "is": {"type": "inception_score", "backbone": "tf", "splits": 3},
+            },
+        },
+        ["fid", "is"],
+        "market",
     ).metrics
     backbone = TinyFeatures()
     reference_features = torch.from_numpy(rng.normal(0.5, 0.1, (20, 12)))
@@ -359,8 +389,9 @@ def test_scoring_fid_and_inception_score_with_a_stand_in_backbone(tmp_path):
         return FeatureStatistics.from_features(reference_features), {"reference_images": 20}
 
     pairs = ScoringPairs(generated_paths, generated_paths, keypoints, 16, 8)
-    result = score(pairs, [("a", "b")] * count, specs, {"fid": backbone, "is": backbone}, reference_statistics,
-                   batch_size=5)
+    result = score(
+        pairs, [("a", "b")] * count, specs, {"fid": backbone, "is": backbone}, reference_statistics, batch_size=5
+    )
     generated_features, generated_logits = backbone(torch.from_numpy(np.stack(generated)).permute(0, 3, 1, 2))
     expected_fid = direct_frechet_distance(generated_features.numpy(), reference_features.numpy())
     assert result.summary["fid"] == pytest.approx(expected_fid, rel=1e-6)

@@ -44,8 +44,10 @@ def test_discriminator_parameter_counts_match_release():
     assert count_parameters(pair_judge) == pytest.approx(3.93e6, rel=0.005)
 
 
-@pytest.mark.parametrize(("height", "width", "norm", "padding_type"),
-                         [(32, 24, "instance", "reflect"), (16, 16, "batch", "zero"), (24, 8, "instance", "replicate")])
+@pytest.mark.parametrize(
+    ("height", "width", "norm", "padding_type"),
+    [(32, 24, "instance", "reflect"), (16, 16, "batch", "zero"), (24, 8, "instance", "replicate")],
+)
 def test_output_shapes(height, width, norm, padding_type):
     generator = XingGenerator(ngf=8, num_blocks=2, norm=norm, padding_type=padding_type)
     image, source_pose, target_pose = random_inputs(2, height, width)
@@ -58,8 +60,15 @@ def test_output_shapes(height, width, norm, padding_type):
 def test_xing_block_computes_sa_and_as_as_released():
     """One stacked backend call must equal the two directions written out separately."""
     torch.manual_seed(0)
-    block = XingBlock(shape_in_channels=32, channels=16, query_key_channels=4, norm="instance", dropout=0.0,
-                      padding_type="reflect", attention=ReferenceAttention()).double()
+    block = XingBlock(
+        shape_in_channels=32,
+        channels=16,
+        query_key_channels=4,
+        norm="instance",
+        dropout=0.0,
+        padding_type="reflect",
+        attention=ReferenceAttention(),
+    ).double()
     with torch.no_grad():
         block.gamma.fill_(0.8)
     appearance_in = torch.randn(2, 16, 4, 3, dtype=torch.float64)
@@ -115,7 +124,9 @@ def test_output_is_a_convex_blend_of_candidates_and_source():
     torch.testing.assert_close(masks.sum(1), torch.ones(2, 1, 16, 12))
     torch.testing.assert_close(output, (candidates * masks).sum(1))
     tolerance = 1e-6
-    assert (output >= candidates.min(1).values - tolerance).all() and (output <= candidates.max(1).values + tolerance).all()
+    assert (output >= candidates.min(1).values - tolerance).all() and (
+        output <= candidates.max(1).values + tolerance
+    ).all()
     assert output.abs().max() <= 1 + tolerance
 
 
@@ -124,8 +135,13 @@ def test_initialisation_follows_the_release():
     torch.manual_seed(0)
     generator = XingGenerator(ngf=16, num_blocks=2, norm="batch")
     assert all(block.gamma.item() == 0 for block in generator.blocks)
-    conv_weights = torch.cat([module.weight.flatten() for module in generator.modules()
-                              if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d))])
+    conv_weights = torch.cat(
+        [
+            module.weight.flatten()
+            for module in generator.modules()
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d))
+        ]
+    )
     assert conv_weights.mean().abs() < 1e-3 and conv_weights.std() == pytest.approx(0.02, rel=0.02)
     norm_weights = torch.cat([module.weight for module in generator.modules() if isinstance(module, nn.BatchNorm2d)])
     norm_biases = torch.cat([module.bias for module in generator.modules() if isinstance(module, nn.BatchNorm2d)])
@@ -170,8 +186,10 @@ def test_tiny_generator_overfits_one_batch(single_thread):
     assert losses[-1] < 0.5 * losses[0]
 
 
-@pytest.mark.parametrize(("argument", "shape"), [("source_pose", (2, 17, 16, 12)), ("target_pose", (2, 18, 16, 8)),
-                                                 ("source_image", (2, 3, 18, 12))])
+@pytest.mark.parametrize(
+    ("argument", "shape"),
+    [("source_pose", (2, 17, 16, 12)), ("target_pose", (2, 18, 16, 8)), ("source_image", (2, 3, 18, 12))],
+)
 def test_generator_rejects_mismatched_inputs(argument, shape):
     generator = XingGenerator(ngf=8, num_blocks=1)
     image, source_pose, target_pose = random_inputs(2, 16, 12)
@@ -183,8 +201,10 @@ def test_generator_rejects_mismatched_inputs(argument, shape):
         generator(**inputs)
 
 
-@pytest.mark.parametrize(("options", "field"), [({"norm": "group"}, "norm"), ({"padding_type": "circular"}, "padding_type"),
-                                                ({"num_blocks": 0}, "num_blocks")])
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [({"norm": "group"}, "norm"), ({"padding_type": "circular"}, "padding_type"), ({"num_blocks": 0}, "num_blocks")],
+)
 def test_bad_configuration_names_the_field(options, field):
     with pytest.raises(ConfigError, match=field):
         XingGenerator(ngf=8, **options)

@@ -96,9 +96,7 @@ def spread_keypoints(height: int, width: int) -> np.ndarray:
     return keypoints
 
 
-@pytest.mark.parametrize(
-    ("mode", "photo_size"), [("pad", (300, 200)), ("crop", (300, 200)), ("pad", (90, 160))]
-)
+@pytest.mark.parametrize(("mode", "photo_size"), [("pad", (300, 200)), ("crop", (300, 200)), ("pad", (90, 160))])
 def test_framing_round_trip_recovers_keypoints(mode: str, photo_size: tuple[int, int]) -> None:
     keypoints = spread_keypoints(*photo_size)
     photo = np.zeros((*photo_size, 3), np.uint8)
@@ -111,12 +109,8 @@ def test_framing_round_trip_recovers_keypoints(mode: str, photo_size: tuple[int,
     assert np.abs(restored[kept] - keypoints[kept]).max() <= 1
 
 
-@pytest.mark.parametrize(
-    ("mode", "photo_size"), [("pad", (300, 200)), ("crop", (300, 200)), ("pad", (100, 60))]
-)
-def test_a_bright_pixel_at_a_joint_lands_on_the_transformed_joint(
-    mode: str, photo_size: tuple[int, int]
-) -> None:
+@pytest.mark.parametrize(("mode", "photo_size"), [("pad", (300, 200)), ("crop", (300, 200)), ("pad", (100, 60))])
+def test_a_bright_pixel_at_a_joint_lands_on_the_transformed_joint(mode: str, photo_size: tuple[int, int]) -> None:
     keypoints = spread_keypoints(*photo_size)
     for name in ("nose", "left_knee", "right_shoulder"):
         photo = np.zeros((*photo_size, 3), np.uint8)

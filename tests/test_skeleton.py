@@ -114,9 +114,7 @@ def test_person_mask_equals_the_scikit_image_construction(seed: int) -> None:
     cells = rng.choice((height // 4 + 2) * (width // 4 + 2), size=18, replace=False)
     keypoints = np.stack([cells // (width // 4 + 2) * 4 - 4, cells % (width // 4 + 2) * 4 - 4], axis=1)
     keypoints[rng.random(18) < 0.2] = -1
-    np.testing.assert_array_equal(
-        person_mask(keypoints, height, width), _reference_mask(keypoints, (height, width))
-    )
+    np.testing.assert_array_equal(person_mask(keypoints, height, width), _reference_mask(keypoints, (height, width)))
 
 
 def test_person_mask_covers_the_joints_and_excludes_far_background() -> None:

@@ -35,9 +35,7 @@ def _identity(name: str) -> str:
 
 
 def _file_bytes(root: Path) -> dict[str, bytes]:
-    return {
-        str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()
-    }
+    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
 
 
 def test_layout_and_files_parse(dataset: Path) -> None:
@@ -143,18 +141,13 @@ def test_same_identity_keeps_its_background(tmp_path: Path) -> None:
         poses_per_identity=4,
         background="textured",
     )
-    images = {
-        path.name: np.asarray(Image.open(path))
-        for path in sorted((tmp_path / "data" / "train").glob("*.png"))
-    }
+    images = {path.name: np.asarray(Image.open(path)) for path in sorted((tmp_path / "data" / "train").glob("*.png"))}
     # pixels that no image of an identity covers with the person agree across that identity's images
     for identity in ("id0000", "id0001"):
         stack = np.stack([image for name, image in images.items() if name.startswith(identity)])
         agreeing = (stack == stack[0]).all(axis=(0, -1))
         assert agreeing.mean() > 0.2
-    first, second = (
-        np.stack([v for k, v in images.items() if k.startswith(i)]) for i in ("id0000", "id0001")
-    )
+    first, second = (np.stack([v for k, v in images.items() if k.startswith(i)]) for i in ("id0000", "id0001"))
     shared_background = (first == first[0]).all(axis=(0, -1)) & (second == second[0]).all(axis=(0, -1))
     assert (first[0][shared_background] != second[0][shared_background]).any()
 

@@ -30,8 +30,9 @@ class LossRecorder(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         metrics = trainer.callback_metrics
-        self.losses.append((trainer.global_step, float(metrics["train/loss_generator"]),
-                            float(metrics["train/loss_d_pose"])))
+        self.losses.append(
+            (trainer.global_step, float(metrics["train/loss_generator"]), float(metrics["train/loss_d_pose"]))
+        )
 
 
 @pytest.fixture()
@@ -44,8 +45,9 @@ def data_root(tmp_path: Path) -> Path:
 def run(cfg: DictConfig, monkeypatch: pytest.MonkeyPatch) -> LossRecorder:
     """train.train with a LossRecorder added to the trainer's callbacks."""
     recorder = LossRecorder()
-    monkeypatch.setattr(train_script, "checkpoint_callbacks",
-                        lambda run_dir: [*checkpoint_callbacks(run_dir), recorder])
+    monkeypatch.setattr(
+        train_script, "checkpoint_callbacks", lambda run_dir: [*checkpoint_callbacks(run_dir), recorder]
+    )
     train_script.train(cfg)
     return recorder
 
@@ -109,9 +111,17 @@ def test_checkpoint_that_would_run_code_is_refused(data_root: Path, tmp_path: Pa
 def test_unknown_dataset_path_is_one_clear_paragraph(tmp_path: Path) -> None:
     missing = tmp_path / "no_such_dataset"
     result = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), f"data.root={missing}", "data.generate_if_missing=false",
-         f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            f"data.root={missing}",
+            "data.generate_if_missing=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -126,8 +136,7 @@ def test_wrong_image_size_for_preset(data_root: Path, tmp_path: Path, monkeypatc
     assert "64x32" in str(error) and "32x16" in str(error)
 
 
-def test_missing_vgg_weights_names_file_url_and_how_to_disable(data_root: Path, tmp_path: Path,
-                                                                monkeypatch) -> None:
+def test_missing_vgg_weights_names_file_url_and_how_to_disable(data_root: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.delenv("EMCA_WEIGHTS_DIR", raising=False)
     with pytest.raises(Exception) as err:
@@ -137,3 +146,15 @@ def test_missing_vgg_weights_names_file_url_and_how_to_disable(data_root: Path, 
     message = str(error)
     assert "vgg19-dcbb9e9d.pth" in message and "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth" in message
     assert "lambda_perceptual=0" in message
+
+
+def test_wandb_logger_works_offline_without_an_account(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_home"))
+    run_dir = tmp_path / "run"
+    run(tiny_config(data_root, run_dir, "logger=wandb", "trainer.max_steps=3"), monkeypatch)
+    runs = list(run_dir.glob("wandb/offline-run-*"))
+    assert runs, f"no offline W&B run under {run_dir / 'wandb'}"
+    assert list(runs[0].glob("*.wandb"))  # the run's log file, ready for `wandb sync`

@@ -55,7 +55,11 @@ def switches(multi_scale: bool, enhanced: bool, dense: bool, fusion: str = "soft
     return {
         "multi_scale": {**MULTI_SCALE, "enabled": multi_scale, "fusion": fusion},
         # with multi-scale off the only branch is the full one, so EA alone refines it
-        "enhanced_attention": {**ENHANCED, "enabled": enhanced, "branches": ["pool", "window"] if multi_scale else ["full"]},
+        "enhanced_attention": {
+            **ENHANCED,
+            "enabled": enhanced,
+            "branches": ["pool", "window"] if multi_scale else ["full"],
+        },
         "dense_fusion": {"enabled": dense},
     }
 
@@ -63,14 +67,17 @@ def switches(multi_scale: bool, enhanced: bool, dense: bool, fusion: str = "soft
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-COMBINATIONS = [(*flags, "softmax") for flags in itertools.product((False, True), repeat=3)] + [(True, True, True, "conv")]
+COMBINATIONS = [(*flags, "softmax") for flags in itertools.product((False, True), repeat=3)] + [
+    (True, True, True, "conv")
+]
 
 
 @pytest.mark.parametrize(("multi_scale", "enhanced", "dense", "fusion"), COMBINATIONS)
 def test_every_switch_combination_runs_forward_and_backward(multi_scale, enhanced, dense, fusion):
     torch.manual_seed(0)
-    generator = XingGANPlusPlusGenerator(ngf=8, num_blocks=2, dropout=0.5,
-                                         **switches(multi_scale, enhanced, dense, fusion))
+    generator = XingGANPlusPlusGenerator(
+        ngf=8, num_blocks=2, dropout=0.5, **switches(multi_scale, enhanced, dense, fusion)
+    )
     set_gamma(generator, 0.5)  # so every attention parameter gets a gradient
     output = generator(*random_inputs())
     assert output.shape == (2, 3, 32, 16)
@@ -107,8 +114,13 @@ def test_release_size_parameter_counts():
     with torch.device("meta"):
         xinggan = XingGenerator(ngf=64, num_blocks=9)
         off = XingGANPlusPlusGenerator(ngf=64, num_blocks=9)
-        full = XingGANPlusPlusGenerator(ngf=64, num_blocks=9, multi_scale={"enabled": True, "window_sizes": [8]},
-                                        enhanced_attention=True, dense_fusion=True)
+        full = XingGANPlusPlusGenerator(
+            ngf=64,
+            num_blocks=9,
+            multi_scale={"enabled": True, "window_sizes": [8]},
+            enhanced_attention=True,
+            dense_fusion=True,
+        )
     assert count_parameters(off) == count_parameters(xinggan) == pytest.approx(44.84e6, rel=0.005)
     # dense fusion: 1x1 reductions 9*256 -> 256 and 9*512 -> 512 (with bias); per block 4 branch logits
     # and EA on pool2, pool4 and window8: row query / key maps 32 -> 2 heads x 16, 2 consensus weights
@@ -127,10 +139,14 @@ def load_shared_weights(target: nn.Module, source: nn.Module) -> set[str]:
 @pytest.mark.parametrize("multi_scale", [True, False])
 def test_enhanced_attention_at_initialisation_changes_nothing(multi_scale):
     torch.manual_seed(0)
-    with_ea = XingGANPlusPlusGenerator(ngf=8, num_blocks=2, dropout=0.0,
-                                       **switches(multi_scale, True, False)).double().eval()
-    without_ea = XingGANPlusPlusGenerator(ngf=8, num_blocks=2, dropout=0.0,
-                                          **switches(multi_scale, False, False)).double().eval()
+    with_ea = (
+        XingGANPlusPlusGenerator(ngf=8, num_blocks=2, dropout=0.0, **switches(multi_scale, True, False)).double().eval()
+    )
+    without_ea = (
+        XingGANPlusPlusGenerator(ngf=8, num_blocks=2, dropout=0.0, **switches(multi_scale, False, False))
+        .double()
+        .eval()
+    )
     extra = load_shared_weights(without_ea, with_ea)
     assert extra and all(".enhancement." in name or "scale_logits" in name for name in extra)
     set_gamma(with_ea, 0.7)
@@ -150,8 +166,11 @@ def test_dense_fusion_starts_as_the_last_block():
     torch.manual_seed(0)
     dense = XingGANPlusPlusGenerator(ngf=8, num_blocks=3, dropout=0.0, dense_fusion=True).double().eval()
     plain = XingGenerator(ngf=8, num_blocks=3, dropout=0.0).double().eval()
-    assert load_shared_weights(plain, dense) == {f"stage_aggregation.{stream}_reduction.{field}"
-                                                for stream in ("appearance", "shape") for field in ("weight", "bias")}
+    assert load_shared_weights(plain, dense) == {
+        f"stage_aggregation.{stream}_reduction.{field}"
+        for stream in ("appearance", "shape")
+        for field in ("weight", "bias")
+    }
     set_gamma(dense, 0.5)
     set_gamma(plain, 0.5)
     inputs = random_inputs(dtype=torch.float64)
@@ -172,6 +191,7 @@ def brute_force_block(block: MultiScaleXingBlock, appearance, shape, logits):
             starts = [min(i * size, length - min(size, length)) for i in range(-(-length // size))]
             owner = [min(p // size, len(starts) - 1) for p in range(length)]
             return [range(starts[o], starts[o] + min(size, length)) for o in owner]
+
         rows, cols = axis_windows(height), axis_windows(width)
         mask = torch.zeros(height * width, height * width, dtype=torch.bool)
         for n in range(height * width):
@@ -199,11 +219,14 @@ def brute_force_block(block: MultiScaleXingBlock, appearance, shape, logits):
     return new_appearance, torch.cat((new_appearance, attend(shape, appearance)), 1)
 
 
-@pytest.mark.parametrize(("height", "width", "scales"), [
-    (8, 4, (ScaleSpec("full"), ScaleSpec("pool", 2), ScaleSpec("window", 3), ScaleSpec("window", 2))),
-    # windows that do not divide the grid (avg_pool2d only matches adaptive pooling on divisible sizes)
-    (6, 5, (ScaleSpec("full"), ScaleSpec("window", 4), ScaleSpec("window", 2))),
-])
+@pytest.mark.parametrize(
+    ("height", "width", "scales"),
+    [
+        (8, 4, (ScaleSpec("full"), ScaleSpec("pool", 2), ScaleSpec("window", 3), ScaleSpec("window", 2))),
+        # windows that do not divide the grid (avg_pool2d only matches adaptive pooling on divisible sizes)
+        (6, 5, (ScaleSpec("full"), ScaleSpec("window", 4), ScaleSpec("window", 2))),
+    ],
+)
 def test_multi_scale_block_matches_brute_force(height, width, scales):
     torch.manual_seed(0)
     block = MultiScaleXingBlock(32, 16, 4, "instance", 0.0, "reflect", ReferenceAttention(), scales=scales).double()
@@ -220,10 +243,20 @@ def test_multi_scale_block_matches_brute_force(height, width, scales):
 
 def test_attention_backends_agree_on_the_full_model():
     torch.manual_seed(0)
-    reference = XingGANPlusPlusGenerator(ngf=8, num_blocks=2, dropout=0.0, attention=ReferenceAttention(),
-                                         **switches(True, True, True)).double().eval()
-    sdpa = XingGANPlusPlusGenerator(ngf=8, num_blocks=2, dropout=0.0, attention=SDPAttention(),
-                                    **switches(True, True, True)).double().eval()
+    reference = (
+        XingGANPlusPlusGenerator(
+            ngf=8, num_blocks=2, dropout=0.0, attention=ReferenceAttention(), **switches(True, True, True)
+        )
+        .double()
+        .eval()
+    )
+    sdpa = (
+        XingGANPlusPlusGenerator(
+            ngf=8, num_blocks=2, dropout=0.0, attention=SDPAttention(), **switches(True, True, True)
+        )
+        .double()
+        .eval()
+    )
     sdpa.load_state_dict(reference.state_dict())
     set_gamma(reference, 0.5)
     set_gamma(sdpa, 0.5)
@@ -256,17 +289,20 @@ def test_full_model_overfits_one_batch():
     assert losses[-1] < 0.5 * losses[0]
 
 
-@pytest.mark.parametrize(("options", "field"), [
-    ({"multi_scale": {"enabled": True, "fusion": "max"}}, "multi_scale.fusion"),
-    ({"multi_scale": {"enabled": True, "pool_factors": [1]}}, "multi_scale.pool_factors"),
-    ({"multi_scale": {"enabled": True, "window_sizes": "4"}}, "multi_scale.window_sizes"),
-    ({"multi_scale": {"enabled": True, "scales": [2]}}, "multi_scale"),
-    ({"multi_scale": {"enabled": True, "full": False, "pool_factors": [], "window_sizes": []}}, "multi_scale"),
-    ({"enhanced_attention": {"enabled": True, "branches": ["global"]}}, "enhanced_attention.branches"),
-    ({"enhanced_attention": {"enabled": True, "branches": ["pool"]}}, "enhanced_attention.branches"),
-    ({"enhanced_attention": {"enabled": True, "branches": ["full"], "heads": 0}}, "enhanced_attention.heads"),
-    ({"dense_fusion": {"enabled": "yes"}}, "dense_fusion.enabled"),
-])
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"multi_scale": {"enabled": True, "fusion": "max"}}, "multi_scale.fusion"),
+        ({"multi_scale": {"enabled": True, "pool_factors": [1]}}, "multi_scale.pool_factors"),
+        ({"multi_scale": {"enabled": True, "window_sizes": "4"}}, "multi_scale.window_sizes"),
+        ({"multi_scale": {"enabled": True, "scales": [2]}}, "multi_scale"),
+        ({"multi_scale": {"enabled": True, "full": False, "pool_factors": [], "window_sizes": []}}, "multi_scale"),
+        ({"enhanced_attention": {"enabled": True, "branches": ["global"]}}, "enhanced_attention.branches"),
+        ({"enhanced_attention": {"enabled": True, "branches": ["pool"]}}, "enhanced_attention.branches"),
+        ({"enhanced_attention": {"enabled": True, "branches": ["full"], "heads": 0}}, "enhanced_attention.heads"),
+        ({"dense_fusion": {"enabled": "yes"}}, "dense_fusion.enabled"),
+    ],
+)
 def test_bad_configuration_names_the_field(options, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         XingGANPlusPlusGenerator(ngf=8, num_blocks=1, **options)
@@ -309,8 +345,10 @@ def test_recording_captures_attention_without_changing_the_output():
 
 
 def test_recording_refuses_xinggan_and_tokens_off_the_grid():
-    with pytest.raises(ConfigError, match="no multi-scale attention"), record_attention(
-            XingGenerator(ngf=8, num_blocks=1), [0]):
+    with (
+        pytest.raises(ConfigError, match="no multi-scale attention"),
+        record_attention(XingGenerator(ngf=8, num_blocks=1), [0]),
+    ):
         pass
     generator = XingGANPlusPlusGenerator(ngf=8, num_blocks=1, multi_scale=True)
     with pytest.raises(ConfigError, match="32 tokens"), record_attention(generator, [32]), torch.no_grad():
@@ -322,15 +360,20 @@ def compose_config(*overrides: str):
         return compose("train", overrides=list(overrides))
 
 
-@pytest.mark.parametrize(("overrides", "attention_type"), [
-    (["model=emca"], ReferenceAttention),
-    (["experiment=emca_deepfashion", "model/attention=sdpa"], SDPAttention),
-    (["experiment=emca_market"], ReferenceAttention),
-])
+@pytest.mark.parametrize(
+    ("overrides", "attention_type"),
+    [
+        (["model=emca"], ReferenceAttention),
+        (["experiment=emca_deepfashion", "model/attention=sdpa"], SDPAttention),
+        (["experiment=emca_market"], ReferenceAttention),
+    ],
+)
 def test_release_configs_build_xingganpp(overrides, attention_type):
     cfg = compose_config(*overrides)
     model = to_plain(cfg.model)
-    assert all(model["generator"][switch]["enabled"] for switch in ("multi_scale", "enhanced_attention", "dense_fusion"))
+    assert all(
+        model["generator"][switch]["enabled"] for switch in ("multi_scale", "enhanced_attention", "dense_fusion")
+    )
     assert "full" not in model["generator"]["enhanced_attention"]["branches"]  # too large at these sizes
     with torch.device("meta"):
         generator = build_generator(model)
@@ -340,7 +383,8 @@ def test_release_configs_build_xingganpp(overrides, attention_type):
     if overrides[0].startswith("experiment="):  # the presets differ from XingGAN's in the model only
         assert cfg.data == xinggan.data and cfg.trainer == xinggan.trainer
         assert {k: v for k, v in model.items() if k not in ("generator", "name", "attention")} == {
-            k: v for k, v in to_plain(xinggan.model).items() if k not in ("generator", "name", "attention")}
+            k: v for k, v in to_plain(xinggan.model).items() if k not in ("generator", "name", "attention")
+        }
 
 
 def test_small_config_trains_at_the_embedded_default_size():
@@ -358,8 +402,13 @@ def fake_sample(height: int = 32, width: int = 16) -> dict:
     image, source_pose, target_pose = random_inputs(1, height, width)
     keypoints = torch.tensor([[5 + j, 3 + j % 10] for j in range(18)])
     keypoints[13] = -1  # a missing joint is skipped
-    return {"source_image": image[0], "source_pose": source_pose[0], "target_pose": target_pose[0],
-            "target_image": image[0].flip(-1), "target_keypoints": keypoints}
+    return {
+        "source_image": image[0],
+        "source_pose": source_pose[0],
+        "target_pose": target_pose[0],
+        "target_image": image[0].flip(-1),
+        "target_keypoints": keypoints,
+    }
 
 
 def is_png(path: Path) -> bool:
@@ -372,31 +421,51 @@ def test_figures_of_a_generator(tmp_path: Path):
     generator = XingGANPlusPlusGenerator(ngf=8, num_blocks=2, **switches(True, True, True)).eval()
     written = make_figures(generator, fake_sample(), tmp_path, joints=[1], blocks=[0, -1])
     assert sorted(path.name for path in written) == sorted(
-        ["fusion_masks.png", "attention_block0.png", "enhanced_attention_block0.png", "attention_block1.png",
-         "enhanced_attention_block1.png"])
+        [
+            "fusion_masks.png",
+            "attention_block0.png",
+            "enhanced_attention_block0.png",
+            "attention_block1.png",
+            "enhanced_attention_block1.png",
+        ]
+    )
     assert all(is_png(path) for path in written)
     with pytest.raises(ConfigError, match="--blocks"):
         make_figures(generator, fake_sample(), tmp_path, blocks=[2])
     # XingGAN: the masks only
     assert [p.name for p in make_figures(XingGenerator(ngf=8, num_blocks=1), fake_sample(), tmp_path / "x")] == [
-        "fusion_masks.png"]
+        "fusion_masks.png"
+    ]
 
 
 def test_figure_command_reads_a_checkpoint(tmp_path: Path, capsys):
     root = tmp_path / "data"
     make_dataset(root, height=32, width=16)
-    cfg = compose_config("model=emca_small", f"data.root={root}", "data.height=32", "data.width=16",
-                         "data.generate_if_missing=false", "model.generator.ngf=8", "model.generator.num_blocks=1",
-                         "model.generator.multi_scale.window_sizes=[3]", "model.generator.enhanced_attention.inner_channels=4")
+    cfg = compose_config(
+        "model=emca_small",
+        f"data.root={root}",
+        "data.height=32",
+        "data.width=16",
+        "data.generate_if_missing=false",
+        "model.generator.ngf=8",
+        "model.generator.num_blocks=1",
+        "model.generator.multi_scale.window_sizes=[3]",
+        "model.generator.enhanced_attention.inner_channels=4",
+    )
     model = to_plain(cfg.model)
     generator = build_generator(model)
-    checkpoint = {"hyper_parameters": {"model": model, "data": to_plain(cfg.data)},
-                  "state_dict": {f"generator.{name}": value for name, value in generator.state_dict().items()}}
+    checkpoint = {
+        "hyper_parameters": {"model": model, "data": to_plain(cfg.data)},
+        "state_dict": {f"generator.{name}": value for name, value in generator.state_dict().items()},
+    }
     atomic_torch_save(checkpoint, tmp_path / "run.ckpt")
     out = tmp_path / "figures"
     figures_main(["--ckpt", str(tmp_path / "run.ckpt"), "--pair-index", "2", "--out", str(out), "--joints", "1"])
-    assert {path.name for path in out.iterdir()} == {"fusion_masks.png", "attention_block0.png",
-                                                     "enhanced_attention_block0.png"}
+    assert {path.name for path in out.iterdir()} == {
+        "fusion_masks.png",
+        "attention_block0.png",
+        "enhanced_attention_block0.png",
+    }
     with pytest.raises(SystemExit) as exit_info:
         figures_main(["--ckpt", str(tmp_path / "run.ckpt"), "--pair-index", "999", "--out", str(out)])
     assert exit_info.value.code == 2

@@ -54,42 +54,65 @@ def reference_image_files(root: Path, layout: DatasetLayout, split: str) -> list
     folder = layout.image_dir_path(root, split)
     files = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
     if len(files) < 2:
-        raise DataError(f"FID reference split '{split}': '{folder}' holds {len(files)} image(s); at least 2 are needed.")
+        raise DataError(
+            f"FID reference split '{split}': '{folder}' holds {len(files)} image(s); at least 2 are needed."
+        )
     return files
 
 
 def folder_reference_statistics(
-    root: Path, layout: DatasetLayout, preset: str, cache_dir: str | None, batch_size: int, num_workers: int,
+    root: Path,
+    layout: DatasetLayout,
+    preset: str,
+    cache_dir: str | None,
+    batch_size: int,
+    num_workers: int,
 ) -> ReferenceStatistics:
     """Reference statistics over a split's image folder, cached per dataset, split, backbone, size and resize."""
 
     def statistics(spec: FIDSpec, backbone: nn.Module) -> tuple[FeatureStatistics, dict[str, Any]]:
         files = reference_image_files(root, layout, spec.reference_split)
         key = {
-            "name": preset, "root": str(root.resolve()), "split": spec.reference_split, "backbone": spec.backbone,
-            "height": layout.height, "width": layout.width, "resize": BACKBONE_RESIZE[spec.backbone],
-            "images": len(files), "files": hashlib.sha256("\n".join(p.name for p in files).encode()).hexdigest(),
+            "name": preset,
+            "root": str(root.resolve()),
+            "split": spec.reference_split,
+            "backbone": spec.backbone,
+            "height": layout.height,
+            "width": layout.width,
+            "resize": BACKBONE_RESIZE[spec.backbone],
+            "images": len(files),
+            "files": hashlib.sha256("\n".join(p.name for p in files).encode()).hexdigest(),
         }
 
         def compute() -> FeatureStatistics:
-            loader = DataLoader(_ImageFiles(files, layout.height, layout.width), batch_size=batch_size,
-                                num_workers=num_workers)
+            loader = DataLoader(
+                _ImageFiles(files, layout.height, layout.width), batch_size=batch_size, num_workers=num_workers
+            )
             with torch.no_grad():
-                features = [backbone(images)[0].cpu()
-                            for images in tqdm(loader, desc=f"FID reference: {spec.reference_split} ({len(files)} images)",
-                                               unit="batch")]
+                features = [
+                    backbone(images)[0].cpu()
+                    for images in tqdm(
+                        loader, desc=f"FID reference: {spec.reference_split} ({len(files)} images)", unit="batch"
+                    )
+                ]
             return FeatureStatistics.from_features(torch.cat(features))
 
         stats, path, from_cache = cached_statistics(cache_dir, key, compute)
-        return stats, {"reference_images": stats.count, "reference_folder": str(layout.image_dir_path(root, spec.reference_split)),
-                       "statistics_cache": str(path) if path else None, "statistics_from_cache": from_cache}
+        return stats, {
+            "reference_images": stats.count,
+            "reference_folder": str(layout.image_dir_path(root, spec.reference_split)),
+            "statistics_cache": str(path) if path else None,
+            "statistics_from_cache": from_cache,
+        }
 
     return statistics
 
 
 def _protocol_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The protocol config with the top-level FID / IS overrides (fid_backbone, fid_reference) applied."""
-    protocol = OmegaConf.to_container(cfg["eval"], resolve=True) if isinstance(cfg["eval"], DictConfig) else dict(cfg["eval"])
+    protocol = (
+        OmegaConf.to_container(cfg["eval"], resolve=True) if isinstance(cfg["eval"], DictConfig) else dict(cfg["eval"])
+    )
     for definition in (protocol.get("definitions") or {}).values():
         if definition.get("type") == "fid" and cfg.get("fid_reference"):
             definition["reference_split"] = cfg["fid_reference"]
@@ -102,7 +125,9 @@ def _source(cfg: Mapping[str, Any], generator: Generator | None) -> tuple[str | 
     """(checkpoint, generated_dir): exactly one is used; with neither, the newest training checkpoint."""
     ckpt_path, generated_dir = cfg.get("ckpt_path"), cfg.get("generated_dir")
     if ckpt_path and generated_dir:
-        raise ConfigError("Pass either ckpt_path=... (generate, then score) or generated_dir=... (score a folder), not both.")
+        raise ConfigError(
+            "Pass either ckpt_path=... (generate, then score) or generated_dir=... (score a folder), not both."
+        )
     if generator is not None or generated_dir:
         return None, generated_dir
     if ckpt_path:
@@ -135,13 +160,19 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
             data_cfg = hyper_parameters["data"]
     datamodule = instantiate(data_cfg)
     datamodule.prepare_data()
-    dataset = PoseTransferDataset(datamodule.root, datamodule.layout, datamodule.test_split, sigma=datamodule.sigma,
-                                  max_pairs=cfg.get("max_pairs"))
+    dataset = PoseTransferDataset(
+        datamodule.root,
+        datamodule.layout,
+        datamodule.test_split,
+        sigma=datamodule.sigma,
+        max_pairs=cfg.get("max_pairs"),
+    )
     height, width = datamodule.height, datamodule.width
     batch_size, num_workers = cfg.get("batch_size", 16), cfg.get("num_workers", 0)
     if not isinstance(batch_size, int) or batch_size <= 0 or not isinstance(num_workers, int) or num_workers < 0:
-        raise ConfigError(f"batch_size must be a positive integer and num_workers 0 or more; got {batch_size!r} "
-                          f"and {num_workers!r}.")
+        raise ConfigError(
+            f"batch_size must be a positive integer and num_workers 0 or more; got {batch_size!r} and {num_workers!r}."
+        )
 
     protocol = parse_protocol(_protocol_config(cfg), list(cfg["metrics"]), datamodule.preset)
     name_pattern = cfg.get("name_pattern") or DEFAULT_NAME_PATTERN
@@ -156,19 +187,38 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
     check_sizes(generated, height, width, cfg.get("resize"))
     images["resize"] = cfg.get("resize") or "none (sizes must match)"
 
-    models, skipped = load_models(protocol.metrics, cfg.get("weights_dir"), device, cfg.get("on_missing_weights", "skip"))
-    pairs = ScoringPairs(generated, [dataset.image_dir / target for _, target in dataset.pairs],
-                         [dataset.annotations[target] for _, target in dataset.pairs], height, width, cfg.get("resize"))
+    models, skipped = load_models(
+        protocol.metrics, cfg.get("weights_dir"), device, cfg.get("on_missing_weights", "skip")
+    )
+    pairs = ScoringPairs(
+        generated,
+        [dataset.image_dir / target for _, target in dataset.pairs],
+        [dataset.annotations[target] for _, target in dataset.pairs],
+        height,
+        width,
+        cfg.get("resize"),
+    )
     needs_reference = any(isinstance(s, (FIDSpec, InceptionScoreSpec)) for s in protocol.metrics)
-    reference = folder_reference_statistics(Path(datamodule.root), datamodule.layout, datamodule.preset,
-                                            cfg.get("cache_dir"), batch_size, num_workers) if needs_reference else None
+    reference = (
+        folder_reference_statistics(
+            Path(datamodule.root), datamodule.layout, datamodule.preset, cfg.get("cache_dir"), batch_size, num_workers
+        )
+        if needs_reference
+        else None
+    )
     result = score(pairs, dataset.pairs, protocol.metrics, models, reference, device, batch_size, num_workers)
     result.skipped.update(skipped)
 
     context = {
         "protocol": protocol.name,
-        "dataset": {"root": str(datamodule.root), "preset": datamodule.preset, "split": datamodule.test_split,
-                    "height": height, "width": width, "pairs": len(dataset)},
+        "dataset": {
+            "root": str(datamodule.root),
+            "preset": datamodule.preset,
+            "split": datamodule.test_split,
+            "height": height,
+            "width": width,
+            "pairs": len(dataset),
+        },
         "images": images,
         "device": str(device),
     }

@@ -46,7 +46,8 @@ def frechet_distance(first: FeatureStatistics, second: FeatureStatistics) -> flo
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) of two Gaussians."""
     return float(
         fid_statistics_to_metric(
-            {"mu": first.mean, "sigma": first.covariance}, {"mu": second.mean, "sigma": second.covariance},
+            {"mu": first.mean, "sigma": first.covariance},
+            {"mu": second.mean, "sigma": second.covariance},
             verbose=False,
         )[KEY_METRIC_FID]
     )
@@ -55,7 +56,9 @@ def frechet_distance(first: FeatureStatistics, second: FeatureStatistics) -> flo
 def inception_score(logits: torch.Tensor, splits: int = 10) -> tuple[float, float]:
     """Mean and standard deviation over ``splits`` of exp(E KL(p(y|x) || p(y))) from (N, K) logits."""
     if logits.shape[0] < splits:
-        raise DataError(f"The Inception Score over {splits} splits needs at least {splits} images, got {logits.shape[0]}.")
+        raise DataError(
+            f"The Inception Score over {splits} splits needs at least {splits} images, got {logits.shape[0]}."
+        )
     score = isc_features_to_metric(logits.detach().to("cpu", torch.float64), splits=splits)
     return float(score[KEY_METRIC_ISC_MEAN]), float(score[KEY_METRIC_ISC_STD])
 
@@ -71,8 +74,13 @@ def statistics_cache_path(cache_dir: str | os.PathLike, key: dict[str, str | int
 
 def save_statistics(path: str | os.PathLike, statistics: FeatureStatistics, key: dict[str, str | int]) -> None:
     with atomic_open(path, "wb") as handle:
-        np.savez(handle, mean=statistics.mean, covariance=statistics.covariance,
-                 count=np.int64(statistics.count), key=np.array(json.dumps(key, sort_keys=True)))
+        np.savez(
+            handle,
+            mean=statistics.mean,
+            covariance=statistics.covariance,
+            count=np.int64(statistics.count),
+            key=np.array(json.dumps(key, sort_keys=True)),
+        )
 
 
 def load_statistics(path: str | os.PathLike, key: dict[str, str | int]) -> FeatureStatistics | None:

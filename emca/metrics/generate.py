@@ -40,7 +40,9 @@ def generate_test_pairs(
     """
     check_name_pattern(name_pattern)
     if not name_pattern.lower().endswith(".png"):
-        raise ConfigError(f"name_pattern {name_pattern!r}: generated images are written losslessly, so it must end in .png.")
+        raise ConfigError(
+            f"name_pattern {name_pattern!r}: generated images are written losslessly, so it must end in .png."
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)

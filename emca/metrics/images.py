@@ -48,10 +48,14 @@ def check_name_pattern(pattern: str) -> None:
 
 def pair_file_name(pattern: str, source_name: str, target_name: str) -> str:
     """File name of the generated image of the pair (source_name -> target_name)."""
-    return pattern.format(**{
-        "from": source_name, "to": target_name,
-        "from_stem": Path(source_name).stem, "to_stem": Path(target_name).stem,
-    })
+    return pattern.format(
+        **{
+            "from": source_name,
+            "to": target_name,
+            "from_stem": Path(source_name).stem,
+            "to_stem": Path(target_name).stem,
+        }
+    )
 
 
 def check_resize(resize: str | None) -> None:

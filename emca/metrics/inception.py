@@ -46,11 +46,25 @@ class TorchvisionInceptionFeatures(nn.Module):
                 f"expected {weights.WEIGHT_FILES['inception_torchvision'].filename}."
             ) from err
         self.trunk = nn.Sequential(
-            network.Conv2d_1a_3x3, network.Conv2d_2a_3x3, network.Conv2d_2b_3x3, network.maxpool1,
-            network.Conv2d_3b_1x1, network.Conv2d_4a_3x3, network.maxpool2,
-            network.Mixed_5b, network.Mixed_5c, network.Mixed_5d, network.Mixed_6a, network.Mixed_6b,
-            network.Mixed_6c, network.Mixed_6d, network.Mixed_6e, network.Mixed_7a, network.Mixed_7b,
-            network.Mixed_7c, network.avgpool,
+            network.Conv2d_1a_3x3,
+            network.Conv2d_2a_3x3,
+            network.Conv2d_2b_3x3,
+            network.maxpool1,
+            network.Conv2d_3b_1x1,
+            network.Conv2d_4a_3x3,
+            network.maxpool2,
+            network.Mixed_5b,
+            network.Mixed_5c,
+            network.Mixed_5d,
+            network.Mixed_6a,
+            network.Mixed_6b,
+            network.Mixed_6c,
+            network.Mixed_6d,
+            network.Mixed_6e,
+            network.Mixed_7a,
+            network.Mixed_7b,
+            network.Mixed_7c,
+            network.avgpool,
         )
         self.classifier = network.fc
         self.eval().requires_grad_(False)

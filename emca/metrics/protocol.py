@@ -44,7 +44,9 @@ class MetricSpec:
         """One line saying how the metric is computed, for the markdown report."""
         return self._describe_own() + (
             f"; masked by the target person (radius {self.point_radius}, closing {self.closing_size})"
-            if self.mask else "")
+            if self.mask
+            else ""
+        )
 
     def _describe_own(self) -> str:
         raise NotImplementedError
@@ -58,8 +60,11 @@ class SSIMSpec(MetricSpec):
 
     def _describe_own(self) -> str:
         window = self.window
-        shape = (f"Gaussian sigma {window.sigma}" if window.gaussian_weights
-                 else f"uniform {window.win_size}x{window.win_size}")
+        shape = (
+            f"Gaussian sigma {window.sigma}"
+            if window.gaussian_weights
+            else f"uniform {window.win_size}x{window.win_size}"
+        )
         covariance = "sample" if window.use_sample_covariance else "population"
         data_range = "generated max-min" if self.data_range == GENERATED_RANGE else f"{self.data_range} (0..255 scale)"
         padding = f"; {self.white_padding} px white left and right" if self.white_padding else ""
@@ -110,7 +115,12 @@ class InceptionScoreSpec(MetricSpec):
 
 
 METRIC_TYPES: dict[str, type[MetricSpec]] = {
-    "ssim": SSIMSpec, "psnr": PSNRSpec, "l1": L1Spec, "lpips": LPIPSSpec, "fid": FIDSpec, "inception_score": InceptionScoreSpec,
+    "ssim": SSIMSpec,
+    "psnr": PSNRSpec,
+    "l1": L1Spec,
+    "lpips": LPIPSSpec,
+    "fid": FIDSpec,
+    "inception_score": InceptionScoreSpec,
 }
 METRIC_TYPES_BY_CLASS = {cls: name for name, cls in METRIC_TYPES.items()}
 _MASKABLE = (SSIMSpec, InceptionScoreSpec)
@@ -150,13 +160,15 @@ def parse_metric(name: str, definition: Mapping[str, Any], preset: str) -> Metri
         fields["window"] = SSIMWindow(**window_fields)
         data_range = fields.get("data_range", GENERATED_RANGE)
         if data_range != GENERATED_RANGE and not isinstance(data_range, (int, float)):
-            raise ConfigError(f"{where}.data_range: expected '{GENERATED_RANGE}' or a number on the 0..255 scale, "
-                              f"got {data_range!r}.")
+            raise ConfigError(
+                f"{where}.data_range: expected '{GENERATED_RANGE}' or a number on the 0..255 scale, got {data_range!r}."
+            )
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(fields) - known)
     if unknown:
-        accepted = sorted((known | {"type", "white_padding"} | (_WINDOW_FIELDS if cls is SSIMSpec else set()))
-                          - {"name", "window"})
+        accepted = sorted(
+            (known | {"type", "white_padding"} | (_WINDOW_FIELDS if cls is SSIMSpec else set())) - {"name", "window"}
+        )
         raise ConfigError(f"{where}: unknown field(s) {unknown} for a {kind} metric; accepted: {accepted}.")
     if fields.get("mask") and not issubclass(cls, _MASKABLE):
         raise ConfigError(f"{where}.mask: only ssim and inception_score metrics can be masked.")

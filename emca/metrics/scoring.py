@@ -85,8 +85,10 @@ class ScoreResult:
 
 
 def _disable_hint(name: str) -> str:
-    return (f"To evaluate without it, leave '{name}' out of `metrics=[...]` (e.g. metrics=[ssim,psnr]); "
-            "on_missing_weights=skip skips it instead of stopping.")
+    return (
+        f"To evaluate without it, leave '{name}' out of `metrics=[...]` (e.g. metrics=[ssim,psnr]); "
+        "on_missing_weights=skip skips it instead of stopping."
+    )
 
 
 def _model_key(spec: MetricSpec) -> tuple | None:
@@ -117,7 +119,9 @@ def load_models(
     ``"skip"`` the metric is dropped, its reason logged and returned.
     """
     if on_missing_weights not in ON_MISSING_WEIGHTS:
-        raise ConfigError(f"on_missing_weights: expected one of {list(ON_MISSING_WEIGHTS)}, got {on_missing_weights!r}.")
+        raise ConfigError(
+            f"on_missing_weights: expected one of {list(ON_MISSING_WEIGHTS)}, got {on_missing_weights!r}."
+        )
     loaded: dict[tuple, nn.Module] = {}
     models: dict[str, nn.Module] = {}
     skipped: dict[str, str] = {}
@@ -144,8 +148,9 @@ def _prepare(spec: MetricSpec, images: torch.Tensor, masks: dict[tuple, torch.Te
     return pad_white(images, spec.white_padding)
 
 
-def _target_masks(specs: Sequence[MetricSpec], keypoints: torch.Tensor, height: int, width: int,
-                  device: torch.device) -> dict[tuple, torch.Tensor]:
+def _target_masks(
+    specs: Sequence[MetricSpec], keypoints: torch.Tensor, height: int, width: int, device: torch.device
+) -> dict[tuple, torch.Tensor]:
     """(B, H, W) bool person masks for every (point_radius, closing_size) the masked metrics use."""
     masks = {}
     for spec in specs:
@@ -156,7 +161,9 @@ def _target_masks(specs: Sequence[MetricSpec], keypoints: torch.Tensor, height: 
     return masks
 
 
-def _per_image(spec: MetricSpec, generated: torch.Tensor, reference: torch.Tensor, model: nn.Module | None) -> torch.Tensor:
+def _per_image(
+    spec: MetricSpec, generated: torch.Tensor, reference: torch.Tensor, model: nn.Module | None
+) -> torch.Tensor:
     if isinstance(spec, SSIMSpec):
         data_range = generated_range(generated) if spec.data_range == GENERATED_RANGE else float(spec.data_range)
         return structural_similarity(generated, reference, data_range, spec.window)
@@ -184,7 +191,8 @@ def score(
     device = torch.device(device)
     active = [s for s in specs if s.name in models or isinstance(s, (SSIMSpec, PSNRSpec, L1Spec))]
     per_image: dict[str, list[torch.Tensor]] = {
-        s.name: [] for s in active if isinstance(s, (SSIMSpec, PSNRSpec, L1Spec, LPIPSSpec))}
+        s.name: [] for s in active if isinstance(s, (SSIMSpec, PSNRSpec, L1Spec, LPIPSSpec))
+    }
     inception_outputs: dict[str, list[torch.Tensor]] = {s.name: [] for s in active if s.name not in per_image}
     loader = DataLoader(pairs, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     with torch.no_grad():
@@ -196,8 +204,9 @@ def score(
             for spec in active:
                 images = _prepare(spec, generated, masks)
                 if spec.name in per_image:
-                    per_image[spec.name].append(_per_image(spec, images, _prepare(spec, reference, masks),
-                                                           models.get(spec.name)).cpu())
+                    per_image[spec.name].append(
+                        _per_image(spec, images, _prepare(spec, reference, masks), models.get(spec.name)).cpu()
+                    )
                     continue
                 memo_key = (spec.backbone, spec.mask, spec.point_radius, spec.closing_size)
                 if memo_key not in features_memo:
@@ -205,8 +214,13 @@ def score(
                 features, logits = features_memo[memo_key]
                 inception_outputs[spec.name].append(features if isinstance(spec, FIDSpec) else logits)
 
-    table = pd.DataFrame({"from": [a for a, _ in pair_names], "to": [b for _, b in pair_names],
-                          "file": [p.name for p in pairs.generated]})
+    table = pd.DataFrame(
+        {
+            "from": [a for a, _ in pair_names],
+            "to": [b for _, b in pair_names],
+            "file": [p.name for p in pairs.generated],
+        }
+    )
     summary: dict[str, float] = {}
     details: dict[str, dict[str, Any]] = {}
     for spec in active:
@@ -221,8 +235,9 @@ def score(
             generated_stats = FeatureStatistics.from_features(torch.cat(inception_outputs[spec.name]))
             reference_stats, facts = reference_statistics(spec, models[spec.name])
             summary[spec.name] = frechet_distance(generated_stats, reference_stats)
-            details[spec.name].update(facts, resize_to_299=BACKBONE_RESIZE[spec.backbone],
-                                      generated_images=generated_stats.count)
+            details[spec.name].update(
+                facts, resize_to_299=BACKBONE_RESIZE[spec.backbone], generated_images=generated_stats.count
+            )
         else:
             mean, std = inception_score(torch.cat(inception_outputs[spec.name]), spec.splits)
             summary[spec.name] = mean

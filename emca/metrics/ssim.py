@@ -96,8 +96,10 @@ def structural_similarity(
         (B,) float64 SSIM of each image, averaged over channels and the cropped pixels.
     """
     if generated.shape != reference.shape or generated.dim() != 4:
-        raise ValueError(f"SSIM needs two (B, C, H, W) tensors of one shape, got {tuple(generated.shape)} "
-                         f"and {tuple(reference.shape)}")
+        raise ValueError(
+            f"SSIM needs two (B, C, H, W) tensors of one shape, got {tuple(generated.shape)} "
+            f"and {tuple(reference.shape)}"
+        )
     batch, channels, height, width = generated.shape
     if min(height, width) < window.crop_size:
         raise ConfigError(
@@ -126,9 +128,7 @@ def structural_similarity(
     data_range = data_range.reshape(-1, 1, 1, 1) if data_range.dim() else data_range
     c1 = (window.k1 * data_range) ** 2
     c2 = (window.k2 * data_range) ** 2
-    ssim_map = ((2 * mean_g * mean_r + c1) * (2 * cov_gr + c2)) / (
-        (mean_g**2 + mean_r**2 + c1) * (var_g + var_r + c2)
-    )
+    ssim_map = ((2 * mean_g * mean_r + c1) * (2 * cov_gr + c2)) / ((mean_g**2 + mean_r**2 + c1) * (var_g + var_r + c2))
 
     # filtering already removed `radius` pixels per side; skimage crops (crop_size - 1) // 2
     extra = (window.crop_size - 1) // 2 - window.radius

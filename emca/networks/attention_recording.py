@@ -60,8 +60,15 @@ class AttentionRecorder:
         if not 0 <= self.sample < batch:
             raise ConfigError(f"record_attention: sample {self.sample} is outside the batch of {batch}.")
         pick = [self.sample, batch + self.sample]
-        self.records.append(ScaleRecord(block, scale, attention[pick].float().cpu(), raw[pick].float().cpu(),
-                                        None if refined is None else refined[pick].float().cpu()))
+        self.records.append(
+            ScaleRecord(
+                block,
+                scale,
+                attention[pick].float().cpu(),
+                raw[pick].float().cpu(),
+                None if refined is None else refined[pick].float().cpu(),
+            )
+        )
 
 
 class _BlockRecorder:
@@ -78,8 +85,11 @@ class _BlockRecorder:
 
 def attention_scales(generator: nn.Module) -> list[tuple[int, AttentionScale]]:
     """(block index, branch) of every multi-scale attention branch of a generator."""
-    return [(index, scale) for index, block in enumerate(getattr(generator, "blocks", ()))
-            for scale in getattr(block, "scales", ())]
+    return [
+        (index, scale)
+        for index, block in enumerate(getattr(generator, "blocks", ()))
+        for scale in getattr(block, "scales", ())
+    ]
 
 
 @contextlib.contextmanager
@@ -88,8 +98,10 @@ def record_attention(generator: nn.Module, query_tokens: Sequence[int], sample: 
     inside the context; raises ConfigError for a generator without multi-scale attention blocks."""
     scales = attention_scales(generator)
     if not scales:
-        raise ConfigError("This generator has no multi-scale attention blocks to record (XingGAN, or XingGAN++ "
-                          "with multi_scale and enhanced_attention disabled).")
+        raise ConfigError(
+            "This generator has no multi-scale attention blocks to record (XingGAN, or XingGAN++ "
+            "with multi_scale and enhanced_attention disabled)."
+        )
     recorder = AttentionRecorder(query_tokens, sample)
     try:
         for block, scale in scales:

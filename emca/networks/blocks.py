@@ -55,8 +55,11 @@ def conv_block(
     appearance (final norm) and shape (no final norm) branches of a Xing block, are all this block.
     """
     bias = uses_bias(norm)
-    layers = [*padded_conv3x3(in_channels, in_channels, padding_type, bias), norm_layer(norm, in_channels),
-              nn.ReLU(True)]
+    layers = [
+        *padded_conv3x3(in_channels, in_channels, padding_type, bias),
+        norm_layer(norm, in_channels),
+        nn.ReLU(True),
+    ]
     if dropout > 0:
         layers.append(nn.Dropout(dropout))
     layers += padded_conv3x3(in_channels, out_channels, padding_type, bias)
@@ -82,12 +85,19 @@ def downsampling_encoder(in_channels: int, base_channels: int, norm: str, num_do
     (B, in_channels, H, W) -> (B, base_channels * 2**num_downsampling, H / 2**n, W / 2**n).
     """
     bias = uses_bias(norm)
-    layers = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, base_channels, 7, bias=bias),
-              norm_layer(norm, base_channels), nn.ReLU(True)]
+    layers = [
+        nn.ReflectionPad2d(3),
+        nn.Conv2d(in_channels, base_channels, 7, bias=bias),
+        norm_layer(norm, base_channels),
+        nn.ReLU(True),
+    ]
     channels = base_channels
     for _ in range(num_downsampling):
-        layers += [nn.Conv2d(channels, channels * 2, 3, stride=2, padding=1, bias=bias),
-                   norm_layer(norm, channels * 2), nn.ReLU(True)]
+        layers += [
+            nn.Conv2d(channels, channels * 2, 3, stride=2, padding=1, bias=bias),
+            norm_layer(norm, channels * 2),
+            nn.ReLU(True),
+        ]
         channels *= 2
     return nn.Sequential(*layers)
 
@@ -100,9 +110,11 @@ def upsampling_layers(channels: list[int], norm: str) -> list[nn.Module]:
     bias = uses_bias(norm)
     layers: list[nn.Module] = []
     for in_channels, out_channels in pairwise(channels):
-        layers += [nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1,
-                                      bias=bias),
-                   norm_layer(norm, out_channels), nn.ReLU(True)]
+        layers += [
+            nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1, bias=bias),
+            norm_layer(norm, out_channels),
+            nn.ReLU(True),
+        ]
     return layers
 
 

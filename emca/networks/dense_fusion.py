@@ -22,7 +22,7 @@ def last_stage_reduction(num_stages: int, channels: int) -> nn.Conv2d:
     with torch.no_grad():
         reduction.weight.zero_()
         reduction.bias.zero_()
-        reduction.weight[:, (num_stages - 1) * channels:, 0, 0] = torch.eye(channels)
+        reduction.weight[:, (num_stages - 1) * channels :, 0, 0] = torch.eye(channels)
     return reduction
 
 

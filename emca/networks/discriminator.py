@@ -24,19 +24,28 @@ class ResnetDiscriminator(nn.Module):
     forward(pair (B, input_channels, H, W)) -> prediction map (B, 4 ndf, H/4, W/4), unbounded.
     """
 
-    def __init__(self, input_channels: int, ndf: int = 64, num_blocks: int = 3, norm: str = "instance",
-                 dropout: float = 0.5, padding_type: str = "reflect") -> None:
+    def __init__(
+        self,
+        input_channels: int,
+        ndf: int = 64,
+        num_blocks: int = 3,
+        norm: str = "instance",
+        dropout: float = 0.5,
+        padding_type: str = "reflect",
+    ) -> None:
         super().__init__()
         self.input_channels = input_channels
         self.model = nn.Sequential(
             downsampling_encoder(input_channels, ndf, norm, num_downsampling=2),
-            *(ResidualBlock(ndf * 4, norm, dropout, padding_type) for _ in range(num_blocks)))
+            *(ResidualBlock(ndf * 4, norm, dropout, padding_type) for _ in range(num_blocks)),
+        )
 
     def forward(self, pair: Tensor) -> Tensor:
         if pair.dim() != 4 or pair.shape[1] != self.input_channels:
             raise ConfigError(
                 f"ResnetDiscriminator input has shape {tuple(pair.shape)}; expected (B, {self.input_channels}, H, W), "
-                f"the image concatenated with its condition on the channel axis.")
+                f"the image concatenated with its condition on the channel axis."
+            )
         return self.model(pair)
 
 

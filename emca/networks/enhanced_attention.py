@@ -62,7 +62,9 @@ class EnhancedAttention(nn.Module):
         super().__init__()
         for field, value in (("inner_channels", inner_channels), ("heads", heads)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"Config field 'enhanced_attention.{field}' is {value!r}; expected a positive integer.")
+                raise ConfigError(
+                    f"Config field 'enhanced_attention.{field}' is {value!r}; expected a positive integer."
+                )
         self.heads = heads
         self.inner_channels = inner_channels
         self.row_query = nn.Linear(key_channels, heads * inner_channels, bias=False)
@@ -79,11 +81,16 @@ class EnhancedAttention(nn.Module):
         row_tokens = torch.bmm(torch.softmax(raw, -1), key)  # (B, N, Dk): where each query looks
         context_tokens = row_tokens if context is raw else torch.bmm(torch.softmax(context, -1), key)
         consensus = F.scaled_dot_product_attention(  # (B, heads, N, M); values are the context rows
-            self._split_heads(self.row_query(row_tokens)), self._split_heads(self.row_key(context_tokens)),
-            context.unsqueeze(1).expand(-1, self.heads, -1, -1), scale=1 / math.sqrt(self.inner_channels))
+            self._split_heads(self.row_query(row_tokens)),
+            self._split_heads(self.row_key(context_tokens)),
+            context.unsqueeze(1).expand(-1, self.heads, -1, -1),
+            scale=1 / math.sqrt(self.inner_channels),
+        )
         return raw + torch.einsum("h,bhnm->bnm", self.consensus_weight.to(consensus.dtype), consensus)
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, context_query: Tensor | None = None) -> RefinedAttention:
+    def forward(
+        self, query: Tensor, key: Tensor, value: Tensor, context_query: Tensor | None = None
+    ) -> RefinedAttention:
         """query (B, N, Dk), key (B, M, Dk), value (B, M, Dv), context_query (B, L, Dk) or None for the
         rows of ``query`` itself -> :class:`RefinedAttention` with output (B, N, Dv)."""
         raw = correlation(query, key)

@@ -60,8 +60,16 @@ class XingBlock(nn.Module):
     a fresh block is its conv branches alone).
     """
 
-    def __init__(self, shape_in_channels: int, channels: int, query_key_channels: int, norm: str, dropout: float,
-                 padding_type: str, attention: CrossAttention) -> None:
+    def __init__(
+        self,
+        shape_in_channels: int,
+        channels: int,
+        query_key_channels: int,
+        norm: str,
+        dropout: float,
+        padding_type: str,
+        attention: CrossAttention,
+    ) -> None:
         super().__init__()
         self.appearance_conv = conv_block(channels, channels, norm, dropout, padding_type, final_norm=True)
         self.shape_conv = conv_block(shape_in_channels, channels, norm, dropout, padding_type, final_norm=False)
@@ -80,8 +88,12 @@ class XingBlock(nn.Module):
         serves both directions."""
         updated = torch.cat((appearance, shape), 0)  # SA updates appearance, AS updates shape
         guide = torch.cat((shape, appearance), 0)  # the other stream supplies the keys
-        return AttentionInputs(to_tokens(self.query(updated)), to_tokens(self.key(guide)),
-                               to_tokens(self.value(updated)), to_tokens(updated))
+        return AttentionInputs(
+            to_tokens(self.query(updated)),
+            to_tokens(self.key(guide)),
+            to_tokens(self.value(updated)),
+            to_tokens(updated),
+        )
 
     def cross_attention(self, inputs: AttentionInputs, height: int, width: int) -> Tensor:
         """The gated SA / AS step on stacked tokens -> (2B, N, C); XingGAN++ blocks override it."""
@@ -98,8 +110,12 @@ class XingBlock(nn.Module):
 def candidate_decoder(in_channels: int, ngf: int, norm: str, image_channels: int, num_candidates: int) -> nn.Sequential:
     """Two x2 upsamplings then conv7x7 and tanh:
     (B, in_channels, h, w) -> (B, num_candidates * image_channels, 4h, 4w) in [-1, 1]."""
-    return nn.Sequential(*upsampling_layers([in_channels, ngf * 2, ngf], norm), nn.ReflectionPad2d(3),
-                         nn.Conv2d(ngf, num_candidates * image_channels, 7), nn.Tanh())
+    return nn.Sequential(
+        *upsampling_layers([in_channels, ngf * 2, ngf], norm),
+        nn.ReflectionPad2d(3),
+        nn.Conv2d(ngf, num_candidates * image_channels, 7),
+        nn.Tanh(),
+    )
 
 
 class CoAttentionFusion(nn.Module):
@@ -111,27 +127,39 @@ class CoAttentionFusion(nn.Module):
     blend.
     """
 
-    def __init__(self, appearance_channels: int, shape_channels: int, ngf: int, norm: str, image_channels: int = 3,
-                 candidates_per_branch: int = 10) -> None:
+    def __init__(
+        self,
+        appearance_channels: int,
+        shape_channels: int,
+        ngf: int,
+        norm: str,
+        image_channels: int = 3,
+        candidates_per_branch: int = 10,
+    ) -> None:
         super().__init__()
         self.image_channels = image_channels
-        self.appearance_decoder = candidate_decoder(appearance_channels, ngf, norm, image_channels,
-                                                    candidates_per_branch)
+        self.appearance_decoder = candidate_decoder(
+            appearance_channels, ngf, norm, image_channels, candidates_per_branch
+        )
         self.shape_reduce = nn.Sequential(
             nn.ConvTranspose2d(shape_channels, appearance_channels, 1, bias=uses_bias(norm)),
-            norm_layer(norm, appearance_channels), nn.ReLU(True))
+            norm_layer(norm, appearance_channels),
+            nn.ReLU(True),
+        )
         self.shape_decoder = candidate_decoder(appearance_channels, ngf, norm, image_channels, candidates_per_branch)
         self.mask_decoder = nn.Sequential(
             *upsampling_layers([appearance_channels + shape_channels, ngf * 4, ngf * 2], norm),
-            nn.ConvTranspose2d(ngf * 2, 2 * candidates_per_branch + 1, 1, bias=uses_bias(norm)))
+            nn.ConvTranspose2d(ngf * 2, 2 * candidates_per_branch + 1, 1, bias=uses_bias(norm)),
+        )
 
     def candidates_and_masks(self, appearance: Tensor, shape: Tensor, source_image: Tensor) -> tuple[Tensor, Tensor]:
         """appearance (B, Ca, h, w), shape (B, Cs, h, w), source_image (B, 3, 4h, 4w) ->
         candidates (B, 2k+1, 3, 4h, 4w) (appearance ones, shape ones, then the source) and
         masks (B, 2k+1, 1, 4h, 4w) summing to 1 over dim 1."""
         batch, _, height, width = source_image.shape
-        candidates = torch.cat((self.appearance_decoder(appearance),
-                                self.shape_decoder(self.shape_reduce(shape)), source_image), 1)
+        candidates = torch.cat(
+            (self.appearance_decoder(appearance), self.shape_decoder(self.shape_reduce(shape)), source_image), 1
+        )
         candidates = candidates.reshape(batch, -1, self.image_channels, height, width)
         masks = torch.softmax(self.mask_decoder(torch.cat((appearance, shape), 1)), dim=1).unsqueeze(2)
         return candidates, masks
@@ -152,10 +180,19 @@ class XingGenerator(nn.Module):
     builds each block from XingBlock's constructor arguments (XingGAN++ passes its multi-scale block).
     """
 
-    def __init__(self, image_channels: int = 3, pose_channels: int = 18, ngf: int = 64, num_blocks: int = 9,
-                 norm: str = "instance", dropout: float = 0.5, attention: CrossAttention | None = None,
-                 query_key_channels: int | None = None, padding_type: str = "reflect",
-                 block_factory: Callable[..., XingBlock] = XingBlock) -> None:
+    def __init__(
+        self,
+        image_channels: int = 3,
+        pose_channels: int = 18,
+        ngf: int = 64,
+        num_blocks: int = 9,
+        norm: str = "instance",
+        dropout: float = 0.5,
+        attention: CrossAttention | None = None,
+        query_key_channels: int | None = None,
+        padding_type: str = "reflect",
+        block_factory: Callable[..., XingBlock] = XingBlock,
+    ) -> None:
         super().__init__()
         if num_blocks < 1:
             raise ConfigError(f"Config field 'num_blocks' is {num_blocks}; a XingGAN generator needs at least 1.")
@@ -166,9 +203,17 @@ class XingGenerator(nn.Module):
         self.appearance_encoder = downsampling_encoder(image_channels, ngf, norm, NUM_DOWNSAMPLING)
         self.shape_encoder = downsampling_encoder(2 * pose_channels, ngf, norm, NUM_DOWNSAMPLING)
         self.blocks = nn.ModuleList(
-            block_factory(channels if index == 0 else 2 * channels, channels, query_key_channels or channels // 8,
-                          norm, dropout, padding_type, attention)
-            for index in range(num_blocks))
+            block_factory(
+                channels if index == 0 else 2 * channels,
+                channels,
+                query_key_channels or channels // 8,
+                norm,
+                dropout,
+                padding_type,
+                attention,
+            )
+            for index in range(num_blocks)
+        )
         self.fusion = CoAttentionFusion(channels, 2 * channels, ngf, norm, image_channels)
         init_normal_(self)
 
@@ -176,18 +221,29 @@ class XingGenerator(nn.Module):
         """Raise ConfigError naming the argument whose shape does not fit the model."""
         reference = source_image.shape
         factor = 2**NUM_DOWNSAMPLING
-        for name, tensor, channels in (("source_image", source_image, self.image_channels),
-                                       ("source_pose", source_pose, self.pose_channels),
-                                       ("target_pose", target_pose, self.pose_channels)):
+        for name, tensor, channels in (
+            ("source_image", source_image, self.image_channels),
+            ("source_pose", source_pose, self.pose_channels),
+            ("target_pose", target_pose, self.pose_channels),
+        ):
             shape = tuple(tensor.shape)
-            if (len(shape) != 4 or shape[1] != channels or shape[0] != reference[0] or shape[2:] != reference[2:]
-                    or shape[2] % factor or shape[3] % factor):
+            if (
+                len(shape) != 4
+                or shape[1] != channels
+                or shape[0] != reference[0]
+                or shape[2:] != reference[2:]
+                or shape[2] % factor
+                or shape[3] % factor
+            ):
                 raise ConfigError(
                     f"XingGenerator input '{name}' has shape {shape}; expected (B, {channels}, H, W) with the "
                     f"batch size and H, W of source_image {tuple(reference)} and H, W divisible by {factor}. "
-                    f"Check the model's image_channels / pose_channels settings and the dataset's image size.")
+                    f"Check the model's image_channels / pose_channels settings and the dataset's image size."
+                )
 
-    def block_outputs(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor) -> list[tuple[Tensor, Tensor]]:
+    def block_outputs(
+        self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor
+    ) -> list[tuple[Tensor, Tensor]]:
         """Every block's (appearance (B, C, h, w), cat(appearance, shape) (B, 2C, h, w)), in order."""
         appearance = self.appearance_encoder(source_image)
         shape = self.shape_encoder(torch.cat((source_pose, target_pose), 1))

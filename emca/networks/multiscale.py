@@ -130,8 +130,9 @@ class AttentionScale(nn.Module):
         self.enhancement = enhancement
         self.recorder: ScaleRecorder | None = None  # set only inside emca.networks.attention_recording
 
-    def attend(self, query: Tensor, key: Tensor, value: Tensor, context_query: Tensor | None,
-               backend: CrossAttention) -> tuple[Tensor, RefinedAttention | None]:
+    def attend(
+        self, query: Tensor, key: Tensor, value: Tensor, context_query: Tensor | None, backend: CrossAttention
+    ) -> tuple[Tensor, RefinedAttention | None]:
         """(B', N', Dk), (B', M, Dk), (B', M, Dv) -> output (B', N', Dv) and, with EA or while recording,
         the explicit matrices."""
         if self.enhancement is not None:
@@ -143,15 +144,19 @@ class AttentionScale(nn.Module):
         raw = correlation(query, key)  # only for the figures
         return output, RefinedAttention(raw, raw, output)
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, height: int, width: int,
-                backend: CrossAttention) -> Tensor:
+    def forward(
+        self, query: Tensor, key: Tensor, value: Tensor, height: int, width: int, backend: CrossAttention
+    ) -> Tensor:
         kind, size = self.spec.kind, self.spec.size
         if kind == "window":
             partition = WindowPartition(height, width, size, query.device)
             output, matrices = self.attend(*(partition.split(t) for t in (query, key, value)), None, backend)
             if matrices is not None:
-                self._record(matrices, lambda rows, tokens, fill: self._window_maps(rows, tokens, fill, partition,
-                                                                                     height, width), height * width)
+                self._record(
+                    matrices,
+                    lambda rows, tokens, fill: self._window_maps(rows, tokens, fill, partition, height, width),
+                    height * width,
+                )
             return partition.merge(output)
         context_query = None
         key_grid = (height, width)
@@ -164,15 +169,18 @@ class AttentionScale(nn.Module):
             self._record(matrices, lambda rows, tokens, fill: rows[:, tokens].unflatten(-1, key_grid), height * width)
         return output
 
-    def _record(self, matrices: RefinedAttention, key_maps: Callable[[Tensor, Tensor, float], Tensor],
-                num_tokens: int) -> None:
+    def _record(
+        self, matrices: RefinedAttention, key_maps: Callable[[Tensor, Tensor, float], Tensor], num_tokens: int
+    ) -> None:
         """Hand the recorder the rows of its query tokens as key-grid maps (2B, Q, hk, wk)."""
         if self.recorder is None:
             return
         tokens = self.recorder.query_tokens.to(matrices.raw.device)
         if tokens.min() < 0 or tokens.max() >= num_tokens:
-            raise ConfigError(f"record_attention: query tokens {tokens.tolist()} must index the block grid of "
-                              f"{num_tokens} tokens (row * width + column at 1/4 resolution).")
+            raise ConfigError(
+                f"record_attention: query tokens {tokens.tolist()} must index the block grid of "
+                f"{num_tokens} tokens (row * width + column at 1/4 resolution)."
+            )
         with torch.no_grad():
             attention = key_maps(torch.softmax(matrices.refined, -1), tokens, 0.0)
             raw = key_maps(matrices.raw, tokens, float("nan"))
@@ -180,8 +188,9 @@ class AttentionScale(nn.Module):
         self.recorder(self.spec.name, attention, raw, refined)
 
     @staticmethod
-    def _window_maps(rows: Tensor, tokens: Tensor, fill: float, partition: WindowPartition, height: int,
-                     width: int) -> Tensor:
+    def _window_maps(
+        rows: Tensor, tokens: Tensor, fill: float, partition: WindowPartition, height: int, width: int
+    ) -> Tensor:
         """Window rows (B * windows, T, T) of the query ``tokens`` (Q,) -> full-grid maps (B, Q, h, w),
         ``fill`` outside each query's window."""
         per_window = rows.reshape(-1, partition.num_windows, partition.window_tokens, partition.window_tokens)
@@ -207,20 +216,39 @@ class MultiScaleXingBlock(XingBlock):
         enhanced_inner_channels, enhanced_heads: EA's inner attention width and heads.
     """
 
-    def __init__(self, shape_in_channels: int, channels: int, query_key_channels: int, norm: str, dropout: float,
-                 padding_type: str, attention: CrossAttention, *, scales: tuple[ScaleSpec, ...],
-                 fusion: str = "softmax", enhanced_kinds: tuple[str, ...] = (), enhanced_inner_channels: int = 16,
-                 enhanced_heads: int = 2) -> None:
+    def __init__(
+        self,
+        shape_in_channels: int,
+        channels: int,
+        query_key_channels: int,
+        norm: str,
+        dropout: float,
+        padding_type: str,
+        attention: CrossAttention,
+        *,
+        scales: tuple[ScaleSpec, ...],
+        fusion: str = "softmax",
+        enhanced_kinds: tuple[str, ...] = (),
+        enhanced_inner_channels: int = 16,
+        enhanced_heads: int = 2,
+    ) -> None:
         super().__init__(shape_in_channels, channels, query_key_channels, norm, dropout, padding_type, attention)
         if not scales:
-            raise ConfigError("Config field 'multi_scale': no attention branch is enabled; enable 'full' or give "
-                              "'pool_factors' or 'window_sizes'.")
+            raise ConfigError(
+                "Config field 'multi_scale': no attention branch is enabled; enable 'full' or give "
+                "'pool_factors' or 'window_sizes'."
+            )
         if fusion not in FUSIONS:
             raise ConfigError(f"Config field 'multi_scale.fusion' is '{fusion}'; expected one of {list(FUSIONS)}.")
         self.scales = nn.ModuleList(
-            AttentionScale(spec, EnhancedAttention(query_key_channels, enhanced_inner_channels, enhanced_heads)
-                           if spec.kind in enhanced_kinds else None)
-            for spec in scales)
+            AttentionScale(
+                spec,
+                EnhancedAttention(query_key_channels, enhanced_inner_channels, enhanced_heads)
+                if spec.kind in enhanced_kinds
+                else None,
+            )
+            for spec in scales
+        )
         self.fusion_mode = fusion
         # plain Parameters, so the generator's N(0, 0.02) initialisation leaves the mean-of-branches start
         if fusion == "softmax":
@@ -230,8 +258,9 @@ class MultiScaleXingBlock(XingBlock):
 
     def cross_attention(self, inputs: AttentionInputs, height: int, width: int) -> Tensor:
         """Stacked SA / AS tokens -> residual + gamma * fused multi-scale attention (2B, N, C)."""
-        attended = [scale(inputs.query, inputs.key, inputs.value, height, width, self.attention)
-                    for scale in self.scales]
+        attended = [
+            scale(inputs.query, inputs.key, inputs.value, height, width, self.attention) for scale in self.scales
+        ]
         if self.fusion_mode == "softmax":
             weights = torch.softmax(self.scale_logits, 0).to(attended[0].dtype)
             fused = sum(weight * branch for weight, branch in zip(weights, attended, strict=True))

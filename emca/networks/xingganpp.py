@@ -72,13 +72,16 @@ def parse_options(options_class: type, section: str, values: Mapping[str, Any] |
     if values is None or isinstance(values, bool):
         return options_class(enabled=bool(values))
     if not isinstance(values, Mapping):
-        raise ConfigError(f"Config field 'model.generator.{section}' is {values!r}; expected a mapping of "
-                          f"{[field.name for field in dataclasses.fields(options_class)]}.")
+        raise ConfigError(
+            f"Config field 'model.generator.{section}' is {values!r}; expected a mapping of "
+            f"{[field.name for field in dataclasses.fields(options_class)]}."
+        )
     fields = {field.name: field for field in dataclasses.fields(options_class)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ConfigError(f"Config field 'model.generator.{section}' has unknown keys {unknown}; expected some "
-                          f"of {list(fields)}.")
+        raise ConfigError(
+            f"Config field 'model.generator.{section}' has unknown keys {unknown}; expected some of {list(fields)}."
+        )
     parsed = {}
     for name, value in values.items():
         default = fields[name].default
@@ -98,17 +101,25 @@ def attention_scales(multi_scale: MultiScaleOptions) -> tuple[ScaleSpec, ...]:
     """The branches of each block: XingGAN's full attention alone when multi-scale is off."""
     if not multi_scale.enabled:
         return (ScaleSpec("full"),)
-    for field, sizes, minimum in (("pool_factors", multi_scale.pool_factors, 2),
-                                  ("window_sizes", multi_scale.window_sizes, 1)):
+    for field, sizes, minimum in (
+        ("pool_factors", multi_scale.pool_factors, 2),
+        ("window_sizes", multi_scale.window_sizes, 1),
+    ):
         if any(size < minimum for size in sizes) or len(set(sizes)) != len(sizes):
-            raise ConfigError(f"Config field 'model.generator.multi_scale.{field}' is {list(sizes)}; expected "
-                              f"distinct integers >= {minimum}.")
+            raise ConfigError(
+                f"Config field 'model.generator.multi_scale.{field}' is {list(sizes)}; expected "
+                f"distinct integers >= {minimum}."
+            )
     if multi_scale.fusion not in FUSIONS:
-        raise ConfigError(f"Config field 'model.generator.multi_scale.fusion' is '{multi_scale.fusion}'; expected "
-                          f"one of {list(FUSIONS)}.")
-    return ((ScaleSpec("full"),) if multi_scale.full else ()) + tuple(
-        ScaleSpec("pool", factor) for factor in multi_scale.pool_factors) + tuple(
-        ScaleSpec("window", size) for size in multi_scale.window_sizes)
+        raise ConfigError(
+            f"Config field 'model.generator.multi_scale.fusion' is '{multi_scale.fusion}'; expected "
+            f"one of {list(FUSIONS)}."
+        )
+    return (
+        ((ScaleSpec("full"),) if multi_scale.full else ())
+        + tuple(ScaleSpec("pool", factor) for factor in multi_scale.pool_factors)
+        + tuple(ScaleSpec("window", size) for size in multi_scale.window_sizes)
+    )
 
 
 def block_factory(multi_scale: MultiScaleOptions, enhanced: EnhancedAttentionOptions) -> Callable[..., XingBlock]:
@@ -117,15 +128,22 @@ def block_factory(multi_scale: MultiScaleOptions, enhanced: EnhancedAttentionOpt
         return XingBlock
     scales = attention_scales(multi_scale)
     enhanced_kinds = tuple(enhanced.branches) if enhanced.enabled else ()
-    if enhanced.enabled and (set(enhanced_kinds) - set(SCALE_KINDS)
-                             or not any(spec.kind in enhanced_kinds for spec in scales)):
+    if enhanced.enabled and (
+        set(enhanced_kinds) - set(SCALE_KINDS) or not any(spec.kind in enhanced_kinds for spec in scales)
+    ):
         raise ConfigError(
             f"Config field 'model.generator.enhanced_attention.branches' is {list(enhanced.branches)}, but the blocks' "
             f"attention branches are {[spec.name for spec in scales]}: EA must name at least one of their kinds, "
-            f"among {list(SCALE_KINDS)} (with multi_scale off, use branches [full]).")
-    return functools.partial(MultiScaleXingBlock, scales=scales, fusion=multi_scale.fusion,
-                             enhanced_kinds=enhanced_kinds, enhanced_inner_channels=enhanced.inner_channels,
-                             enhanced_heads=enhanced.heads)
+            f"among {list(SCALE_KINDS)} (with multi_scale off, use branches [full])."
+        )
+    return functools.partial(
+        MultiScaleXingBlock,
+        scales=scales,
+        fusion=multi_scale.fusion,
+        enhanced_kinds=enhanced_kinds,
+        enhanced_inner_channels=enhanced.inner_channels,
+        enhanced_heads=enhanced.heads,
+    )
 
 
 class XingGANPlusPlusGenerator(XingGenerator):
@@ -136,24 +154,44 @@ class XingGANPlusPlusGenerator(XingGenerator):
     or booleans for ``enabled`` alone; all off (the default) is XingGAN.
     """
 
-    def __init__(self, image_channels: int = 3, pose_channels: int = 18, ngf: int = 64, num_blocks: int = 9,
-                 norm: str = "instance", dropout: float = 0.5, attention: CrossAttention | None = None,
-                 query_key_channels: int | None = None, padding_type: str = "reflect",
-                 multi_scale: Mapping[str, Any] | bool | None = None,
-                 enhanced_attention: Mapping[str, Any] | bool | None = None,
-                 dense_fusion: Mapping[str, Any] | bool | None = None) -> None:
+    def __init__(
+        self,
+        image_channels: int = 3,
+        pose_channels: int = 18,
+        ngf: int = 64,
+        num_blocks: int = 9,
+        norm: str = "instance",
+        dropout: float = 0.5,
+        attention: CrossAttention | None = None,
+        query_key_channels: int | None = None,
+        padding_type: str = "reflect",
+        multi_scale: Mapping[str, Any] | bool | None = None,
+        enhanced_attention: Mapping[str, Any] | bool | None = None,
+        dense_fusion: Mapping[str, Any] | bool | None = None,
+    ) -> None:
         multi_scale_options = parse_options(MultiScaleOptions, "multi_scale", multi_scale)
         enhanced_options = parse_options(EnhancedAttentionOptions, "enhanced_attention", enhanced_attention)
         dense_options = parse_options(DenseFusionOptions, "dense_fusion", dense_fusion)
-        super().__init__(image_channels, pose_channels, ngf, num_blocks, norm, dropout, attention, query_key_channels,
-                         padding_type, block_factory=block_factory(multi_scale_options, enhanced_options))
+        super().__init__(
+            image_channels,
+            pose_channels,
+            ngf,
+            num_blocks,
+            norm,
+            dropout,
+            attention,
+            query_key_channels,
+            padding_type,
+            block_factory=block_factory(multi_scale_options, enhanced_options),
+        )
         self.multi_scale = multi_scale_options
         self.enhanced_attention = enhanced_options
         self.dense_fusion = dense_options
         channels = ngf * 2**NUM_DOWNSAMPLING
         # built after XingGAN's initialisation, so its own start ("last block only") is kept
-        self.stage_aggregation = (DenseStageAggregation(num_blocks, channels, 2 * channels)
-                                  if dense_options.enabled else None)
+        self.stage_aggregation = (
+            DenseStageAggregation(num_blocks, channels, 2 * channels) if dense_options.enabled else None
+        )
 
     def fusion_inputs(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor) -> tuple[Tensor, Tensor]:
         """The fusion head's (appearance (B, C, h, w), shape (B, 2C, h, w)): densely aggregated over all

@@ -81,9 +81,7 @@ def import_mediapipe() -> ModuleType:
 def check_rgb_image(image: np.ndarray, user: str) -> None:
     """DataError unless ``image`` is an RGB uint8 array (H, W, 3); ``user`` names the caller in the message."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        described = (
-            f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image)
-        )
+        described = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image)
         raise DataError(f"{user} expects an RGB uint8 array of shape (H, W, 3), got a {described}.")
 
 
@@ -127,9 +125,7 @@ class PoseExtractor:
             result = self._pose.process(image)
         if result.pose_landmarks is None:
             raise ImageFailure(NO_PERSON, "MediaPipe Pose found no person.")
-        landmarks = np.array(
-            [(mark.x, mark.y, mark.z, mark.visibility) for mark in result.pose_landmarks.landmark]
-        )
+        landmarks = np.array([(mark.x, mark.y, mark.z, mark.visibility) for mark in result.pose_landmarks.landmark])
         keypoints = landmarks_to_coco(landmarks, image.shape[0], image.shape[1], self.min_visibility)
         if not visible(keypoints).any():
             raise ImageFailure(
@@ -167,9 +163,7 @@ def list_images(image_dir: Path) -> list[Path]:
         raise DataError(f"Image folder '{image_dir}' does not exist.")
     paths = sorted(p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
-        raise DataError(
-            f"Image folder '{image_dir}' holds no images (looked for {', '.join(IMAGE_SUFFIXES)})."
-        )
+        raise DataError(f"Image folder '{image_dir}' holds no images (looked for {', '.join(IMAGE_SUFFIXES)}).")
     return paths
 
 
@@ -198,9 +192,7 @@ def extract_directory(
     annotations: dict[str, np.ndarray] = {}
     failures: list[Failure] = []
     with contextlib.closing(PoseExtractor(min_visibility)) as extractor:
-        for path in tqdm(
-            paths, desc=f"Extracting keypoints in {image_dir}", unit="img", disable=not progress
-        ):
+        for path in tqdm(paths, desc=f"Extracting keypoints in {image_dir}", unit="img", disable=not progress):
             try:
                 annotations[path.name] = extractor(read_photo(path))
             except ImageFailure as failure:

@@ -153,9 +153,7 @@ def fit_to_model(
     _check_inputs(image, keypoints, height, width, mode)
     framing = plan_framing((image.shape[0], image.shape[1]), keypoints, height, width, mode)
     resized_size = np.round(np.asarray(framing.photo_size) * np.asarray(framing.scale)).astype(np.int64)
-    resized = Image.fromarray(image).resize(
-        (int(resized_size[1]), int(resized_size[0])), Image.Resampling.LANCZOS
-    )
+    resized = Image.fromarray(image).resize((int(resized_size[1]), int(resized_size[0])), Image.Resampling.LANCZOS)
     canvas = Image.new("RGB", (width, height), tuple(int(v) for v in fill))
     canvas.paste(resized, (int(framing.offset[1]), int(framing.offset[0])))  # PIL clips the overflow
     return np.asarray(canvas), transform_keypoints(keypoints, framing), framing

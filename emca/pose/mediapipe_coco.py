@@ -57,14 +57,10 @@ NUM_LANDMARKS = len(MEDIAPIPE_LANDMARKS)
 _NECK = JOINT_NAMES.index("neck")
 _SHOULDERS = (MEDIAPIPE_LANDMARKS.index("left_shoulder"), MEDIAPIPE_LANDMARKS.index("right_shoulder"))
 # COCO joint i is MediaPipe landmark _SOURCE[i]; the neck (computed) gets a placeholder
-_SOURCE: tuple[int, ...] = tuple(
-    0 if name == "neck" else MEDIAPIPE_LANDMARKS.index(name) for name in JOINT_NAMES
-)
+_SOURCE: tuple[int, ...] = tuple(0 if name == "neck" else MEDIAPIPE_LANDMARKS.index(name) for name in JOINT_NAMES)
 
 
-def landmarks_to_coco(
-    landmarks: np.ndarray, height: int, width: int, min_visibility: float = 0.5
-) -> np.ndarray:
+def landmarks_to_coco(landmarks: np.ndarray, height: int, width: int, min_visibility: float = 0.5) -> np.ndarray:
     """COCO-18 keypoints (18, 2) int64 (row, col) from MediaPipe landmarks (33, 4) of an H x W image.
 
     ``landmarks`` rows are (x_norm, y_norm, z, visibility). A landmark becomes -1 when its visibility is
@@ -83,9 +79,7 @@ def landmarks_to_coco(
     rows = landmarks[:, 1] * height
     cols = landmarks[:, 0] * width
     with np.errstate(invalid="ignore"):  # NaN coordinates simply count as outside the image
-        usable = (
-            (landmarks[:, 3] >= min_visibility) & (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
-        )
+        usable = (landmarks[:, 3] >= min_visibility) & (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
 
     source = list(_SOURCE)
     coco_rows, coco_cols, coco_usable = rows[source], cols[source], usable[source]

@@ -12,8 +12,9 @@ from emca.errors import ConfigError
 from emca.networks.attention import CrossAttention, ReferenceAttention
 from emca_fused.op import xing_attention, xing_attention_with_statistics
 
-_ALTERNATIVES = ("use model/attention=sdpa or model/attention=reference, or set "
-                 "model.attention.allow_reference_fallback=true")
+_ALTERNATIVES = (
+    "use model/attention=sdpa or model/attention=reference, or set model.attention.allow_reference_fallback=true"
+)
 
 
 def _interpreter_enabled() -> bool:
@@ -34,8 +35,10 @@ def kernel_unavailable_reason() -> str | None:
     from emca_fused import launch
 
     if launch.interpreter_requested_too_late():
-        return ("TRITON_INTERPRET=1 was set after triton had been imported (Triton reads it at import; "
-                "export it before starting Python)")
+        return (
+            "TRITON_INTERPRET=1 was set after triton had been imported (Triton reads it at import; "
+            "export it before starting Python)"
+        )
     return "no CUDA GPU is visible to torch"
 
 
@@ -56,10 +59,15 @@ class FusedAttention(CrossAttention):
         if reason is None:
             return
         if self.fallback is None:
-            raise ConfigError(f"model.attention: the fused attention backend needs a CUDA GPU, but {reason}; "
-                              f"{_ALTERNATIVES}.")
-        warnings.warn(f"model.attention=fused: {reason}; falling back to the reference attention, which "
-                      "stores the N x M attention matrix", RuntimeWarning, stacklevel=2)
+            raise ConfigError(
+                f"model.attention: the fused attention backend needs a CUDA GPU, but {reason}; {_ALTERNATIVES}."
+            )
+        warnings.warn(
+            f"model.attention=fused: {reason}; falling back to the reference attention, which "
+            "stores the N x M attention matrix",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
     def _use_kernel(self, device: torch.device) -> bool:
         """True to run the kernel, False for the fallback; a ConfigError when neither can run."""
@@ -67,8 +75,10 @@ class FusedAttention(CrossAttention):
             return True
         if self.fallback is not None:
             return False
-        raise ConfigError(f"model.attention: the fused attention kernel got tensors on {device}, but it runs "
-                          f"on CUDA tensors only; move the model to the GPU, or {_ALTERNATIVES}.")
+        raise ConfigError(
+            f"model.attention: the fused attention kernel got tensors on {device}, but it runs "
+            f"on CUDA tensors only; move the model to the GPU, or {_ALTERNATIVES}."
+        )
 
     def attend(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
         if not self._use_kernel(query.device):

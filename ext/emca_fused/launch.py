@@ -40,7 +40,8 @@ def _check_kernel_mode() -> None:
         raise RuntimeError(
             "emca_fused: TRITON_INTERPRET changed between importing triton and importing the fused kernels, "
             "so they were decorated in a different mode from Triton's own library; set it (or leave it "
-            "unset) in the environment before starting Python")
+            "unset) in the environment before starting Python"
+        )
 
 
 class LaunchConfig(NamedTuple):
@@ -56,14 +57,23 @@ class LaunchConfig(NamedTuple):
     dot_dtype: tl.dtype
 
     def constants(self) -> dict[str, object]:
-        return {"BLOCK_N": self.block_n, "BLOCK_M": self.block_m, "BLOCK_DK": self.block_dk,
-                "BLOCK_DV": self.block_dv, "INPUT_PRECISION": self.input_precision,
-                "DOT_DTYPE": self.dot_dtype}
+        return {
+            "BLOCK_N": self.block_n,
+            "BLOCK_M": self.block_m,
+            "BLOCK_DK": self.block_dk,
+            "BLOCK_DV": self.block_dv,
+            "INPUT_PRECISION": self.input_precision,
+            "DOT_DTYPE": self.dot_dtype,
+        }
 
     def launch_options(self) -> dict[str, object]:
         # FMA contraction stated explicitly (Triton 3.9 warns that its default will change).
-        return {**self.constants(), "num_warps": self.num_warps, "num_stages": self.num_stages,
-                "enable_fp_fusion": True}
+        return {
+            **self.constants(),
+            "num_warps": self.num_warps,
+            "num_stages": self.num_stages,
+            "enable_fp_fusion": True,
+        }
 
 
 def launch_config(dtype: torch.dtype, key_width: int, value_width: int) -> LaunchConfig:
@@ -82,10 +92,16 @@ def launch_config(dtype: torch.dtype, key_width: int, value_width: int) -> Launc
     precision = "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
     # The interpreter's tl.dot reads bfloat16 bit patterns as integers; give it float32 operands.
     interpreted_bfloat16 = interpreter_enabled() and dtype == torch.bfloat16
-    return LaunchConfig(block_n=block, block_m=block, block_dk=block_dk, block_dv=block_dv,
-                        num_warps=num_warps, num_stages=2,
-                        input_precision=precision,
-                        dot_dtype=tl.float32 if interpreted_bfloat16 else TRITON_DTYPES[dtype])
+    return LaunchConfig(
+        block_n=block,
+        block_m=block,
+        block_dk=block_dk,
+        block_dv=block_dv,
+        num_warps=num_warps,
+        num_stages=2,
+        input_precision=precision,
+        dot_dtype=tl.float32 if interpreted_bfloat16 else TRITON_DTYPES[dtype],
+    )
 
 
 def _strides(*tensors: Tensor) -> list[int]:
@@ -97,8 +113,9 @@ def _device_guard(tensor: Tensor) -> contextlib.AbstractContextManager:
     return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
 
 
-def forward(query: Tensor, key: Tensor, value: Tensor, residual: Tensor, gamma: Tensor
-            ) -> tuple[Tensor, Tensor, Tensor]:
+def forward(
+    query: Tensor, key: Tensor, value: Tensor, residual: Tensor, gamma: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     """Return output (B, N, Dv), pre-gate attention (B, N, Dv) and logsumexp (B, N) float32, contiguous;
     dtypes as :func:`output_dtypes`."""
     batch, queries, key_width = query.shape
@@ -111,14 +128,27 @@ def forward(query: Tensor, key: Tensor, value: Tensor, residual: Tensor, gamma: 
     config = launch_config(query.dtype, key_width, value_width)
     with _device_guard(query):
         triton_kernels.forward_kernel[(triton.cdiv(queries, config.block_n), batch)](
-            query, key, value, residual, gamma.reshape(()), output, attention, logsumexp,
-            queries, keys, key_width, value_width, *_strides(query, key, value, residual),
-            **config.launch_options())
+            query,
+            key,
+            value,
+            residual,
+            gamma.reshape(()),
+            output,
+            attention,
+            logsumexp,
+            queries,
+            keys,
+            key_width,
+            value_width,
+            *_strides(query, key, value, residual),
+            **config.launch_options(),
+        )
     return output, attention, logsumexp
 
 
-def backward(d_attention: Tensor, query: Tensor, key: Tensor, value: Tensor, logsumexp: Tensor, delta: Tensor
-             ) -> tuple[Tensor, Tensor, Tensor]:
+def backward(
+    d_attention: Tensor, query: Tensor, key: Tensor, value: Tensor, logsumexp: Tensor, delta: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients (dQ, dK, dV) from dO = d_attention (B, N, Dv) and
     delta = rowsum(dO * O) - d logsumexp (B, N)."""
     batch, queries, key_width = query.shape
@@ -132,8 +162,9 @@ def backward(d_attention: Tensor, query: Tensor, key: Tensor, value: Tensor, log
     shared = (queries, keys, key_width, value_width, *_strides(query, key, value))
     with _device_guard(query):
         triton_kernels.backward_key_value_kernel[(triton.cdiv(keys, config.block_m), batch)](
-            query, key, value, d_attention, logsumexp, delta, d_key, d_value, *shared,
-            **config.launch_options())
+            query, key, value, d_attention, logsumexp, delta, d_key, d_value, *shared, **config.launch_options()
+        )
         triton_kernels.backward_query_kernel[(triton.cdiv(queries, config.block_n), batch)](
-            query, key, value, d_attention, logsumexp, delta, d_query, *shared, **config.launch_options())
+            query, key, value, d_attention, logsumexp, delta, d_query, *shared, **config.launch_options()
+        )
     return d_query, d_key, d_value

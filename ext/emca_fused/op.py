@@ -25,29 +25,43 @@ def check_inputs(query: Tensor, key: Tensor, value: Tensor, residual: Tensor, ga
         raise ValueError(
             "fused attention expects query (B, N, Dk), key (B, M, Dk), value (B, M, Dv) and residual "
             f"(B, N, Dv); got shapes {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}, "
-            f"{tuple(residual.shape)}")
+            f"{tuple(residual.shape)}"
+        )
     batch, queries, key_width = query.shape
     keys, value_width = value.shape[1], value.shape[2]
-    expected = {"key": (batch, keys, key_width), "value": (batch, keys, value_width),
-                "residual": (batch, queries, value_width)}
+    expected = {
+        "key": (batch, keys, key_width),
+        "value": (batch, keys, value_width),
+        "residual": (batch, queries, value_width),
+    }
     for name, tensor in (("key", key), ("value", value), ("residual", residual)):
         if tuple(tensor.shape) != expected[name]:
-            raise ValueError(f"fused attention: {name} has shape {tuple(tensor.shape)}, expected "
-                             f"{expected[name]} from query {tuple(query.shape)} and value "
-                             f"{tuple(value.shape)}")
+            raise ValueError(
+                f"fused attention: {name} has shape {tuple(tensor.shape)}, expected "
+                f"{expected[name]} from query {tuple(query.shape)} and value "
+                f"{tuple(value.shape)}"
+            )
     if keys == 0:
         raise ValueError("fused attention needs at least one key (M >= 1); softmax over no keys is undefined")
     if gamma.numel() != 1:
         raise ValueError(f"fused attention: gamma must be a scalar tensor, got shape {tuple(gamma.shape)}")
     tensors = {"query": query, "key": key, "value": value, "residual": residual}
-    if (query.dtype not in SUPPORTED_DTYPES or key.dtype != query.dtype or value.dtype != query.dtype
-            or residual.dtype not in SUPPORTED_DTYPES):
+    if (
+        query.dtype not in SUPPORTED_DTYPES
+        or key.dtype != query.dtype
+        or value.dtype != query.dtype
+        or residual.dtype not in SUPPORTED_DTYPES
+    ):
         dtypes = {name: str(t.dtype) for name, t in tensors.items()}
-        raise ValueError("fused attention needs query, key and value of one dtype, and a residual dtype, "
-                         f"among float32, bfloat16, float16; got {dtypes}")
+        raise ValueError(
+            "fused attention needs query, key and value of one dtype, and a residual dtype, "
+            f"among float32, bfloat16, float16; got {dtypes}"
+        )
     if any(t.device != query.device for t in (*tensors.values(), gamma)):
-        raise ValueError("fused attention needs all tensors on one device; got "
-                         f"{({name: str(t.device) for name, t in {**tensors, 'gamma': gamma}.items()})}")
+        raise ValueError(
+            "fused attention needs all tensors on one device; got "
+            f"{ ({name: str(t.device) for name, t in {**tensors, 'gamma': gamma}.items()}) }"
+        )
 
 
 def output_dtypes(value: Tensor, residual: Tensor) -> tuple[torch.dtype, torch.dtype]:
@@ -69,14 +83,16 @@ def xing_attention_with_statistics(
 
 
 @xing_attention_with_statistics.register_fake
-def _(query: Tensor, key: Tensor, value: Tensor, residual: Tensor, gamma: Tensor
-      ) -> tuple[Tensor, Tensor, Tensor]:
+def _(query: Tensor, key: Tensor, value: Tensor, residual: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     check_inputs(query, key, value, residual, gamma)
     batch, queries, _ = query.shape
     output_dtype, attention_dtype = output_dtypes(value, residual)
     shape = (batch, queries, value.shape[-1])
-    return (query.new_empty(shape, dtype=output_dtype), query.new_empty(shape, dtype=attention_dtype),
-            query.new_empty((batch, queries), dtype=torch.float32))
+    return (
+        query.new_empty(shape, dtype=output_dtype),
+        query.new_empty(shape, dtype=attention_dtype),
+        query.new_empty((batch, queries), dtype=torch.float32),
+    )
 
 
 @torch.library.custom_op("emca::xing_attention_backward", mutates_args=())
@@ -91,11 +107,14 @@ def xing_attention_backward(
 
 
 @xing_attention_backward.register_fake
-def _(d_attention: Tensor, query: Tensor, key: Tensor, value: Tensor, logsumexp: Tensor, delta: Tensor
-      ) -> tuple[Tensor, Tensor, Tensor]:
-    return (torch.empty(query.shape, dtype=query.dtype, device=query.device),
-            torch.empty(key.shape, dtype=key.dtype, device=key.device),
-            torch.empty(value.shape, dtype=value.dtype, device=value.device))
+def _(
+    d_attention: Tensor, query: Tensor, key: Tensor, value: Tensor, logsumexp: Tensor, delta: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    return (
+        torch.empty(query.shape, dtype=query.dtype, device=query.device),
+        torch.empty(key.shape, dtype=key.dtype, device=key.device),
+        torch.empty(value.shape, dtype=value.dtype, device=value.device),
+    )
 
 
 def _setup_context(ctx: Any, inputs: tuple[Tensor, ...], output: tuple[Tensor, Tensor, Tensor]) -> None:
@@ -105,8 +124,9 @@ def _setup_context(ctx: Any, inputs: tuple[Tensor, ...], output: tuple[Tensor, T
     ctx.residual_dtype = residual.dtype
 
 
-def _backward(ctx: Any, grad_output: Tensor, grad_attention: Tensor, grad_logsumexp: Tensor
-              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _backward(
+    ctx: Any, grad_output: Tensor, grad_attention: Tensor, grad_logsumexp: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     query, key, value, gamma, attention, logsumexp = ctx.saved_tensors
     # output = residual + gamma * O, and O is also returned itself.
     d_attention = (gamma * grad_output + grad_attention).to(value.dtype)

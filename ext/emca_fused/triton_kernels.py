@@ -38,13 +38,36 @@ def store_tile(base, rows, columns, row_limit, column_limit, tile):
 
 @triton.jit
 def forward_kernel(
-    query_ptr, key_ptr, value_ptr, residual_ptr, gamma_ptr,  # inputs, strided
-    output_ptr, attention_ptr, logsumexp_ptr,  # outputs, contiguous (B, N, Dv), (B, N, Dv), (B, N)
-    queries, keys, key_width, value_width,  # N, M, Dk, Dv
-    stride_qb, stride_qn, stride_qd, stride_kb, stride_km, stride_kd,
-    stride_vb, stride_vm, stride_vd, stride_rb, stride_rn, stride_rd,
-    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, DOT_DTYPE: tl.constexpr,
+    query_ptr,
+    key_ptr,
+    value_ptr,
+    residual_ptr,
+    gamma_ptr,  # inputs, strided
+    output_ptr,
+    attention_ptr,
+    logsumexp_ptr,  # outputs, contiguous (B, N, Dv), (B, N, Dv), (B, N)
+    queries,
+    keys,
+    key_width,
+    value_width,  # N, M, Dk, Dv
+    stride_qb,
+    stride_qn,
+    stride_qd,
+    stride_kb,
+    stride_km,
+    stride_kd,
+    stride_vb,
+    stride_vm,
+    stride_vd,
+    stride_rb,
+    stride_rn,
+    stride_rd,
+    BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_DK: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    DOT_DTYPE: tl.constexpr,
 ):
     """One program per (query tile, batch element)."""
     batch = tl.program_id(1).to(tl.int64)
@@ -54,17 +77,16 @@ def forward_kernel(
     key_base = key_ptr + batch * stride_kb
     value_base = value_ptr + batch * stride_vb
 
-    query = load_tile(query_ptr + batch * stride_qb, rows, key_dims, stride_qn, stride_qd, queries, key_width,
-                      0.0).to(DOT_DTYPE)
+    query = load_tile(query_ptr + batch * stride_qb, rows, key_dims, stride_qn, stride_qd, queries, key_width, 0.0).to(
+        DOT_DTYPE
+    )
     row_max = tl.full([BLOCK_N], float("-inf"), tl.float32)
     row_sum = tl.zeros([BLOCK_N], tl.float32)
     accumulator = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
     for start in range(0, keys, BLOCK_M):
         columns = start + tl.arange(0, BLOCK_M)
-        key_t = load_tile(key_base, key_dims, columns, stride_kd, stride_km, key_width, keys,
-                          0.0).to(DOT_DTYPE)
-        value = load_tile(value_base, columns, value_dims, stride_vm, stride_vd, keys, value_width,
-                          0.0).to(DOT_DTYPE)
+        key_t = load_tile(key_base, key_dims, columns, stride_kd, stride_km, key_width, keys, 0.0).to(DOT_DTYPE)
+        value = load_tile(value_base, columns, value_dims, stride_vm, stride_vd, keys, value_width, 0.0).to(DOT_DTYPE)
         scores = tl.dot(query, key_t, input_precision=INPUT_PRECISION)
         scores = tl.where(columns[None, :] < keys, scores, float("-inf"))
         # Every tile holds at least one real key, so new_max is finite, and on the first tile
@@ -73,30 +95,53 @@ def forward_kernel(
         rescale = tl.exp(row_max - new_max)
         probabilities = tl.exp(scores - new_max[:, None])
         row_sum = row_sum * rescale + tl.sum(probabilities, 1)
-        accumulator = accumulator * rescale[:, None] + tl.dot(probabilities.to(DOT_DTYPE), value,
-                                                              input_precision=INPUT_PRECISION)
+        accumulator = accumulator * rescale[:, None] + tl.dot(
+            probabilities.to(DOT_DTYPE), value, input_precision=INPUT_PRECISION
+        )
         row_max = new_max
 
     attention = accumulator / row_sum[:, None]
-    residual = load_tile(residual_ptr + batch * stride_rb, rows, value_dims, stride_rn, stride_rd, queries,
-                         value_width, 0.0)
+    residual = load_tile(
+        residual_ptr + batch * stride_rb, rows, value_dims, stride_rn, stride_rd, queries, value_width, 0.0
+    )
     gamma = tl.load(gamma_ptr).to(tl.float32)
     out_offset = batch * queries * value_width
     store_tile(attention_ptr + out_offset, rows, value_dims, queries, value_width, attention)
-    store_tile(output_ptr + out_offset, rows, value_dims, queries, value_width,
-               residual.to(tl.float32) + gamma * attention)
+    store_tile(
+        output_ptr + out_offset, rows, value_dims, queries, value_width, residual.to(tl.float32) + gamma * attention
+    )
     tl.store(logsumexp_ptr + batch * queries + rows, row_max + tl.log(row_sum), mask=rows < queries)
 
 
 @triton.jit
 def backward_key_value_kernel(
-    query_ptr, key_ptr, value_ptr,  # inputs, strided
-    d_attention_ptr, logsumexp_ptr, delta_ptr,  # contiguous (B, N, Dv), (B, N), (B, N)
-    d_key_ptr, d_value_ptr,  # outputs, contiguous (B, M, Dk), (B, M, Dv)
-    queries, keys, key_width, value_width,
-    stride_qb, stride_qn, stride_qd, stride_kb, stride_km, stride_kd, stride_vb, stride_vm, stride_vd,
-    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, DOT_DTYPE: tl.constexpr,
+    query_ptr,
+    key_ptr,
+    value_ptr,  # inputs, strided
+    d_attention_ptr,
+    logsumexp_ptr,
+    delta_ptr,  # contiguous (B, N, Dv), (B, N), (B, N)
+    d_key_ptr,
+    d_value_ptr,  # outputs, contiguous (B, M, Dk), (B, M, Dv)
+    queries,
+    keys,
+    key_width,
+    value_width,
+    stride_qb,
+    stride_qn,
+    stride_qd,
+    stride_kb,
+    stride_km,
+    stride_kd,
+    stride_vb,
+    stride_vm,
+    stride_vd,
+    BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_DK: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    DOT_DTYPE: tl.constexpr,
 ):
     """One program per (key tile, batch element): dK and dV summed over all query tiles."""
     batch = tl.program_id(1).to(tl.int64)
@@ -106,18 +151,20 @@ def backward_key_value_kernel(
     query_base = query_ptr + batch * stride_qb
     d_attention_base = d_attention_ptr + batch * queries * value_width
 
-    key = load_tile(key_ptr + batch * stride_kb, columns, key_dims, stride_km, stride_kd, keys, key_width,
-                    0.0).to(DOT_DTYPE)
-    value = load_tile(value_ptr + batch * stride_vb, columns, value_dims, stride_vm, stride_vd, keys,
-                      value_width, 0.0).to(DOT_DTYPE)
+    key = load_tile(key_ptr + batch * stride_kb, columns, key_dims, stride_km, stride_kd, keys, key_width, 0.0).to(
+        DOT_DTYPE
+    )
+    value = load_tile(
+        value_ptr + batch * stride_vb, columns, value_dims, stride_vm, stride_vd, keys, value_width, 0.0
+    ).to(DOT_DTYPE)
     d_key = tl.zeros([BLOCK_M, BLOCK_DK], tl.float32)
     d_value = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
     for start in range(0, queries, BLOCK_N):
         rows = start + tl.arange(0, BLOCK_N)
-        query = load_tile(query_base, rows, key_dims, stride_qn, stride_qd, queries, key_width,
-                          0.0).to(DOT_DTYPE)
-        d_attention = load_tile(d_attention_base, rows, value_dims, value_width, 1, queries, value_width,
-                                0.0).to(DOT_DTYPE)
+        query = load_tile(query_base, rows, key_dims, stride_qn, stride_qd, queries, key_width, 0.0).to(DOT_DTYPE)
+        d_attention = load_tile(d_attention_base, rows, value_dims, value_width, 1, queries, value_width, 0.0).to(
+            DOT_DTYPE
+        )
         # Padding queries have zero query and output-gradient rows, so they add nothing to dK or dV.
         logsumexp = tl.load(logsumexp_ptr + batch * queries + rows, mask=rows < queries, other=0.0)
         delta = tl.load(delta_ptr + batch * queries + rows, mask=rows < queries, other=0.0)
@@ -135,13 +182,32 @@ def backward_key_value_kernel(
 
 @triton.jit
 def backward_query_kernel(
-    query_ptr, key_ptr, value_ptr,  # inputs, strided
-    d_attention_ptr, logsumexp_ptr, delta_ptr,  # contiguous (B, N, Dv), (B, N), (B, N)
+    query_ptr,
+    key_ptr,
+    value_ptr,  # inputs, strided
+    d_attention_ptr,
+    logsumexp_ptr,
+    delta_ptr,  # contiguous (B, N, Dv), (B, N), (B, N)
     d_query_ptr,  # output, contiguous (B, N, Dk)
-    queries, keys, key_width, value_width,
-    stride_qb, stride_qn, stride_qd, stride_kb, stride_km, stride_kd, stride_vb, stride_vm, stride_vd,
-    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, DOT_DTYPE: tl.constexpr,
+    queries,
+    keys,
+    key_width,
+    value_width,
+    stride_qb,
+    stride_qn,
+    stride_qd,
+    stride_kb,
+    stride_km,
+    stride_kd,
+    stride_vb,
+    stride_vm,
+    stride_vd,
+    BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_DK: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    DOT_DTYPE: tl.constexpr,
 ):
     """One program per (query tile, batch element): dQ summed over all key tiles (no atomics)."""
     batch = tl.program_id(1).to(tl.int64)
@@ -151,18 +217,19 @@ def backward_query_kernel(
     key_base = key_ptr + batch * stride_kb
     value_base = value_ptr + batch * stride_vb
 
-    query = load_tile(query_ptr + batch * stride_qb, rows, key_dims, stride_qn, stride_qd, queries, key_width,
-                      0.0).to(DOT_DTYPE)
-    d_attention = load_tile(d_attention_ptr + batch * queries * value_width, rows, value_dims, value_width, 1,
-                            queries, value_width, 0.0).to(DOT_DTYPE)
+    query = load_tile(query_ptr + batch * stride_qb, rows, key_dims, stride_qn, stride_qd, queries, key_width, 0.0).to(
+        DOT_DTYPE
+    )
+    d_attention = load_tile(
+        d_attention_ptr + batch * queries * value_width, rows, value_dims, value_width, 1, queries, value_width, 0.0
+    ).to(DOT_DTYPE)
     logsumexp = tl.load(logsumexp_ptr + batch * queries + rows, mask=rows < queries, other=0.0)
     delta = tl.load(delta_ptr + batch * queries + rows, mask=rows < queries, other=0.0)
     d_query = tl.zeros([BLOCK_N, BLOCK_DK], tl.float32)
     for start in range(0, keys, BLOCK_M):
         columns = start + tl.arange(0, BLOCK_M)
         key = load_tile(key_base, columns, key_dims, stride_km, stride_kd, keys, key_width, 0.0).to(DOT_DTYPE)
-        value = load_tile(value_base, columns, value_dims, stride_vm, stride_vd, keys, value_width,
-                          0.0).to(DOT_DTYPE)
+        value = load_tile(value_base, columns, value_dims, stride_vm, stride_vd, keys, value_width, 0.0).to(DOT_DTYPE)
         scores = tl.dot(query, tl.trans(key), input_precision=INPUT_PRECISION)
         # Padding keys have zero key rows, so they add nothing to dQ (no mask needed, unlike the softmax).
         probabilities = tl.exp(scores - logsumexp[:, None])
