@@ -1,0 +1,181 @@
+"""The Lightning module that personalises a trained generator to one subject with Mixture-of-Attention.
+
+Built by train.py as ``PersonalizationModule(model=..., data=..., weights_dir=..., seed=...)`` from
+``conf/experiment/personalize.yaml``. ``model`` holds ``base_ckpt`` (the trained pose-transfer checkpoint),
+``moa`` (token_grid, router_hidden, router_init_prior), ``loss`` (lambda_l1, lambda_perceptual,
+lambda_router, lambda_preservation, lambda_gan) and ``optim`` (lr, betas, iterations).
+
+Loss per batch of (source, target) pairs of the subject, M the target's person mask:
+  lambda_l1 * masked L1 + lambda_perceptual * VGG L1 of the masked images
+  + lambda_router * sum over layers of mean(((1 - M) * (1 - R_prior))^2)
+  + lambda_gan * (GAN_PB + GAN_PP) / 2 against the base checkpoint's frozen discriminators
+  + lambda_preservation * the router loss with M = 0 on recoloured copies of the batch (other people must
+    keep the prior; one extra forward pass per step, skipped when 0).
+Only the MoA experts, routers and subject tokens train. At the end of training the adapter is written to
+``<run_dir>/adapter.pt``; its checkpoints load with weights_only like every emca checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from torchmetrics.image import StructuralSimilarityIndexMeasure
+
+from emca.checkpoint import load_generator
+from emca.data.keypoints import NUM_JOINTS
+from emca.errors import CheckpointError, ConfigError
+from emca.io import safe_torch_load
+from emca.losses import GANLoss, PerceptualLoss
+from emca.personalize.adapter import adapter_path_in, architecture_fingerprint, save_adapter
+from emca.personalize.moa import PersonalizedGenerator, router_loss, subject_tokens
+
+
+def masked_l1(generated: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean |generated - target| over the pixels inside ``mask``: (B, C, H, W), (B, C, H, W), (B, 1, H, W)."""
+    weight = mask.expand_as(generated)
+    return ((generated - target).abs() * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def frozen_discriminators(model_cfg: dict[str, Any], base_ckpt: str) -> nn.ModuleDict:
+    """D_PB ('pose') and D_PP ('appearance') of the base checkpoint, frozen."""
+    state = safe_torch_load(base_ckpt)["state_dict"]
+    discriminators = nn.ModuleDict(
+        {
+            "pose": instantiate(model_cfg["discriminator"], input_channels=3 + NUM_JOINTS),
+            "appearance": instantiate(model_cfg["discriminator"], input_channels=6),
+        }
+    )
+    for name, discriminator in discriminators.items():
+        prefix = f"{name}_discriminator."
+        try:
+            discriminator.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+        except RuntimeError as err:
+            raise CheckpointError(
+                f"'{base_ckpt}' has no usable {prefix[:-1]} weights for the adversarial loss "
+                f"({err}); set model.loss.lambda_gan=0 to personalise without it."
+            ) from err
+    return discriminators.requires_grad_(False).eval()
+
+
+def recoloured(images: Tensor) -> Tensor:
+    """(B, 3, H, W) -> the same images with their colour channels rotated (RGB -> GBR): someone else in the
+    subject's poses, to teach the router that only the subject belongs to the personalised branch."""
+    return images.roll(1, dims=1)
+
+
+class PersonalizationModule(pl.LightningModule):
+    """MoA personalisation of ``model['base_ckpt']`` (see the module docstring)."""
+
+    def __init__(
+        self, model: dict[str, Any], data: dict[str, Any] | None = None, weights_dir: str | None = None, seed: int = 0
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        moa, loss_cfg = model["moa"], model["loss"]
+        if not model.get("base_ckpt"):
+            raise ConfigError(
+                "Config field 'base_ckpt' is empty; pass base_ckpt=PATH/TO/last.ckpt (the trained "
+                "pose-transfer checkpoint to personalise)."
+            )
+        base, self.base_hparams = load_generator(model["base_ckpt"])
+        self.fingerprint = architecture_fingerprint(base, self.base_hparams["model"])
+        token_count = moa["token_grid"][0] * moa["token_grid"][1]
+        placeholder = torch.zeros(token_count, base.blocks[0].value.out_channels)  # set from the photos in setup()
+        self.personalized = PersonalizedGenerator(base, placeholder, moa["router_hidden"], moa["router_init_prior"])
+        self.discriminators = (
+            frozen_discriminators(self.base_hparams["model"], model["base_ckpt"])
+            if loss_cfg["lambda_gan"] > 0
+            else None
+        )
+        self.gan_loss = GANLoss(self.base_hparams["model"]["loss"]["gan_mode"])
+        self.perceptual_loss = PerceptualLoss(weights_dir) if loss_cfg["lambda_perceptual"] > 0 else None
+        self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.val_l1 = MeanMetric()
+
+    def forward(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor) -> Tensor:
+        return self.personalized(source_image, source_pose, target_pose)
+
+    def train(self, mode: bool = True) -> PersonalizationModule:
+        super().train(mode)
+        if self.discriminators is not None:
+            self.discriminators.eval()  # frozen judges: no dropout, no statistics updates
+        return self
+
+    def setup(self, stage: str) -> None:
+        """Fit the subject data to the base model (frame, pose sigma) and initialise every block's subject tokens
+        from the photos (a resumed run then restores them)."""
+        if stage != "fit":
+            return
+        datamodule = self.trainer.datamodule
+        datamodule.match_base(self.base_hparams.get("data") or {})
+        tokens = subject_tokens(
+            self.personalized.generator, datamodule.reference_images(), tuple(self.hparams.model["moa"]["token_grid"])
+        )
+        for block in self.personalized.mixture_blocks:
+            block.personal.subject_tokens.data.copy_(tokens)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        optim = self.hparams.model["optim"]
+        trainable = [parameter for parameter in self.personalized.parameters() if parameter.requires_grad]
+        return torch.optim.Adam(trainable, lr=optim["lr"], betas=tuple(optim["betas"]))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        loss_cfg = self.hparams.model["loss"]
+        source, target, mask = batch["source_image"], batch["target_image"], batch["target_mask"]
+        batch_size = source.shape[0]
+        poses = batch["source_pose"], batch["target_pose"]
+        if loss_cfg["lambda_preservation"] > 0:  # other people: the subject's photos with their colours permuted
+            source = torch.cat((source, recoloured(source)))
+            poses = tuple(pose.repeat(2, 1, 1, 1) for pose in poses)
+        generated = self.personalized(source, *poses)
+        prior_weights = self.personalized.prior_weights()
+        subject_weights = [layer.unflatten(0, (2, -1))[:, :batch_size].flatten(0, 1) for layer in prior_weights]
+        losses = {"router": router_loss(subject_weights, mask)}
+        weights = {"router": loss_cfg["lambda_router"]}
+        if loss_cfg["lambda_preservation"] > 0:
+            other_weights = [layer.unflatten(0, (2, -1))[:, batch_size:].flatten(0, 1) for layer in prior_weights]
+            losses["preservation"] = router_loss(other_weights, torch.zeros_like(mask))
+            weights["preservation"] = loss_cfg["lambda_preservation"]
+            source, generated = source[:batch_size], generated[:batch_size]
+        losses["l1"] = masked_l1(generated, target, mask)
+        weights["l1"] = loss_cfg["lambda_l1"]
+        if self.perceptual_loss is not None:
+            losses["perceptual"] = self.perceptual_loss(generated * mask, target * mask)
+            weights["perceptual"] = loss_cfg["lambda_perceptual"]
+        if self.discriminators is not None:
+            losses["gan"] = (
+                self.gan_loss(self.discriminators["pose"](torch.cat([generated, batch["target_pose"]], 1)), True)
+                + self.gan_loss(self.discriminators["appearance"](torch.cat([generated, source], 1)), True)
+            ) / 2
+            weights["gan"] = loss_cfg["lambda_gan"]
+        total = sum(weights[name] * value for name, value in losses.items())
+        self.log_dict({f"train/{name}": value for name, value in losses.items()}, batch_size=batch_size)
+        self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
+        return total
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        generated = self(batch["source_image"], batch["source_pose"], batch["target_pose"])
+        target = batch["target_image"]
+        self.val_ssim.update((generated + 1) / 2, (target + 1) / 2)
+        self.val_l1.update(F.l1_loss(generated, target, reduction="none").mean(dim=(1, 2, 3)))
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/ssim", self.val_ssim.compute(), prog_bar=True, sync_dist=True)
+        self.log("val/l1", self.val_l1.compute(), prog_bar=True, sync_dist=True)
+        self.val_ssim.reset()
+        self.val_l1.reset()
+
+    def on_train_end(self) -> None:
+        if self.trainer.is_global_zero:
+            save_adapter(self.adapter_path, self.personalized, self.fingerprint, self.hparams.model["moa"])
+
+    @property
+    def adapter_path(self) -> Path:
+        return adapter_path_in(self.trainer.default_root_dir)
