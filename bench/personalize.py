@@ -183,7 +183,6 @@ def main() -> None:
             personal_run,
             args.threads,
             "experiment=personalize",
-            "module=emca.personalize.module.PersonalizationModule",
             f"base_ckpt={base_ckpt}",
             f"subject_dir={workdir / 'subject'}",
             f"model.optim.iterations={args.iterations}",
