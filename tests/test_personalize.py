@@ -21,6 +21,7 @@ from emca.data.synthetic import render_identity
 from emca.errors import CheckpointError, ConfigError, DataError
 from emca.io import safe_torch_load
 from emca.networks.generator import XingGenerator
+from emca.networks.xingganpp import XingGANPlusPlusGenerator
 from emca.personalize.__main__ import main as personalize_cli
 from emca.personalize.adapter import architecture_fingerprint, load_personalized_generator, read_adapter, save_adapter
 from emca.personalize.data import SubjectPairs
@@ -43,10 +44,21 @@ def random_inputs(batch: int, dtype: torch.dtype = torch.float32, seed: int = 0)
     )
 
 
-def base_generator(dtype: torch.dtype = torch.float32, ngf: int = 4, num_blocks: int = 2) -> XingGenerator:
-    """A small generator whose attention matters (gamma != 0, as after training)."""
+# the full XingGAN++ at a tiny size: multi-scale blocks with enhanced attention and dense fusion
+PLUS_PLUS = {
+    "multi_scale": {"enabled": True, "pool_factors": [2], "window_sizes": [2]},
+    "enhanced_attention": {"enabled": True, "branches": ["pool", "window"], "inner_channels": 4},
+    "dense_fusion": {"enabled": True},
+}
+
+
+def base_generator(
+    dtype: torch.dtype = torch.float32, ngf: int = 4, num_blocks: int = 2, plus_plus: bool = False
+) -> XingGenerator:
+    """A small generator whose attention matters (gamma != 0, as after training); XingGAN++ if asked."""
     torch.manual_seed(0)
-    generator = XingGenerator(ngf=ngf, num_blocks=num_blocks, dropout=0.0).to(dtype).eval()
+    generator_class, options = (XingGANPlusPlusGenerator, PLUS_PLUS) if plus_plus else (XingGenerator, {})
+    generator = generator_class(ngf=ngf, num_blocks=num_blocks, dropout=0.0, **options).to(dtype).eval()
     with torch.no_grad():
         for index, block in enumerate(generator.blocks):
             block.gamma.fill_(0.5 + index)
@@ -66,8 +78,9 @@ def personalize(generator: XingGenerator, seed: int = 1) -> PersonalizedGenerato
     return personalized
 
 
-def test_routing_to_the_prior_reproduces_the_base_exactly() -> None:
-    base = base_generator(torch.float64)
+@pytest.mark.parametrize("plus_plus", [False, True], ids=["xinggan", "xinggan++"])
+def test_routing_to_the_prior_reproduces_the_base_exactly(plus_plus: bool) -> None:
+    base = base_generator(torch.float64, plus_plus=plus_plus)
     inputs = random_inputs(2, torch.float64)
     expected = base(*inputs)
     personalized = personalize(base)
@@ -80,8 +93,9 @@ def test_routing_to_the_prior_reproduces_the_base_exactly() -> None:
     assert all(torch.equal(weights, torch.ones_like(weights)) for weights in personalized.prior_weights())
 
 
-def test_scale_zero_is_the_base_and_scale_is_checked() -> None:
-    base = base_generator()
+@pytest.mark.parametrize("plus_plus", [False, True], ids=["xinggan", "xinggan++"])
+def test_scale_zero_is_the_base_and_scale_is_checked(plus_plus: bool) -> None:
+    base = base_generator(plus_plus=plus_plus)
     inputs = random_inputs(2)
     personalized = personalize(base)
     personalized.set_routing_scale(0.0)
