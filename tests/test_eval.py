@@ -275,8 +275,9 @@ def test_cli_evaluates_the_newest_checkpoint(data_root: Path, tmp_path: Path, mo
     assert len(images) == 6
     stored = json.loads((out / "metrics.json").read_text())
     assert stored["images"]["generated_by"] == str(checkpoint)
-    # the images are the checkpoint's generator's outputs
-    item = PoseTransferDataset(data_root, make_layout("synthetic", HEIGHT, WIDTH), "test")[0]
+    # the images are the checkpoint's generator's outputs, on pose maps drawn with the stored sigma
+    stored_sigma = plain["data"]["sigma"]
+    item = PoseTransferDataset(data_root, make_layout("synthetic", HEIGHT, WIDTH), "test", sigma=stored_sigma)[0]
     with torch.no_grad():
         expected = generator.eval()(item["source_image"][None], item["source_pose"][None], item["target_pose"][None])
     first = out / "images" / pair_file_name("{from_stem}___{to_stem}.png", item["source_name"], item["target_name"])
