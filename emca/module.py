@@ -18,13 +18,12 @@ from hydra.utils import instantiate
 from lightning_fabric.utilities.seed import seed_everything
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torchmetrics import MeanMetric
-from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from emca.checkpoint import build_generator
 from emca.data.keypoints import NUM_JOINTS
 from emca.io import atomic_save_image
 from emca.losses import GANLoss, ImagePool, PerceptualLoss, discriminator_loss, generator_loss
+from emca.metrics.validation import ValidationMetrics
 from emca.visualize import pose_transfer_sheet
 
 
@@ -87,8 +86,7 @@ class PoseTransferModule(pl.LightningModule):
         self.pose_pool = ImagePool(loss_cfg["pool_size"], seed=seed)
         self.appearance_pool = ImagePool(loss_cfg["pool_size"], seed=seed + 1)
 
-        self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
-        self.val_l1 = MeanMetric()
+        self.val_metrics = ValidationMetrics()
         self.sample_count = sample_count
 
     # ---- networks -------------------------------------------------------------------------------------
@@ -187,16 +185,14 @@ class PoseTransferModule(pl.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         generated = self(batch["source_image"], batch["source_pose"], batch["target_pose"])
         target = batch["target_image"]
-        self.val_ssim.update((generated.float() + 1) / 2, (target.float() + 1) / 2)
-        self.val_l1.update(F.l1_loss(generated.float(), target.float(), reduction="none").mean(dim=(1, 2, 3)))
+        self.val_metrics.update(generated, target)
         if batch_idx == 0:
             self._write_sample_grid(batch, generated)
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/ssim", self.val_ssim.compute(), prog_bar=True, sync_dist=True)
-        self.log("val/l1", self.val_l1.compute(), prog_bar=True, sync_dist=True)
-        self.val_ssim.reset()
-        self.val_l1.reset()
+        results = self.val_metrics.compute()
+        self.log_dict({f"val/{name}": value for name, value in results.items()}, prog_bar=True, sync_dist=True)
+        self.val_metrics.reset()
 
     def _write_sample_grid(self, batch: dict[str, Any], generated: Tensor) -> None:
         """Rows of source | source pose | target pose | generated | target, saved as PNG and logged."""

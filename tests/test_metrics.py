@@ -31,6 +31,7 @@ from emca.metrics.protocol import SSIMSpec, parse_protocol
 from emca.metrics.psnr import peak_signal_noise_ratio
 from emca.metrics.scoring import ScoringPairs, load_models, score
 from emca.metrics.ssim import SSIMWindow, generated_range, pad_white, structural_similarity
+from emca.metrics.validation import ValidationMetrics
 
 PATN = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
 
@@ -69,6 +70,28 @@ def test_ssim_equals_skimage_with_patn_settings(astronaut_pairs):
     expected = [patn_ssim(g, r) for g, r in astronaut_pairs]
     np.testing.assert_allclose(ours.numpy(), expected, rtol=0, atol=1e-6)
     assert 0.2 < expected[0] < 0.95  # a real-looking pair, not a degenerate one
+
+
+def test_validation_metrics_are_the_patn_ssim_of_the_saved_images(astronaut_pairs):
+    """val/ssim is what eval.py would report for the PNGs: skimage PATN SSIM of the uint8 levels, averaged."""
+    rng = np.random.default_rng(1)
+    metrics = ValidationMetrics()
+    expected_ssim, expected_l1 = [], []
+    for batch in (astronaut_pairs[:2], astronaut_pairs[2:]):  # two validation batches
+        # [-1, 1] values off the uint8 grid, as a generator produces them
+        generated = np.stack([g for g, _ in batch]).astype(np.float64) / 127.5 - 1
+        generated = np.clip(generated + rng.uniform(-0.003, 0.003, generated.shape), -1, 1)
+        target = np.stack([r for _, r in batch]).astype(np.float64) / 127.5 - 1
+        levels = np.rint((generated + 1) * 127.5).astype(np.uint8)
+        expected_ssim += [patn_ssim(g, r) for g, (_, r) in zip(levels, batch)]
+        expected_l1 += list(np.abs(generated.astype(np.float32) - target.astype(np.float32)).mean(axis=(1, 2, 3)))
+        metrics.update(to_batch(*generated.astype(np.float32)), to_batch(*target.astype(np.float32)))
+    result = metrics.compute()
+    np.testing.assert_allclose(result["ssim"].item(), np.mean(expected_ssim), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(result["l1"].item(), np.mean(expected_l1), rtol=1e-5)
+    metrics.reset()
+    metrics.update(to_batch(*target.astype(np.float32)), to_batch(*target.astype(np.float32)))
+    assert metrics.compute()["ssim"].item() == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(

@@ -22,17 +22,15 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
-from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from emca.checkpoint import load_generator
 from emca.data.keypoints import NUM_JOINTS
 from emca.errors import CheckpointError, ConfigError
 from emca.io import safe_torch_load
 from emca.losses import GANLoss, PerceptualLoss
+from emca.metrics.validation import ValidationMetrics
 from emca.personalize.adapter import adapter_path_in, architecture_fingerprint, save_adapter
 from emca.personalize.moa import PersonalizedGenerator, router_loss, subject_tokens
 
@@ -96,8 +94,7 @@ class PersonalizationModule(pl.LightningModule):
         )
         self.gan_loss = GANLoss(self.base_hparams["model"]["loss"]["gan_mode"])
         self.perceptual_loss = PerceptualLoss(weights_dir) if loss_cfg["lambda_perceptual"] > 0 else None
-        self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
-        self.val_l1 = MeanMetric()
+        self.val_metrics = ValidationMetrics()
 
     def forward(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor) -> Tensor:
         return self.personalized(source_image, source_pose, target_pose)
@@ -163,14 +160,12 @@ class PersonalizationModule(pl.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         generated = self(batch["source_image"], batch["source_pose"], batch["target_pose"])
         target = batch["target_image"]
-        self.val_ssim.update((generated + 1) / 2, (target + 1) / 2)
-        self.val_l1.update(F.l1_loss(generated, target, reduction="none").mean(dim=(1, 2, 3)))
+        self.val_metrics.update(generated, target)
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/ssim", self.val_ssim.compute(), prog_bar=True, sync_dist=True)
-        self.log("val/l1", self.val_l1.compute(), prog_bar=True, sync_dist=True)
-        self.val_ssim.reset()
-        self.val_l1.reset()
+        results = self.val_metrics.compute()
+        self.log_dict({f"val/{name}": value for name, value in results.items()}, prog_bar=True, sync_dist=True)
+        self.val_metrics.reset()
 
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero:

@@ -1,0 +1,42 @@
+"""The validation metrics logged while training: SSIM under the PATN protocol's conventions and L1.
+
+Validation uses the same SSIM as ``python eval.py`` (Gaussian sigma 1.5 window, population covariance,
+uint8 levels, data range = the generated image's max - min), so ``val/ssim`` and the best-checkpoint
+choice are on the scale of the published tables. The DeepFashion white padding is the one difference:
+eval.py pads, validation scores the unpadded images.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from emca.metrics.generate import to_uint8
+from emca.metrics.ssim import SSIMWindow, generated_range, structural_similarity
+
+
+class ValidationMetrics(nn.Module):
+    """Accumulates per-image PATN SSIM and L1 over a validation epoch (synchronised across DDP ranks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ssim = MeanMetric()
+        self.l1 = MeanMetric()
+        self.window = SSIMWindow()
+
+    def update(self, generated: Tensor, target: Tensor) -> None:
+        """generated, target: (B, 3, H, W) images in [-1, 1]."""
+        generated_levels, target_levels = to_uint8(generated.float()), to_uint8(target.float())
+        ssim = structural_similarity(generated_levels, target_levels, generated_range(generated_levels), self.window)
+        self.ssim.update(ssim.float())
+        self.l1.update(F.l1_loss(generated.float(), target.float(), reduction="none").mean(dim=(1, 2, 3)))
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """{"ssim": mean SSIM, "l1": mean L1 in [-1, 1] units} over everything seen since the last reset."""
+        return {"ssim": self.ssim.compute(), "l1": self.l1.compute()}
+
+    def reset(self) -> None:
+        self.ssim.reset()
+        self.l1.reset()
