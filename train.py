@@ -22,6 +22,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from emca.checkpoint import SafeCheckpointIO
 from emca.cli import user_errors
 from emca.config import register_resolvers, to_plain
+from emca.progress import ProgressLog
 
 register_resolvers()
 
@@ -57,6 +58,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks=[
             *checkpoint_callbacks(run_dir),
             LearningRateMonitor(logging_interval="step"),
+            ProgressLog(cfg.progress_log_seconds),
             *(instantiate(callback) for callback in cfg.get("callbacks") or ()),
         ],  # e.g. experiment=ablation
         plugins=[SafeCheckpointIO()],

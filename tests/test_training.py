@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -52,9 +53,18 @@ def run(cfg: DictConfig, monkeypatch: pytest.MonkeyPatch) -> LossRecorder:
     return recorder
 
 
-def test_training_writes_checkpoints_and_samples(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+def test_training_writes_checkpoints_and_samples(data_root: Path, tmp_path: Path, monkeypatch, caplog) -> None:
     run_dir = tmp_path / "run"
-    recorder = run(tiny_config(data_root, run_dir, "trainer.max_steps=9"), monkeypatch)
+    caplog.set_level(logging.INFO, logger="emca.progress")
+    recorder = run(tiny_config(data_root, run_dir, "trainer.max_steps=9", "progress_log_seconds=1e-9"), monkeypatch)
+    progress = [record.getMessage() for record in caplog.records if record.name == "emca.progress"]
+    assert [line.split(",")[0] for line in progress[:3]] == [
+        "iteration 1/3 (33 %)",
+        "iteration 2/3 (67 %)",
+        "iteration 3/3 (100 %)",
+    ]
+    assert len(progress) == 4 and progress[3].startswith("validation after iteration 3: val/l1 ")
+    assert "left; " in progress[0] and "train/l1 " in progress[0] and "val/ssim " in progress[-1]
     assert len(recorder.losses) == 3  # three iterations, three optimizer steps each
     assert [step for step, _, _ in recorder.losses] == [3, 6, 9]
     assert all(torch.isfinite(torch.tensor(loss)) for _, loss, _ in recorder.losses)

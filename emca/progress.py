@@ -1,0 +1,81 @@
+"""Periodic progress lines in the run's log, for runs nobody watches through a progress bar.
+
+Lightning's progress bar only redraws on a terminal: in a Hydra multirun, a cluster job's log or a
+piped stdout, training would look silent for minutes. This callback writes a line through ``logging``
+(so it lands on the console and in Hydra's ``<run>/train.log``) every ``every_seconds``, and one after
+each validation:
+
+    iteration 240/800 (30 %), 0.21 s/iteration, about 2 min left; train/l1 0.1210, ...
+    validation after iteration 336: val/ssim 0.3394, val/l1 0.1130
+
+An iteration is one batch: the generator step plus both discriminator steps (three optimizer steps).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+
+from emca.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _metrics(trainer: pl.Trainer, prefix: str) -> str:
+    values = sorted((name, float(value)) for name, value in trainer.callback_metrics.items() if name.startswith(prefix))
+    return ", ".join(f"{name} {value:.4f}" for name, value in values)
+
+
+class ProgressLog(pl.Callback):
+    """Logs iteration, speed, time left and the latest training losses every ``every_seconds``."""
+
+    def __init__(self, every_seconds: float = 60.0) -> None:
+        if not every_seconds > 0:
+            raise ConfigError(f"progress_log_seconds must be a positive number of seconds, got {every_seconds!r}.")
+        self.every_seconds = float(every_seconds)
+        self._started = self._last_line = 0.0
+        self._first_iteration = 0
+
+    @staticmethod
+    def iterations(trainer: pl.Trainer) -> tuple[int, int | None]:
+        """(iterations done, planned iterations or None): Lightning counts optimizer steps, several per batch."""
+        per_iteration = max(1, len(trainer.optimizers))
+        planned = trainer.max_steps // per_iteration if trainer.max_steps and trainer.max_steps > 0 else None
+        return trainer.global_step // per_iteration, planned
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = self._last_line = time.monotonic()
+        self._first_iteration = self.iterations(trainer)[0]  # > 0 when resuming
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        now = time.monotonic()
+        if not trainer.is_global_zero or now - self._last_line < self.every_seconds:
+            return
+        self._last_line = now
+        done, planned = self.iterations(trainer)
+        seconds_per_iteration = (now - self._started) / max(1, done - self._first_iteration)
+        line = f"iteration {done}"
+        if planned:
+            line += f"/{planned} ({100 * done / planned:.0f} %)"
+        line += f", {seconds_per_iteration:.2f} s/iteration"
+        if planned:
+            line += f", about {_duration(seconds_per_iteration * (planned - done))} left"
+        losses = _metrics(trainer, "train/")
+        log.info(line + (f"; {losses}" if losses else ""))
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and not trainer.sanity_checking:
+            log.info(f"validation after iteration {self.iterations(trainer)[0]}: {_metrics(trainer, 'val/')}")
