@@ -10,6 +10,10 @@ A batch from a pairs CSV (``from,to`` photo names in ``images``; keypoints from 
 
     python -m emca.infer ckpt=... pairs=pairs.csv images=photos/ annotations=annotations.csv out=results/
 
+With a Mixture-of-Attention adapter trained on one subject (``python train.py experiment=personalize``),
+``adapter=RUN/adapter.pt`` applies it on top of ``ckpt`` (its base checkpoint); ``adapter_scale`` in
+[0, 1] scales the personalised routing (0: the base generator exactly, 1: as trained).
+
 Keypoints of a photo come from MediaPipe (the ``pose`` extra) unless given: ``source_pose=`` (JSON) or
 the batch's annotation CSV. A pose JSON is OpenPose output (``people[0].pose_keypoints_2d``), or
 ``{"keypoints": [[x, y], ...18], "height": H, "width": W}`` / a bare list of 18 ``[x, y]`` (x first, as
@@ -41,6 +45,7 @@ from emca.errors import ConfigError, DataError
 from emca.io import atomic_save_image
 from emca.metrics.generate import to_uint8
 from emca.metrics.images import DEFAULT_NAME_PATTERN, pair_file_name
+from emca.personalize.adapter import load_personalized_generator
 from emca.pose.extract import ImageFailure, PoseExtractor, read_photo
 from emca.pose.framing import fit_to_model, plan_framing, transform_keypoints
 from emca.visualize import pose_transfer_sheet
@@ -49,6 +54,8 @@ from emca.visualize import pose_transfer_sheet
 @dataclass
 class InferOptions:
     ckpt: str | None = None
+    adapter: str | None = None
+    adapter_scale: float = 1.0
     source: str | None = None
     source_pose: str | None = None
     target: str | None = None
@@ -119,7 +126,13 @@ class Transfer:
         if options.device == "auto":
             options.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.options = options
-        self.generator, hyper_parameters = load_generator(options.ckpt, options.device)
+        if options.adapter:
+            self.generator, hyper_parameters = load_personalized_generator(
+                options.ckpt, options.adapter, options.device
+            )
+            self.generator.set_routing_scale(options.adapter_scale)
+        else:
+            self.generator, hyper_parameters = load_generator(options.ckpt, options.device)
         data = hyper_parameters["data"]
         self.size = (int(data["height"]), int(data["width"]))
         self.sigma = float(data.get("sigma", 6.0))
@@ -158,7 +171,7 @@ class Transfer:
     ) -> tuple[torch.Tensor, Image.Image, torch.Tensor]:
         """Generate; returns the source (1, 3, H, W) in [-1, 1], the result as PIL and as a tensor."""
         device = self.options.device
-        source = torch.from_numpy(image).permute(2, 0, 1).float().div(127.5).sub(1).unsqueeze(0)
+        source = torch.tensor(image).permute(2, 0, 1).float().div(127.5).sub(1).unsqueeze(0)
         maps = [
             pose_heatmaps(k, *self.size, sigma=self.sigma).unsqueeze(0).to(device)
             for k in (source_keypoints, target_keypoints)
