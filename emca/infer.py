@@ -36,7 +36,6 @@ from omegaconf.errors import OmegaConfBaseException
 from PIL import Image
 from tqdm import tqdm
 
-from emca.checkpoint import load_generator
 from emca.cli import user_errors
 from emca.data.annotations import read_annotations, read_pairs
 from emca.data.keypoints import JOINT_NAMES, MISSING, NUM_JOINTS, REQUIRED_FOR_PAIRS, pose_heatmaps, visible
@@ -45,7 +44,7 @@ from emca.errors import ConfigError, DataError
 from emca.io import atomic_save_image
 from emca.metrics.generate import to_uint8
 from emca.metrics.images import DEFAULT_NAME_PATTERN, pair_file_name
-from emca.personalize.adapter import load_personalized_generator
+from emca.personalize.adapter import load_generator_with_adapter
 from emca.pose.extract import ImageFailure, PoseExtractor, read_photo
 from emca.pose.framing import fit_to_model, plan_framing, transform_keypoints
 from emca.visualize import pose_transfer_sheet
@@ -126,13 +125,9 @@ class Transfer:
         if options.device == "auto":
             options.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.options = options
-        if options.adapter:
-            self.generator, hyper_parameters = load_personalized_generator(
-                options.ckpt, options.adapter, options.device
-            )
-            self.generator.set_routing_scale(options.adapter_scale)
-        else:
-            self.generator, hyper_parameters = load_generator(options.ckpt, options.device)
+        self.generator, hyper_parameters = load_generator_with_adapter(
+            options.ckpt, options.adapter, options.device, options.adapter_scale
+        )
         data = hyper_parameters["data"]
         self.size = (int(data["height"]), int(data["width"]))
         self.sigma = float(data.get("sigma", 6.0))

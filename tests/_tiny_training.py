@@ -52,3 +52,25 @@ def tiny_checkpoint(workdir: Path, *overrides: str) -> Path:
     run_dir = workdir / "run"
     train_script.train(tiny_config(data_root, run_dir, "trainer.max_steps=9", *overrides))
     return run_dir / "checkpoints" / "last.ckpt"
+
+
+def moved_adapter(checkpoint: Path, path: Path) -> Path:
+    """An adapter for ``checkpoint`` whose personalised experts are moved off the prior, as training would."""
+    import torch
+
+    from emca.checkpoint import load_generator
+    from emca.personalize.adapter import architecture_fingerprint, save_adapter
+    from emca.personalize.moa import PersonalizedGenerator, subject_tokens
+
+    generator, hyper_parameters = load_generator(checkpoint)
+    fingerprint = architecture_fingerprint(generator, hyper_parameters["model"])  # before wrapping
+    data = hyper_parameters["data"]
+    torch.manual_seed(0)
+    photos = torch.rand(2, 3, int(data["height"]), int(data["width"])) * 2 - 1
+    personalized = PersonalizedGenerator(generator, subject_tokens(generator, photos, (2, 2)))
+    with torch.no_grad():
+        for parameter in personalized.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.5 * torch.randn_like(parameter))
+    save_adapter(path, personalized, fingerprint, {"token_grid": [2, 2], "router_hidden": 32, "router_init_prior": 0.5})
+    return path

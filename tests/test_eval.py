@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from _fake_data import make_dataset
+from _tiny_training import moved_adapter
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
@@ -229,15 +230,8 @@ def test_no_checkpoint_says_train_first(data_root: Path, tmp_path: Path) -> None
         evaluate(eval_config(data_root, tmp_path / "run", "ckpt_path=a.ckpt", "generated_dir=b"))
 
 
-def run_cli(monkeypatch: pytest.MonkeyPatch, *arguments: str) -> None:
-    """``python eval.py ARGUMENTS`` in this process (Hydra's real entry point, without the import cost)."""
-    eval_script = importlib.import_module("eval")
-    monkeypatch.setattr(sys, "argv", ["eval.py", *arguments])
-    eval_script.main()
-
-
-def test_cli_evaluates_the_newest_checkpoint(data_root: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    """`python eval.py` rebuilds the generator of the newest best.ckpt, generates every pair, scores them."""
+def write_checkpoint(data_root: Path, checkpoint: Path) -> tuple[torch.nn.Module, dict]:
+    """A training checkpoint of a tiny, untrained XingGAN on ``data_root``: (its generator, hyper_parameters)."""
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
         train_cfg = compose(
             "train",
@@ -252,12 +246,25 @@ def test_cli_evaluates_the_newest_checkpoint(data_root: Path, tmp_path: Path, mo
         )
     plain = {part: OmegaConf.to_container(train_cfg[part], resolve=True) for part in ("model", "data")}
     generator = build_generator(plain["model"])
-    checkpoint = tmp_path / "runs" / "r1" / "checkpoints" / "best.ckpt"
-    checkpoint.parent.mkdir(parents=True)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
         {"hyper_parameters": plain, "state_dict": {f"generator.{k}": v for k, v in generator.state_dict().items()}},
         checkpoint,
     )
+    return generator, plain
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, *arguments: str) -> None:
+    """``python eval.py ARGUMENTS`` in this process (Hydra's real entry point, without the import cost)."""
+    eval_script = importlib.import_module("eval")
+    monkeypatch.setattr(sys, "argv", ["eval.py", *arguments])
+    eval_script.main()
+
+
+def test_cli_evaluates_the_newest_checkpoint(data_root: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """`python eval.py` rebuilds the generator of the newest best.ckpt, generates every pair, scores them."""
+    checkpoint = tmp_path / "runs" / "r1" / "checkpoints" / "best.ckpt"
+    generator, plain = write_checkpoint(data_root, checkpoint)
 
     out = tmp_path / "eval_out"
     monkeypatch.chdir(tmp_path)
@@ -287,3 +294,25 @@ def test_cli_evaluates_the_newest_checkpoint(data_root: Path, tmp_path: Path, mo
         run_cli(monkeypatch, f"train_runs_dir={tmp_path / 'none'}", f"hydra.run.dir={tmp_path / 'h2'}")
     assert exit_info.value.code == 2
     assert "python train.py" in capsys.readouterr().err
+
+
+def test_adapter_on_the_checkpoint(data_root: Path, tmp_path: Path) -> None:
+    """adapter=... evaluates base + MoA adapter; adapter_scale=0 generates exactly the base model's images."""
+    checkpoint = tmp_path / "best.ckpt"
+    write_checkpoint(data_root, checkpoint)
+    adapter = moved_adapter(checkpoint, tmp_path / "adapter.pt")
+    images = {}
+    variants = {"base": [], "scale0": [f"adapter={adapter}", "adapter_scale=0"], "scale1": [f"adapter={adapter}"]}
+    for name, extra in variants.items():
+        out = tmp_path / name
+        evaluate(eval_config(data_root, out, f"ckpt_path={checkpoint}", "metrics=[ssim]", *extra))
+        images[name] = [np.asarray(Image.open(path)).astype(int) for path in sorted((out / "images").glob("*.png"))]
+    assert len(images["base"]) == 6
+    recorded = json.loads((tmp_path / "scale0" / "metrics.json").read_text())["images"]
+    assert recorded["adapter"] == f"{adapter} (scale 0.0)"
+    for base, scale0 in zip(images["base"], images["scale0"], strict=True):
+        np.testing.assert_array_equal(scale0, base)
+    assert max(np.abs(scale1 - base).max() for base, scale1 in zip(images["base"], images["scale1"], strict=True)) > 0
+    with pytest.raises(ConfigError, match="scale"):
+        bad_scale = [f"ckpt_path={checkpoint}", f"adapter={adapter}", "adapter_scale=2"]
+        evaluate(eval_config(data_root, tmp_path / "bad", *bad_scale))

@@ -7,19 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from _tiny_training import tiny_checkpoint
+from _tiny_training import moved_adapter, tiny_checkpoint
 from PIL import Image
 
-from emca.checkpoint import load_generator
 from emca.data.annotations import write_annotations, write_pairs
 from emca.data.keypoints import JOINT_NAMES
 from emca.data.synthetic import render_identity
 from emca.errors import CheckpointError, DataError
 from emca.infer import InferOptions, Transfer, main, read_pose_json
 from emca.io import atomic_torch_save, safe_torch_load
-from emca.personalize.adapter import architecture_fingerprint, save_adapter
-from emca.personalize.moa import PersonalizedGenerator, subject_tokens
 
 PHOTO_SIZE = (96, 64)  # larger than the tiny model's 32x16 and of another aspect ratio: framing is exercised
 
@@ -189,19 +185,7 @@ def test_half_body_photo_is_refused_naming_missing_hips(tmp_path: Path, checkpoi
 
 def test_adapter_applies_personalisation_and_scale_zero_is_the_base(tmp_path: Path, checkpoint: Path, photos) -> None:
     """adapter=... runs base + MoA adapter; adapter_scale=0 writes exactly the base model's image."""
-    generator, hyper_parameters = load_generator(checkpoint)
-    fingerprint = architecture_fingerprint(generator, hyper_parameters["model"])  # before wrapping
-    photos_batch = torch.rand(2, 3, 32, 16) * 2 - 1
-    personalized = PersonalizedGenerator(generator, subject_tokens(generator, photos_batch, (2, 2)))
-    torch.manual_seed(0)
-    with torch.no_grad():  # move the personalised experts off the prior, as training would
-        for parameter in personalized.parameters():
-            if parameter.requires_grad:
-                parameter.add_(0.5 * torch.randn_like(parameter))
-    adapter = tmp_path / "adapter.pt"
-    save_adapter(
-        adapter, personalized, fingerprint, {"token_grid": [2, 2], "router_hidden": 32, "router_init_prior": 0.5}
-    )
+    adapter = moved_adapter(checkpoint, tmp_path / "adapter.pt")
 
     folder, annotations = photos
     source_pose = xy_json(tmp_path / "source.json", annotations["p0.png"], PHOTO_SIZE)

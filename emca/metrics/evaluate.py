@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from emca.checkpoint import find_latest_checkpoint, load_generator
+from emca.checkpoint import find_latest_checkpoint
 from emca.data.dataset import DatasetLayout, PoseTransferDataset
 from emca.errors import ConfigError, DataError
 from emca.metrics.fid import FeatureStatistics, cached_statistics
@@ -26,6 +26,7 @@ from emca.metrics.inception import BACKBONE_RESIZE
 from emca.metrics.protocol import FIDSpec, InceptionScoreSpec, parse_protocol
 from emca.metrics.report import markdown_table, write_reports
 from emca.metrics.scoring import ReferenceStatistics, ScoringPairs, load_models, score
+from emca.personalize.adapter import load_generator_with_adapter
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -155,7 +156,9 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
     checkpoint, generated_dir = _source(cfg, generator)
     data_cfg = cfg["data"]
     if checkpoint is not None:
-        generator, hyper_parameters = load_generator(checkpoint, device)
+        generator, hyper_parameters = load_generator_with_adapter(
+            checkpoint, cfg.get("adapter"), device, float(cfg.get("adapter_scale", 1.0))
+        )
         if cfg.get("data_from_checkpoint", True) and hyper_parameters.get("data"):
             data_cfg = hyper_parameters["data"]
     datamodule = instantiate(data_cfg)
@@ -180,6 +183,8 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
         image_dir = out_dir / "images"
         generate_test_pairs(generator, dataset, image_dir, batch_size, device, name_pattern, num_workers)
         images = {"generated_by": checkpoint or "generator passed in", "folder": str(image_dir)}
+        if cfg.get("adapter"):
+            images["adapter"] = f"{cfg['adapter']} (scale {float(cfg.get('adapter_scale', 1.0))})"
     else:
         image_dir = Path(generated_dir)
         images = {"folder": str(image_dir), "name_pattern": name_pattern}

@@ -81,8 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         for role, name in (("source", args.source), ("target", args.target)):
             if name not in annotations:
                 raise DataError(f"{args.annotations}: no row for the {role} '{name}'; add its keypoints.")
-        personalized, hyper_parameters = load_personalized_generator(args.base_ckpt, args.adapter)
-        personalized.set_routing_scale(args.scale)
+        personalized, hyper_parameters = load_personalized_generator(args.base_ckpt, args.adapter, scale=args.scale)
         data = hyper_parameters.get("data") or {}
         height, width = int(data["height"]), int(data["width"])
         image_dir = args.images or args.annotations.parent

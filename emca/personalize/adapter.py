@@ -103,9 +103,15 @@ def check_fits(
 
 
 def load_personalized_generator(
-    base_ckpt: str | os.PathLike, adapter_path: str | os.PathLike, device: str | torch.device = "cpu"
+    base_ckpt: str | os.PathLike,
+    adapter_path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    scale: float = 1.0,
 ) -> tuple[PersonalizedGenerator, dict[str, Any]]:
-    """Base checkpoint + adapter -> (PersonalizedGenerator in eval mode, the base's hyper_parameters)."""
+    """Base checkpoint + adapter -> (PersonalizedGenerator in eval mode, the base's hyper_parameters).
+
+    ``scale`` scales the personalised routing (0: the base generator exactly, 1: the trained mixture).
+    """
     adapter = read_adapter(adapter_path)
     generator, hyper_parameters = load_generator(base_ckpt)
     check_fits(adapter, adapter_path, architecture_fingerprint(generator, hyper_parameters["model"]), base_ckpt)
@@ -128,7 +134,20 @@ def load_personalized_generator(
         personalized.load_state_dict(state, strict=False)
     except RuntimeError as err:
         raise CheckpointError(f"Adapter '{adapter_path}': its tensors do not fit the MoA layers: {err}") from err
+    personalized.set_routing_scale(scale)
     return personalized.to(device).eval(), hyper_parameters
+
+
+def load_generator_with_adapter(
+    ckpt: str | os.PathLike,
+    adapter_path: str | os.PathLike | None,
+    device: str | torch.device = "cpu",
+    scale: float = 1.0,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The checkpoint's generator, with the MoA adapter on top when ``adapter_path`` is given."""
+    if adapter_path:
+        return load_personalized_generator(ckpt, adapter_path, device, scale)
+    return load_generator(ckpt, device)
 
 
 def adapter_path_in(run_dir: str | os.PathLike) -> Path:
