@@ -1,9 +1,9 @@
 """MoA personalisation acceptance on the synthetic dataset: does a subject get better, and others stay put?
 
 1. Generates the synthetic dataset (default identities, 32x24 images so that a base trains in a few CPU
-   minutes) and trains a base model on its training identities (the reduced XingGAN of
-   conf/model/xinggan_small.yaml with its settings, 800 iterations, one CPU thread) unless ``--base-ckpt`` is
-   given.
+   minutes) and trains a base model on its training identities (by default the reduced XingGAN of
+   conf/model/xinggan_small.yaml with its settings, ``--base-model emca_small`` for XingGAN++; 800
+   iterations, one CPU thread) unless ``--base-ckpt`` is given.
 2. Picks the held-out test identity with the most texture on the person (mean absolute Laplacian inside the
    person masks) and renders it with ``emca.data.synthetic.render_identity`` in ``--photos`` + ``--held-out``
    poses: the first ``--photos`` are the subject's photos, the rest are poses no training run has seen.
@@ -13,7 +13,8 @@
    over the test pairs of the other test identities, the mean absolute difference between the personalised
    and the base generator's outputs ([-1, 1] units), with their SSIM for scale.
 
-    python bench/personalize.py [--workdir DIR] [--base-ckpt CKPT] [--base-iterations 800] [--iterations 600]
+    python bench/personalize.py [--workdir DIR] [--base-ckpt CKPT] [--base-model xinggan_small]
+                                [--base-iterations 800] [--iterations 600]
                                 [train.py overrides for the personalisation, e.g. model.optim.lr=1e-3]
 """
 
@@ -139,6 +140,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="where data and runs go (default: a temporary directory)")
     parser.add_argument("--base-ckpt", type=Path, help="a base trained on the default synthetic dataset")
     parser.add_argument("--base-iterations", type=int, default=800)
+    parser.add_argument(
+        "--base-model", default="xinggan_small", help="conf/model/ preset of the base (e.g. emca_small: XingGAN++)"
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="base training batch size")
     parser.add_argument("--height", type=int, default=32)
     parser.add_argument("--width", type=int, default=24)
@@ -162,6 +166,7 @@ def main() -> None:
             run_train(
                 base_run,
                 args.threads,
+                f"model={args.base_model}",
                 f"data.root={data_root}",
                 f"data.batch_size={args.batch_size}",
                 f"data.height={args.height}",
@@ -236,7 +241,7 @@ def main() -> None:
             f"L1 {l1(other_outputs[name], other_outputs['truth']):.4f}"
         )
     print(
-        f"time: base {base_seconds:.0f} s ({'given' if args.base_ckpt else 'trained'}), "
+        f"time: base {base_seconds:.0f} s ({'given' if args.base_ckpt else f'{args.base_model}, trained'}), "
         f"personalisation {personal_seconds:.0f} s, total {time.perf_counter() - started:.0f} s"
     )
 
