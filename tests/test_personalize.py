@@ -20,7 +20,7 @@ from emca.data.annotations import write_annotations
 from emca.data.synthetic import render_identity
 from emca.errors import CheckpointError, ConfigError, DataError
 from emca.io import safe_torch_load
-from emca.networks.generator import XingGenerator
+from emca.networks.generator import ExtraKeys, XingGenerator, to_tokens
 from emca.networks.xingganpp import XingGANPlusPlusGenerator
 from emca.personalize.__main__ import main as personalize_cli
 from emca.personalize.adapter import architecture_fingerprint, load_personalized_generator, read_adapter, save_adapter
@@ -110,6 +110,25 @@ def test_scale_zero_is_the_base_and_scale_is_checked(plus_plus: bool) -> None:
         personalized.set_routing_scale(1.5)
 
 
+@pytest.mark.parametrize("plus_plus", [False, True], ids=["xinggan", "xinggan++"])
+def test_personalised_expert_is_the_block_attention_with_subject_keys(plus_plus: bool) -> None:
+    """Before training, each expert is its block's own attention step (every multi-scale branch for
+    XingGAN++) with the subject tokens' keys and values added to every key set."""
+    base = base_generator(torch.float64, plus_plus=plus_plus)
+    tokens = torch.randn(4, 16, dtype=torch.float64)
+    personalized = PersonalizedGenerator(copy.deepcopy(base), tokens)
+    appearance, shape = torch.randn(2, 2, 16, 4, 3, dtype=torch.float64)
+    for block, wrapped in zip(base.blocks, personalized.mixture_blocks, strict=True):
+        subject = tokens.t()[None, :, :, None]
+        extra = ExtraKeys(
+            *(to_tokens(projection(subject)).expand(4, -1, -1) for projection in (block.key, block.value))
+        )
+        expected = block.cross_attention(block.attention_inputs(appearance, shape), 4, 3, extra)
+        torch.testing.assert_close(wrapped.personal(appearance, shape), expected, rtol=0, atol=1e-12)
+        without_subject = block.cross_attention(block.attention_inputs(appearance, shape), 4, 3)
+        assert (expected - without_subject).abs().max() > 1e-6  # the subject tokens are attended
+
+
 def test_router_starts_on_the_prior() -> None:
     personalized = PersonalizedGenerator(base_generator(), torch.randn(4, 16), router_init_prior=0.99)
     personalized(*random_inputs(2))
@@ -117,12 +136,21 @@ def test_router_starts_on_the_prior() -> None:
         assert torch.allclose(weights, torch.full_like(weights, 0.99))
 
 
-def test_only_the_experts_routers_and_tokens_receive_gradients() -> None:
-    personalized = personalize(base_generator())
-    frozen = {name for name, _ in base_generator().named_parameters()}
+@pytest.mark.parametrize("plus_plus", [False, True], ids=["xinggan", "xinggan++"])
+def test_only_the_experts_routers_and_tokens_receive_gradients(plus_plus: bool) -> None:
+    base = base_generator(plus_plus=plus_plus)
+    personalized = personalize(base)
+    frozen = {name for name, _ in base.named_parameters()}
     trainable = {name for name, parameter in personalized.named_parameters() if parameter.requires_grad}
     suffixes = {name.split(".", 3)[3] for name in trainable}  # after 'generator.blocks.<i>.'
-    assert suffixes == {
+    # a XingGAN++ expert also copies the multi-scale branches (with their EA) and the fusion weights
+    multi_scale = {
+        f"personal.{name}"
+        for name, _ in base.blocks[0].named_parameters()
+        if name.startswith(("scales.", "scale_logits", "scale_mixing"))
+    }
+    assert bool(multi_scale) == plus_plus
+    assert suffixes == multi_scale | {
         "personal.query.weight",
         "personal.query.bias",
         "personal.key.weight",
@@ -143,7 +171,9 @@ def test_only_the_experts_routers_and_tokens_receive_gradients() -> None:
     (generated.square().mean() + router_loss(personalized.prior_weights(), mask)).backward()
     for name, parameter in personalized.named_parameters():
         if parameter.requires_grad:
-            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+            assert parameter.grad is not None, name
+            # EA's inner projections only act through consensus weights that start at zero
+            assert parameter.grad.abs().sum() > 0 or ".enhancement.row_" in name, name
         else:
             assert parameter.grad is None, name
     # the frozen parameters are exactly the base generator's, under the wrapped blocks' names

@@ -23,8 +23,8 @@ from emca.figures import make_figures
 from emca.io import atomic_torch_save
 from emca.networks.attention import ReferenceAttention, SDPAttention
 from emca.networks.attention_recording import record_attention
-from emca.networks.generator import XingBlock, XingGenerator
-from emca.networks.multiscale import MultiScaleXingBlock, ScaleSpec
+from emca.networks.generator import ExtraKeys, XingBlock, XingGenerator
+from emca.networks.multiscale import AttentionScale, MultiScaleXingBlock, ScaleSpec
 from emca.networks.xingganpp import XingGANPlusPlusGenerator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -470,3 +470,30 @@ def test_figure_command_reads_a_checkpoint(tmp_path: Path, capsys):
         figures_main(["--ckpt", str(tmp_path / "run.ckpt"), "--pair-index", "999", "--out", str(out)])
     assert exit_info.value.code == 2
     assert "--pair-index 999" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spec", [ScaleSpec("full"), ScaleSpec("pool", 2), ScaleSpec("window", 2)], ids=str)
+def test_extra_keys_join_every_query_key_set(spec: ScaleSpec) -> None:
+    """Extra keys / values (personalisation's subject tokens) are attended by every query of a branch: the
+    full grid, the 2x2-pooled grid, or its own 2x2 window, each with the T extra tokens, in fp64."""
+    torch.manual_seed(0)
+    batch, height, width, extra_tokens = 2, 4, 6, 3
+    query = torch.randn(batch, height * width, 5, dtype=torch.float64)
+    key = torch.randn(batch, height * width, 5, dtype=torch.float64)
+    value = torch.randn(batch, height * width, 7, dtype=torch.float64)
+    extra = ExtraKeys(*(torch.randn(batch, extra_tokens, width, dtype=torch.float64) for width in (5, 7)))
+    output = AttentionScale(spec)(query, key, value, height, width, ReferenceAttention(), extra)
+
+    grid_key, grid_value = (t.unflatten(1, (height, width)) for t in (key, value))
+    for b, row, col in itertools.product(range(batch), range(height), range(width)):
+        if spec.kind == "full":
+            keys, values = key[b], value[b]
+        elif spec.kind == "pool":  # mean of each 2x2 block of the grid
+            blocks = (t[b].unflatten(0, (height // 2, 2)).unflatten(2, (width // 2, 2)) for t in (grid_key, grid_value))
+            keys, values = (block.mean((1, 3)).flatten(0, 1) for block in blocks)
+        else:  # the 2x2 window holding (row, col)
+            top, left = row // 2 * 2, col // 2 * 2
+            keys, values = (t[b, top : top + 2, left : left + 2].flatten(0, 1) for t in (grid_key, grid_value))
+        keys, values = torch.cat((keys, extra.key[b])), torch.cat((values, extra.value[b]))
+        expected = torch.softmax(keys @ query[b, row * width + col], 0) @ values
+        torch.testing.assert_close(output[b, row * width + col], expected)

@@ -38,6 +38,21 @@ def from_tokens(tokens: Tensor, height: int, width: int) -> Tensor:
     return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], height, width)
 
 
+class ExtraKeys(NamedTuple):
+    """Keys and values that every query attends to in addition to the other stream's tokens (the subject
+    tokens of MoA personalisation): key (2B, T, Dk), value (2B, T, C)."""
+
+    key: Tensor
+    value: Tensor
+
+
+def append_extra_keys(key: Tensor, value: Tensor, extra: ExtraKeys | None) -> tuple[Tensor, Tensor]:
+    """(B', M, Dk), (B', M, Dv) -> (B', M + T, ...) with ``extra`` (B', T, ...) appended; unchanged for None."""
+    if extra is None:
+        return key, value
+    return torch.cat((key, extra.key), 1), torch.cat((value, extra.value), 1)
+
+
 class AttentionInputs(NamedTuple):
     """Both attention directions stacked on the batch axis: rows [0, B) are SA, rows [B, 2B) are AS.
 
@@ -95,9 +110,13 @@ class XingBlock(nn.Module):
             to_tokens(updated),
         )
 
-    def cross_attention(self, inputs: AttentionInputs, height: int, width: int) -> Tensor:
-        """The gated SA / AS step on stacked tokens -> (2B, N, C); XingGAN++ blocks override it."""
-        return self.attention(*inputs, self.gamma[0])
+    def cross_attention(
+        self, inputs: AttentionInputs, height: int, width: int, extra: ExtraKeys | None = None
+    ) -> Tensor:
+        """The gated SA / AS step on stacked tokens -> (2B, N, C); XingGAN++ blocks override it. ``extra``
+        keys / values are appended to every query's key set (personalisation's subject tokens)."""
+        key, value = append_extra_keys(inputs.key, inputs.value, extra)
+        return self.attention(inputs.query, key, value, inputs.residual, self.gamma[0])
 
     def forward(self, appearance: Tensor, shape: Tensor) -> tuple[Tensor, Tensor]:
         appearance, shape = self.branches(appearance, shape)

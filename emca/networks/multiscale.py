@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from emca.errors import ConfigError
 from emca.networks.attention import CrossAttention
 from emca.networks.enhanced_attention import EnhancedAttention, RefinedAttention, correlation
-from emca.networks.generator import AttentionInputs, XingBlock, from_tokens, to_tokens
+from emca.networks.generator import AttentionInputs, ExtraKeys, XingBlock, append_extra_keys, from_tokens, to_tokens
 
 ScaleKind = Literal["full", "pool", "window"]
 SCALE_KINDS: tuple[str, ...] = ("full", "pool", "window")
@@ -145,12 +145,24 @@ class AttentionScale(nn.Module):
         return output, RefinedAttention(raw, raw, output)
 
     def forward(
-        self, query: Tensor, key: Tensor, value: Tensor, height: int, width: int, backend: CrossAttention
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        height: int,
+        width: int,
+        backend: CrossAttention,
+        extra: ExtraKeys | None = None,
     ) -> Tensor:
+        """``extra`` keys / values (personalisation's subject tokens) join every query's key set: the full
+        grid, the pooled grid, or each window."""
         kind, size = self.spec.kind, self.spec.size
         if kind == "window":
             partition = WindowPartition(height, width, size, query.device)
-            output, matrices = self.attend(*(partition.split(t) for t in (query, key, value)), None, backend)
+            windows = partition.num_windows
+            window_extra = None if extra is None else ExtraKeys(*(t.repeat_interleave(windows, 0) for t in extra))
+            window_key, window_value = append_extra_keys(partition.split(key), partition.split(value), window_extra)
+            output, matrices = self.attend(partition.split(query), window_key, window_value, None, backend)
             if matrices is not None:
                 self._record(
                     matrices,
@@ -164,6 +176,7 @@ class AttentionScale(nn.Module):
             key, value = (pool_tokens(t, height, width, size) for t in (key, value))
             context_query = pool_tokens(query, height, width, size) if self.enhancement is not None else None
             key_grid = pooled_size(height, width, size)
+        key, value = append_extra_keys(key, value, extra)
         output, matrices = self.attend(query, key, value, context_query, backend)
         if matrices is not None:
             self._record(matrices, lambda rows, tokens, fill: rows[:, tokens].unflatten(-1, key_grid), height * width)
@@ -256,10 +269,13 @@ class MultiScaleXingBlock(XingBlock):
         else:
             self.scale_mixing = nn.Parameter(torch.eye(channels).repeat(1, len(scales)) / len(scales))
 
-    def cross_attention(self, inputs: AttentionInputs, height: int, width: int) -> Tensor:
-        """Stacked SA / AS tokens -> residual + gamma * fused multi-scale attention (2B, N, C)."""
+    def cross_attention(
+        self, inputs: AttentionInputs, height: int, width: int, extra: ExtraKeys | None = None
+    ) -> Tensor:
+        """Stacked SA / AS tokens -> residual + gamma * fused multi-scale attention (2B, N, C); ``extra``
+        keys / values join the key set of every branch."""
         attended = [
-            scale(inputs.query, inputs.key, inputs.value, height, width, self.attention) for scale in self.scales
+            scale(inputs.query, inputs.key, inputs.value, height, width, self.attention, extra) for scale in self.scales
         ]
         if self.fusion_mode == "softmax":
             weights = torch.softmax(self.scale_logits, 0).to(attended[0].dtype)

@@ -4,9 +4,11 @@ Every Xing block's SA / AS cross-attention becomes:
 
 - the **prior** branch: the block's own attention step (``block.cross_attention``, frozen projections and
   backend), untouched;
-- the **personalised** branch: a trainable copy of the block's query / key / value projections and gate
-  ``gamma`` whose key / value set also holds T subject tokens (features of the subject's reference photos
-  from the frozen appearance encoder, pooled to a fixed grid), so M = N + T keys;
+- the **personalised** branch: a trainable copy of the block's attention (query / key / value projections,
+  gate ``gamma`` and, in a XingGAN++ block, every multi-scale branch with its enhanced attention and the
+  fusion weights) whose key / value sets also hold T subject tokens (features of the subject's reference
+  photos from the frozen appearance encoder, pooled to a fixed grid): M = N + T keys at full resolution,
+  pooled keys + T, window keys + T;
 - a **router**: a small conv net on the layer input cat(appearance, shape) giving each pixel of each direction
   a softmax over (prior, personalised), initialised to favour the prior (zero last conv, bias toward it).
 
@@ -16,7 +18,7 @@ output = R_prior * prior + R_pers * personalised. ``routing_scale`` s in [0, 1] 
 
 Wraps any generator whose ``blocks`` expose the XingBlock attention structure (``branches``,
 ``attention_inputs``, ``cross_attention``, 1x1 ``query`` / ``key`` / ``value``, ``gamma``, ``attention``) and
-that has an ``appearance_encoder``; tested on XingGAN.
+that has an ``appearance_encoder``; tested on XingGAN and XingGAN++.
 """
 
 from __future__ import annotations
@@ -29,40 +31,43 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emca.errors import ConfigError
-from emca.networks.generator import from_tokens, to_tokens
+from emca.networks.generator import ExtraKeys, from_tokens, to_tokens
 
 PRIOR, PERSONAL = 0, 1  # expert order on the routing axis
 DIRECTIONS = 2  # SA and AS, stacked on the batch axis as in AttentionInputs
 
 
 class PersonalizedAttention(nn.Module):
-    """The personalised expert of one block: trainable copies of its projections and gate, plus subject tokens.
+    """The personalised expert of one block: trainable copies of its attention parameters, plus subject tokens.
 
-    forward(appearance (B, C, h, w), shape (B, C, h, w)) -> (2B, N, C) tokens, SA rows then AS rows:
-    residual + gamma * softmax(q k^T) v over the N image keys of the other stream and the T subject tokens.
+    forward(appearance (B, C, h, w), shape (B, C, h, w)) -> (2B, N, C) tokens, SA rows then AS rows: the
+    block's own attention step (single-scale for XingGAN, every multi-scale branch with its enhanced
+    attention for XingGAN++) run with the copies, the T subject tokens joining every query's key set.
     """
+
+    # what a block's attention_inputs / cross_attention read; a multi-scale block adds the last three
+    COPIED = ("query", "key", "value", "gamma", "scales", "scale_logits", "scale_mixing")
 
     def __init__(self, block: nn.Module, subject_tokens: Tensor) -> None:
         super().__init__()
-        # trainable copies, whatever the block's own requires_grad
-        self.query = copy.deepcopy(block.query).requires_grad_(True)
-        self.key = copy.deepcopy(block.key).requires_grad_(True)
-        self.value = copy.deepcopy(block.value).requires_grad_(True)
-        self.gamma = nn.Parameter(block.gamma.detach().clone())
-        self.subject_tokens = nn.Parameter(subject_tokens.detach().clone())  # (T, C)
+        for name in self.COPIED:
+            if hasattr(block, name):  # trainable copies, whatever the block's own requires_grad
+                setattr(self, name, copy.deepcopy(getattr(block, name)).requires_grad_(True))
+        self.fusion_mode = getattr(block, "fusion_mode", None)
         self.attention = block.attention  # the stateless backend, shared
+        self.subject_tokens = nn.Parameter(subject_tokens.detach().clone())  # (T, C)
+        # the block class's own methods, run on these copies: one definition of the attention step
+        self.block_type = type(block)
 
     def forward(self, appearance: Tensor, shape: Tensor) -> Tensor:
-        batch = appearance.shape[0]
-        # the AttentionInputs layout: SA rows update appearance, AS rows shape; keys come from the other stream
-        updated = torch.cat((appearance, shape), 0)
-        guide = updated.roll(batch, 0)
+        height, width = appearance.shape[-2:]
+        inputs = self.block_type.attention_inputs(self, appearance, shape)
         subject = self.subject_tokens.t()[None, :, :, None]  # (1, C, T, 1): a one-column feature map
-        subject_key = to_tokens(self.key(subject)).expand(2 * batch, -1, -1)
-        subject_value = to_tokens(self.value(subject)).expand(2 * batch, -1, -1)
-        key = torch.cat((to_tokens(self.key(guide)), subject_key), 1)
-        value = torch.cat((to_tokens(self.value(updated)), subject_value), 1)
-        return self.attention(to_tokens(self.query(updated)), key, value, to_tokens(updated), self.gamma[0])
+        rows = inputs.query.shape[0]
+        extra = ExtraKeys(
+            to_tokens(self.key(subject)).expand(rows, -1, -1), to_tokens(self.value(subject)).expand(rows, -1, -1)
+        )
+        return self.block_type.cross_attention(self, inputs, height, width, extra)
 
 
 class Router(nn.Module):
