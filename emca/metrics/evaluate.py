@@ -155,10 +155,9 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
     out_dir = Path(cfg["out_dir"])
     checkpoint, generated_dir = _source(cfg, generator)
     data_cfg = cfg["data"]
+    adapter, adapter_scale = cfg.get("adapter"), float(cfg.get("adapter_scale", 1.0))
     if checkpoint is not None:
-        generator, hyper_parameters = load_generator_with_adapter(
-            checkpoint, cfg.get("adapter"), device, float(cfg.get("adapter_scale", 1.0))
-        )
+        generator, hyper_parameters = load_generator_with_adapter(checkpoint, adapter, device, adapter_scale)
         if cfg.get("data_from_checkpoint", True) and hyper_parameters.get("data"):
             data_cfg = hyper_parameters["data"]
     datamodule = instantiate(data_cfg)
@@ -183,8 +182,8 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
         image_dir = out_dir / "images"
         generate_test_pairs(generator, dataset, image_dir, batch_size, device, name_pattern, num_workers)
         images = {"generated_by": checkpoint or "generator passed in", "folder": str(image_dir)}
-        if cfg.get("adapter"):
-            images["adapter"] = f"{cfg['adapter']} (scale {float(cfg.get('adapter_scale', 1.0))})"
+        if adapter:
+            images["adapter"] = f"{adapter} (scale {adapter_scale})"
     else:
         image_dir = Path(generated_dir)
         images = {"folder": str(image_dir), "name_pattern": name_pattern}
