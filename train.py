@@ -19,6 +19,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
+from emca.build import build_datamodule
 from emca.checkpoint import SafeCheckpointIO
 from emca.cli import user_errors
 from emca.config import register_resolvers, to_plain
@@ -46,7 +47,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Build data, module and trainer from ``cfg`` and fit; returns the final logged metrics."""
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(to_plain(cfg.data))
     module_class = get_class(cfg.module)
     module = module_class(
         model=to_plain(cfg.model), data=to_plain(cfg.data), weights_dir=cfg.weights_dir, seed=cfg.seed

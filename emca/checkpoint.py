@@ -2,7 +2,8 @@
 
 A Lightning checkpoint of emca stores its configuration as plain containers under
 ``hyper_parameters`` (``model``: the model config, ``data``: the data config), so it loads with
-``weights_only=True``: a checkpoint from the internet cannot run code.
+``weights_only=True``, and its networks are rebuilt through emca's closed registry (:mod:`emca.build`),
+never by instantiating what the file names: a checkpoint from the internet cannot run code.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from lightning_fabric.plugins import TorchCheckpointIO
 from torch import nn
 
+from emca.build import build_generator
 from emca.errors import CheckpointError
 from emca.io import atomic_torch_save, safe_torch_load
 
@@ -35,11 +36,6 @@ class SafeCheckpointIO(TorchCheckpointIO):
         return safe_torch_load(path, map_location=map_location or "cpu")
 
 
-def build_generator(model_cfg: dict[str, Any]) -> nn.Module:
-    """Instantiate the generator of a model config with its attention backend."""
-    return instantiate(model_cfg["generator"], attention=instantiate(model_cfg["attention"]))
-
-
 def generator_state(state_dict: dict[str, torch.Tensor], prefer_ema: bool = True) -> dict[str, torch.Tensor]:
     """The generator's weights from a module state dict: the EMA copy when there is one."""
     prefix = (
@@ -50,6 +46,30 @@ def generator_state(state_dict: dict[str, torch.Tensor], prefer_ema: bool = True
     return {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
 
 
+def read_training_checkpoint(ckpt_path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Safely load an emca training checkpoint and check its structure: ``(checkpoint, hyper_parameters)``.
+
+    ``hyper_parameters`` holds ``model`` (and usually ``data``) as plain dicts; ``checkpoint["state_dict"]`` maps
+    names to tensors.
+    """
+    checkpoint = safe_torch_load(ckpt_path)
+    hint = "emca reads the best.ckpt / last.ckpt files that `python train.py` writes."
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"'{ckpt_path}' holds a {type(checkpoint).__name__}, not a training checkpoint; {hint}")
+    hyper_parameters = checkpoint.get("hyper_parameters")
+    if not isinstance(hyper_parameters, dict) or not isinstance(hyper_parameters.get("model"), dict):
+        raise CheckpointError(f"'{ckpt_path}' is not an emca training checkpoint (no hyper_parameters.model); {hint}")
+    data = hyper_parameters.get("data")
+    if data is not None and not isinstance(data, dict):
+        raise CheckpointError(
+            f"'{ckpt_path}', field 'hyper_parameters.data': expected a dict, got {type(data).__name__}."
+        )
+    state_dict = checkpoint.get("state_dict")
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"'{ckpt_path}' has no state_dict of tensors (field 'state_dict'); {hint}")
+    return checkpoint, hyper_parameters
+
+
 def load_generator(
     ckpt_path: str | os.PathLike, device: str | torch.device = "cpu", prefer_ema: bool = True
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -58,12 +78,13 @@ def load_generator(
     Returns ``(generator, hyper_parameters)``; ``hyper_parameters["data"]`` holds the data config the model
     was trained with (root, preset, height, width, sigma, ...).
     """
-    checkpoint = safe_torch_load(ckpt_path)
-    hyper_parameters = checkpoint.get("hyper_parameters")
-    if not isinstance(hyper_parameters, dict) or "model" not in hyper_parameters:
-        raise CheckpointError(f"'{ckpt_path}' is not an emca training checkpoint (no hyper_parameters.model).")
-    generator = build_generator(hyper_parameters["model"])
+    checkpoint, hyper_parameters = read_training_checkpoint(ckpt_path)
+    generator = build_generator(hyper_parameters["model"], source=str(ckpt_path))
     weights = generator_state(checkpoint["state_dict"], prefer_ema)
+    if not weights:
+        raise CheckpointError(
+            f"'{ckpt_path}': its state_dict holds no generator weights (no '{GENERATOR_PREFIX}*' entries)."
+        )
     try:
         generator.load_state_dict(weights)
     except RuntimeError as err:

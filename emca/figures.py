@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from emca.build import build_datamodule
 from emca.checkpoint import load_generator
 from emca.cli import user_errors
 from emca.data.dataset import PoseTransferDataset
@@ -238,14 +238,14 @@ def make_figures(
     return written
 
 
-def test_pair(hyper_parameters: dict[str, Any], pair_index: int, data_root: str | None) -> dict[str, Any]:
+def test_pair(hyper_parameters: dict[str, Any], pair_index: int, data_root: str | None, ckpt: str) -> dict[str, Any]:
     """Test pair ``pair_index`` of the dataset a checkpoint was trained on (``data_root`` overrides its root)."""
     data_cfg = dict(hyper_parameters.get("data") or {})
     if not data_cfg:
         raise ConfigError("The checkpoint stores no data config; it was not written by emca's train.py.")
     if data_root is not None:
         data_cfg["root"] = data_root
-    datamodule = instantiate(data_cfg)
+    datamodule = build_datamodule(data_cfg, source=ckpt)
     dataset = PoseTransferDataset(
         datamodule.root, datamodule.layout, datamodule.test_split, sigma=datamodule.sigma, validate=False
     )
@@ -275,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with user_errors():
         generator, hyper_parameters = load_generator(args.ckpt, args.device)
-        sample = test_pair(hyper_parameters, args.pair_index, args.data_root)
+        sample = test_pair(hyper_parameters, args.pair_index, args.data_root, args.ckpt)
         for path in make_figures(generator, sample, args.out, args.joints, args.blocks):
             print(f"wrote {path}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,22 +55,41 @@ def atomic_save_image(image: Any, path: str | os.PathLike, **save_options: Any) 
         image.save(handle, format=fmt, **save_options)
 
 
+def _pickled_global(message: str) -> str | None:
+    """The Python object a refused pickle names (``posix.system``), from torch's weights_only message."""
+    match = re.search(r"(?i)global:?\s+([\w.]+)", message)
+    return match.group(1) if match else None
+
+
 def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
     """Load a checkpoint with ``weights_only=True``: tensors and plain containers only.
 
     A file that would need to unpickle arbitrary objects (and so could run code) is refused with a
-    :class:`CheckpointError` instead of being executed.
+    :class:`CheckpointError` instead of being executed; a damaged file gets one that says so.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"Checkpoint '{path}' is a directory; expected a checkpoint file (.ckpt / .pt).")
     if not path.is_file():
         raise CheckpointError(f"Checkpoint '{path}' does not exist.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(
+            f"Checkpoint '{path}' is empty (0 bytes): its writing was interrupted, or it was not copied."
+        )
+    damaged = (
+        f"Cannot read checkpoint '{path}': it is damaged or truncated (an interrupted download or copy?), or "
+        "not a file written by torch.save"
+    )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        named = _pickled_global(str(err))
+        if named is None:
+            raise CheckpointError(f"{damaged}.") from err
         raise CheckpointError(
-            f"Refusing to load '{path}': it contains pickled objects other than tensors and plain "
-            f"containers, which could run code when loaded ({str(err).splitlines()[0]}). Only load "
-            "checkpoints written by emca, or re-save the file's state_dict from a trusted session."
+            f"Refusing to load '{path}': it contains a pickled '{named}' object, and unpickling objects other "
+            "than tensors and plain containers could run code. Only load checkpoints written by emca, or "
+            "re-save the file's state_dict from a trusted session."
         ) from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"Cannot read checkpoint '{path}': {err}. Is the file complete?") from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{damaged} ({str(err).splitlines()[0] or type(err).__name__}).") from err

@@ -14,12 +14,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from lightning_fabric.utilities.seed import seed_everything
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from emca.checkpoint import build_generator
+from emca.build import build_discriminator, build_generator
 from emca.data.keypoints import NUM_JOINTS
 from emca.io import atomic_save_image
 from emca.losses import GANLoss, ImagePool, PerceptualLoss, discriminator_loss, generator_loss
@@ -73,8 +72,8 @@ class PoseTransferModule(pl.LightningModule):
         self.generator = build_generator(model)
         image_channels = 3
         # D_PB judges shape consistency (image + target pose), D_PP appearance consistency (image + source)
-        self.pose_discriminator = instantiate(model["discriminator"], input_channels=image_channels + NUM_JOINTS)
-        self.appearance_discriminator = instantiate(model["discriminator"], input_channels=2 * image_channels)
+        self.pose_discriminator = build_discriminator(model, image_channels + NUM_JOINTS)
+        self.appearance_discriminator = build_discriminator(model, 2 * image_channels)
         self.generator_ema = (
             AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(model["ema_decay"]), use_buffers=True)
             if model.get("ema_decay")

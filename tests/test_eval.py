@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from skimage.metrics import structural_similarity as skimage_ssim
 
-from emca.checkpoint import build_generator
+from emca.build import build_generator
 from emca.config import register_resolvers
 from emca.data.dataset import PoseTransferDataset, make_layout
 from emca.errors import ConfigError, DataError, WeightsError

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from PIL import Image
 from torch import nn
 
-from emca.checkpoint import build_generator
+from emca.build import build_generator
 from emca.config import register_resolvers, to_plain
 from emca.errors import ConfigError
 from emca.figures import main as figures_main

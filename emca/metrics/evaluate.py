@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from emca.build import build_datamodule
 from emca.checkpoint import find_latest_checkpoint
 from emca.data.dataset import DatasetLayout, PoseTransferDataset
 from emca.errors import ConfigError, DataError
@@ -154,13 +154,15 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
     check_resize(cfg.get("resize"))
     out_dir = Path(cfg["out_dir"])
     checkpoint, generated_dir = _source(cfg, generator)
-    data_cfg = cfg["data"]
+    data_cfg, data_source = cfg["data"], None
     adapter, adapter_scale = cfg.get("adapter"), float(cfg.get("adapter_scale", 1.0))
     if checkpoint is not None:
         generator, hyper_parameters = load_generator_with_adapter(checkpoint, adapter, device, adapter_scale)
         if cfg.get("data_from_checkpoint", True) and hyper_parameters.get("data"):
-            data_cfg = hyper_parameters["data"]
-    datamodule = instantiate(data_cfg)
+            data_cfg, data_source = hyper_parameters["data"], checkpoint
+    if isinstance(data_cfg, DictConfig):
+        data_cfg = OmegaConf.to_container(data_cfg, resolve=True)
+    datamodule = build_datamodule(data_cfg, source=data_source)
     datamodule.prepare_data()
     dataset = PoseTransferDataset(
         datamodule.root,

@@ -77,7 +77,53 @@ def read_adapter(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"Adapter '{path}' has version {adapter.get('version')}; this emca reads version {ADAPTER_VERSION}."
         )
+    _check_structure(adapter, path)
     return adapter
+
+
+def _check_structure(adapter: dict[str, Any], path: str | os.PathLike) -> None:
+    """Every field the loader reads, with its type, so a damaged or hand-made file is named, not a KeyError."""
+
+    def field(value: Any, name: str, expected: str, valid: bool) -> None:
+        if not valid:
+            raise CheckpointError(f"Adapter '{path}', field '{name}': expected {expected}, got {value!r:.80}.")
+
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    base, moa, state = adapter.get("base"), adapter.get("moa"), adapter.get("state")
+    field(base, "base", "a dict with the base model's fingerprint", isinstance(base, dict))
+    field(base.get("model"), "base.model", "the base model config (a dict)", isinstance(base.get("model"), dict))
+    shapes = base.get("parameter_shapes")
+    field(
+        shapes,
+        "base.parameter_shapes",
+        "a dict of parameter name -> list of sizes",
+        isinstance(shapes, dict) and all(isinstance(v, list) and all(map(is_int, v)) for v in shapes.values()),
+    )
+    field(moa, "moa", "a dict of MoA settings", isinstance(moa, dict))
+    grid = moa.get("token_grid")
+    field(
+        grid,
+        "moa.token_grid",
+        "[rows, cols] of positive integers",
+        isinstance(grid, list) and len(grid) == 2 and all(is_int(v) and v > 0 for v in grid),
+    )
+    hidden = moa.get("router_hidden")
+    field(hidden, "moa.router_hidden", "a positive integer", is_int(hidden) and hidden > 0)
+    prior = moa.get("router_init_prior")
+    field(
+        prior,
+        "moa.router_init_prior",
+        "a number in [0.5, 1)",
+        isinstance(prior, (int, float)) and not isinstance(prior, bool) and 0.5 <= prior < 1,
+    )
+    field(
+        state,
+        "state",
+        "a dict of parameter name -> tensor",
+        isinstance(state, dict) and all(isinstance(v, Tensor) for v in state.values()),
+    )
 
 
 def check_fits(

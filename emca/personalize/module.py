@@ -22,13 +22,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from torch import Tensor, nn
 
-from emca.checkpoint import load_generator
+from emca.build import build_discriminator
+from emca.checkpoint import load_generator, read_training_checkpoint
 from emca.data.keypoints import NUM_JOINTS
 from emca.errors import CheckpointError, ConfigError
-from emca.io import safe_torch_load
 from emca.losses import GANLoss, PerceptualLoss
 from emca.metrics.validation import ValidationMetrics
 from emca.personalize.adapter import adapter_path_in, architecture_fingerprint, save_adapter
@@ -43,11 +42,11 @@ def masked_l1(generated: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 
 def frozen_discriminators(model_cfg: dict[str, Any], base_ckpt: str) -> nn.ModuleDict:
     """D_PB ('pose') and D_PP ('appearance') of the base checkpoint, frozen."""
-    state = safe_torch_load(base_ckpt)["state_dict"]
+    state = read_training_checkpoint(base_ckpt)[0]["state_dict"]
     discriminators = nn.ModuleDict(
         {
-            "pose": instantiate(model_cfg["discriminator"], input_channels=3 + NUM_JOINTS),
-            "appearance": instantiate(model_cfg["discriminator"], input_channels=6),
+            "pose": build_discriminator(model_cfg, 3 + NUM_JOINTS, source=base_ckpt),
+            "appearance": build_discriminator(model_cfg, 6, source=base_ckpt),
         }
     )
     for name, discriminator in discriminators.items():

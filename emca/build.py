@@ -1,0 +1,170 @@
+"""Building networks and data modules from configs, through a closed registry of emca classes.
+
+A config names its implementation with ``_target_`` (Hydra's convention, so ``conf/`` can pick one), but
+emca never hands a config to ``hydra.utils.instantiate`` to build what a checkpoint, an adapter or an
+exported model describes: such a file may come from the internet, and ``instantiate`` would call any
+importable function it names (``builtins.open``, ``torch.load``, ...). Here ``_target_`` is only a key
+into :data:`REGISTRY`; the options beside it must be plain values (numbers, strings, booleans, lists,
+dicts) that the class's constructor accepts. Anything else is refused with an error naming the file (or
+the config) and the field, before any object is made.
+
+Training builds through the same functions, so a config that trains is exactly a config that loads.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from emca.data.datamodule import PoseTransferDataModule
+from emca.errors import CheckpointError, ConfigError, EmcaError
+from emca.networks.attention import ReferenceAttention, SDPAttention
+from emca.networks.discriminator import ResnetDiscriminator
+from emca.networks.generator import XingGenerator
+from emca.networks.xingganpp import XingGANPlusPlusGenerator
+from emca.personalize.data import SubjectDataModule
+
+
+def _fused_attention() -> type:
+    # imported on demand: the kernel package needs Triton, which is optional and slow to import
+    from emca_fused import FusedAttention
+
+    return FusedAttention
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One buildable class (or, for an optional package, a function that imports it), and the constructor
+    arguments emca supplies itself (modules, channel counts), which a config may never set."""
+
+    cls: type | Callable[[], type]
+    injected: tuple[str, ...] = ()
+
+    def load(self) -> type:
+        return self.cls if isinstance(self.cls, type) else self.cls()
+
+
+# kind -> {_target_ as written in conf/: entry}. Adding an architecture means adding a line here.
+REGISTRY: dict[str, dict[str, Entry]] = {
+    "generator": {
+        "emca.networks.generator.XingGenerator": Entry(XingGenerator, ("attention", "block_factory")),
+        "emca.networks.xingganpp.XingGANPlusPlusGenerator": Entry(XingGANPlusPlusGenerator, ("attention",)),
+    },
+    "discriminator": {
+        "emca.networks.discriminator.ResnetDiscriminator": Entry(ResnetDiscriminator, ("input_channels",)),
+    },
+    "attention": {
+        "emca.networks.attention.ReferenceAttention": Entry(ReferenceAttention),
+        "emca.networks.attention.SDPAttention": Entry(SDPAttention),
+        "emca_fused.FusedAttention": Entry(_fused_attention),
+    },
+    "data": {
+        "emca.data.datamodule.PoseTransferDataModule": Entry(PoseTransferDataModule),
+        "emca.personalize.data.SubjectDataModule": Entry(SubjectDataModule),
+    },
+}
+
+_PLAIN_SCALARS = (str, int, float, bool, type(None))
+
+
+def _where(source: str | None, field: str) -> str:
+    return f"'{source}', field '{field}'" if source else f"config field '{field}'"
+
+
+def _error(source: str | None, message: str) -> EmcaError:
+    """A file's content is a CheckpointError; the user's own config a ConfigError."""
+    return CheckpointError(message) if source else ConfigError(message)
+
+
+def _check_plain(value: Any, source: str | None, field: str) -> None:
+    """Options are data: plain scalars, lists and string-keyed dicts, and no Hydra directives."""
+    if isinstance(value, _PLAIN_SCALARS):
+        return
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_plain(item, source, f"{field}[{index}]")
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _error(source, f"{_where(source, field)}: option names must be strings, got {key!r}.")
+            if key.startswith("_") and key.endswith("_"):
+                raise _error(
+                    source,
+                    f"{_where(source, f'{field}.{key}')}: '{key}' is not allowed inside options; only the "
+                    "top level of a network or data config names its class, and only from emca's registry.",
+                )
+            _check_plain(item, source, f"{field}.{key}")
+        return
+    raise _error(
+        source,
+        f"{_where(source, field)}: expected a plain value (number, string, boolean, list or dict), "
+        f"got a {type(value).__name__}.",
+    )
+
+
+def build(kind: str, config: Mapping[str, Any], field: str, source: str | None = None, **injected: Any) -> Any:
+    """Build the registered class that ``config['_target_']`` names, with the config's other entries as options.
+
+    ``field`` is the config's dotted path (``model.generator``) and ``source`` the file it was read from
+    (None: the user's own config), both for error messages. ``injected`` are the arguments emca supplies.
+    """
+    where = _where(source, field)
+    if not isinstance(config, Mapping):
+        raise _error(source, f"{where}: expected a mapping with '_target_' and options, got {type(config).__name__}.")
+    known = REGISTRY[kind]
+    target = config.get("_target_")
+    if target not in known:
+        raise _error(
+            source,
+            f"{_where(source, field + '._target_')}: {target!r} is not one of emca's {kind} classes "
+            f"({', '.join(sorted(known))}). emca builds only classes from its own registry (emca/build.py), "
+            "never a name read from a file.",
+        )
+    entry = known[target]
+    options = {key: value for key, value in config.items() if key != "_target_"}
+    _check_plain(options, source, field)
+    cls = entry.load()
+    parameters = inspect.signature(cls.__init__).parameters
+    accepted = [name for name in parameters if name != "self" and name not in entry.injected]
+    for name in options:
+        if name not in accepted:
+            raise _error(
+                source,
+                f"{_where(source, f'{field}.{name}')}: {cls.__name__} has no option '{name}'"
+                + (" (emca sets it itself)" if name in entry.injected else "")
+                + f"; its options are: {', '.join(accepted)}.",
+            )
+    try:
+        return cls(**options, **injected)
+    except EmcaError as err:
+        if source is None:
+            raise
+        raise CheckpointError(f"'{source}': {err}") from err
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise _error(source, f"{where}: {cls.__name__} cannot be built from options {options}: {err}") from err
+
+
+def build_generator(model: Mapping[str, Any], source: str | None = None) -> nn.Module:
+    """The generator of a model config (``generator`` and ``attention`` entries) with its attention backend."""
+    for name in ("generator", "attention"):
+        if name not in model:
+            raise _error(source, f"{_where(source, 'model')}: the model config has no '{name}' entry.")
+    attention = build("attention", model["attention"], "model.attention", source)
+    return build("generator", model["generator"], "model.generator", source, attention=attention)
+
+
+def build_discriminator(model: Mapping[str, Any], input_channels: int, source: str | None = None) -> nn.Module:
+    """A discriminator of a model config's ``discriminator`` entry that reads ``input_channels`` channels."""
+    if "discriminator" not in model:
+        raise _error(source, f"{_where(source, 'model')}: the model config has no 'discriminator' entry.")
+    return build("discriminator", model["discriminator"], "model.discriminator", source, input_channels=input_channels)
+
+
+def build_datamodule(data: Mapping[str, Any], source: str | None = None) -> Any:
+    """The Lightning data module of a data config."""
+    return build("data", data, "data", source)
