@@ -60,10 +60,12 @@ def _openpose(args: argparse.Namespace) -> None:
 def _validate(args: argparse.Namespace) -> None:
     layout = make_layout(args.preset, args.height, args.width, args.image_dir, args.annotation_file, args.pairs_file)
     for split in args.splits:
-        contents = validate_split(args.root, layout, split)
+        # unlike training's header-only check, decode every image: truncated and corrupt files fail here
+        contents = validate_split(args.root, layout, split, decode=True)
         print(
             f"{split}: {len(contents.pairs):,} pairs over {len(contents.image_names):,} images "
-            f"({len(contents.annotations):,} annotated) in {contents.image_dir}, all {layout.height}x{layout.width}: OK"
+            f"({len(contents.annotations):,} annotated) in {contents.image_dir}, all decoded at "
+            f"{layout.height}x{layout.width}: OK"
         )
 
 
@@ -83,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("raw", type=Path, help="folder with train/, test/ and the annotation and pairs CSVs")
     prepare.add_argument("out", type=Path)
     prepare.add_argument(
-        "--keypoints-cropped", action="store_true",
+        "--keypoints-cropped",
+        action="store_true",
         help="DeepFashion: the annotation is already in the 256x176 frame; crop images only",
     )
     prepare.set_defaults(run=_prepare)
@@ -92,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("annotations", type=Path)
     pairs.add_argument("--out", type=Path, required=True)
     pairs.add_argument(
-        "--person-id", required=True,
+        "--person-id",
+        required=True,
         help="deepfashion, market, prefix:SEP, or regex:PATTERN with one group (the person id)",
     )
     pairs.set_defaults(run=_pairs)
@@ -105,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     openpose.add_argument("--multiple-people", choices=("largest", "error"), default="largest")
     openpose.set_defaults(run=_openpose)
 
-    validate = commands.add_parser("validate", help="check a dataset before training")
+    validate = commands.add_parser("validate", help="check a dataset before training, decoding every image")
     validate.add_argument("root", type=Path)
     validate.add_argument("--preset", choices=sorted(PRESETS), required=True)
     validate.add_argument("--height", type=int)

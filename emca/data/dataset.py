@@ -8,7 +8,8 @@ A split ``train`` of a dataset rooted at ``root`` consists of (names from a :cla
 
 ``{split}`` in any of the three names is replaced by the split's name. Everything a run needs is checked
 before training starts (:func:`validate_split`), so a bad row fails in seconds with its file and line
-instead of hours later inside a dataloader worker.
+instead of hours later inside a dataloader worker. That check reads only image headers; ``python -m
+emca.data validate`` decodes every image as well, which also finds truncated or corrupt files.
 """
 
 from __future__ import annotations
@@ -27,15 +28,19 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from emca.data.annotations import read_annotations, read_pairs
-from emca.data.keypoints import JOINT_NAMES, MISSING, flip_keypoints, pose_heatmaps, visible
+from emca.data.keypoints import JOINT_NAMES, NUM_JOINTS, flip_keypoints, pose_heatmaps, visible
 from emca.errors import ConfigError, DataError
 
 SubsetMode = Literal["first", "even"]
 
 # how many offending names an error message lists before summarising the rest as a count
 _LISTED = 5
-# splits with fewer images than this are checked without a progress bar
-_PROGRESS_MIN_IMAGES = 2000
+# the image check shows a progress bar only once it has run this long, so quick checks print nothing
+_PROGRESS_DELAY_S = 2.0
+# PIL opens 16-bit grayscale PNG, TIFF and PGM files in these modes; its convert("RGB") would clip every
+# sample above 255 to white, so their samples are scaled from 0..65535 instead
+_SIXTEEN_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+_SIXTEEN_BIT_MAX = 65535
 
 
 @dataclass(frozen=True)
@@ -83,8 +88,11 @@ def make_layout(
     if preset not in PRESETS:
         raise ConfigError(f"data.preset: unknown dataset preset {preset!r}; expected one of {sorted(PRESETS)}.")
     overrides = {
-        "height": height, "width": width, "image_dir": image_dir,
-        "annotation_file": annotation_file, "pairs_file": pairs_file,
+        "height": height,
+        "width": width,
+        "image_dir": image_dir,
+        "annotation_file": annotation_file,
+        "pairs_file": pairs_file,
     }
     layout = dataclasses.replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
     for field in ("height", "width"):
@@ -134,33 +142,29 @@ def _listed(names: list[str]) -> str:
 
 
 def _check_keypoints(annotations: dict[str, np.ndarray], path: Path, height: int, width: int) -> None:
-    """Coordinates must be -1 (missing) or inside the image; report the first offender with its line."""
+    """Present joints must be inside the image; report the first offender with its line.
+
+    ``read_annotations`` has already made every coordinate -1 or >= 0, with both -1 for a missing joint.
+    """
     if not annotations:
         return
     names = list(annotations)
     keypoints = np.stack([annotations[name] for name in names])  # (N, 18, 2) (row, col)
-    below = np.argwhere(keypoints < MISSING)
-    if len(below):
-        image, joint, axis = below[0]
-        field = ("keypoints_y", "keypoints_x")[axis]
-        raise DataError(
-            f"{path}, line {_annotation_line(path, names[image])}, field '{field}': joint "
-            f"'{JOINT_NAMES[joint]}' of '{names[image]}' has coordinate {keypoints[image, joint, axis]}; "
-            "coordinates must be >= 0, or -1 for a missing joint."
-        )
     present = visible(keypoints.reshape(-1, 2)).reshape(keypoints.shape[:2])
-    outside = present & ((keypoints[..., 0] >= height) | (keypoints[..., 1] >= width)
-                         | (keypoints[..., 0] < 0) | (keypoints[..., 1] < 0))
+    rows, cols = keypoints[..., 0], keypoints[..., 1]
+    outside = present & ((rows >= height) | (cols >= width))
     if outside.any():
         image, joint = np.argwhere(outside)[0]
         row, col = keypoints[image, joint]
+        fits_swapped = not (present & ((cols >= height) | (rows >= width))).any()
+        swap_hint = " Did you swap x and y? The PATN format lists y (row) first." if fits_swapped else ""
         raise DataError(
             f"{path}, line {_annotation_line(path, names[image])}: joint '{JOINT_NAMES[joint]}' of "
             f"'{names[image]}' is at (row {row}, col {col}), outside the {height}x{width} image (rows "
             f"0..{height - 1}, cols 0..{width - 1}); {int(outside.sum())} joint(s) in this file are outside. "
             "Keypoints must be in the stored image's frame: convert a 256x256 DeepFashion release with "
             "`python -m emca.data prepare deepfashion RAW OUT`, or set data.height / data.width to the "
-            "size of your images."
+            f"size of your images.{swap_hint}"
         )
 
 
@@ -177,9 +181,21 @@ def _check_pairs(
             "keypoints to the annotation file or remove the pair (`python -m emca.data pairs` rebuilds "
             "pairs from an annotation file)."
         )
+    poseless = {name for name, keypoints in annotations.items() if not visible(keypoints).any()}
+    poseless_pairs = [pair for pair in pairs if pair[0] in poseless or pair[1] in poseless]
+    if poseless_pairs:
+        pair = poseless_pairs[0]
+        name = pair[0] if pair[0] in poseless else pair[1]
+        raise DataError(
+            f"{pairs_path}, line {_pairs_line(pairs_path, pair)}: image '{name}' has all {NUM_JOINTS} joints "
+            f"missing (-1) in {annotation_path}, so it has no pose to transfer ({len(poseless_pairs)} pair(s) in "
+            "this file use such images). Annotate the image or remove its pairs."
+        )
 
 
-def select_pairs(pairs: list[tuple[str, str]], max_pairs: int | None, mode: SubsetMode = "first") -> list[tuple[str, str]]:
+def select_pairs(
+    pairs: list[tuple[str, str]], max_pairs: int | None, mode: SubsetMode = "first"
+) -> list[tuple[str, str]]:
     """At most ``max_pairs`` pairs: the first ones, or ones evenly spaced over the list (deterministic)."""
     if max_pairs is None or max_pairs >= len(pairs):
         return list(pairs)
@@ -217,42 +233,110 @@ def read_split(
     return SplitContents(split, layout.image_dir_path(root, split), annotations, select_pairs(pairs, max_pairs, subset))
 
 
-def check_images(
-    image_dir: Path, names: Iterable[str], height: int, width: int, needed_by: Path, progress: bool = True
-) -> None:
-    """Every image exists, has a readable header and is ``height`` x ``width``.
+def _first_use(pairs_path: Path, name: str) -> int | str:
+    return _line_of(pairs_path, lambda line: name in (field.strip() for field in line.split(",")))
 
-    Only the header is read (PIL's lazy open), so checking 100k images takes seconds. ``needed_by`` is
-    the pairs file that uses the images, named in the error.
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the image's header alone (PIL opens lazily)."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+        raise DataError(f"Cannot open image '{path}': {err}. The file is not an image, or is corrupt.") from err
+
+
+def _unit_pixels(image: Image.Image, path: Path) -> torch.Tensor:
+    """The decoded pixels of ``image`` as a (3, H, W) float tensor in [0, 1] (grayscale repeated)."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        samples = np.asarray(image, dtype=np.float64)
+        if samples.size and (samples.min() < 0 or samples.max() > _SIXTEEN_BIT_MAX):
+            raise DataError(
+                f"Image '{path}' has 32-bit integer samples (from {samples.min():.0f} to {samples.max():.0f}); "
+                "expected an 8-bit or 16-bit image. Convert it to 8-bit RGB."
+            )
+        gray = torch.from_numpy(samples / _SIXTEEN_BIT_MAX).float()
+        return gray.expand(3, *gray.shape).clone()
+    if image.mode == "F":
+        raise DataError(
+            f"Image '{path}' has floating-point samples (PIL mode 'F'), whose range is unknown; expected an "
+            "8-bit or 16-bit image. Convert it to 8-bit RGB."
+        )
+    return TF.to_tensor(image.convert("RGB"))
+
+
+def _decode_image(path: Path) -> torch.Tensor:
+    """Fully decode an image file (where truncation shows up) to a (3, H, W) float tensor in [0, 1]."""
+    try:
+        with Image.open(path) as image:
+            return _unit_pixels(image, path)
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+        raise DataError(
+            f"Cannot decode image '{path}': {err}. The file is missing, truncated or corrupt; re-extract or "
+            "re-download it."
+        ) from err
+
+
+def check_images(
+    image_dir: Path,
+    names: Iterable[str],
+    height: int,
+    width: int,
+    needed_by: Path,
+    progress: bool = True,
+    decode: bool = False,
+) -> None:
+    """Every image exists, can be read and is ``height`` x ``width``.
+
+    Without ``decode`` only the header is read (PIL's lazy open), so checking 100k images takes seconds,
+    but a truncated or corrupt body is only found when the image is loaded. ``decode`` decodes every image
+    fully. ``progress`` shows a bar once the check takes a while. ``needed_by`` is the pairs file that uses
+    the images, named in the error.
     """
     names = list(names)
     if not image_dir.is_dir():
-        raise DataError(f"Image folder '{image_dir}' does not exist; {needed_by} needs {len(names)} images from it.")
-    missing, unreadable, wrong_size = [], [], []
-    show_bar = progress and len(names) >= _PROGRESS_MIN_IMAGES
-    for name in tqdm(names, desc=f"Checking images in {image_dir}", unit="img", disable=not show_bar):
+        problem = "is a file, not a folder" if image_dir.exists() else "does not exist"
+        raise DataError(f"Image folder '{image_dir}' {problem}; {needed_by} needs {len(names)} images from it.")
+    missing: list[str] = []
+    directories: list[str] = []
+    unreadable: list[tuple[str, DataError]] = []
+    wrong_size: list[tuple[str, tuple[int, int]]] = []
+    action = "Decoding" if decode else "Checking"
+    bar = tqdm(names, desc=f"{action} images in {image_dir}", unit="img", disable=not progress, delay=_PROGRESS_DELAY_S)
+    for name in bar:
         path = image_dir / name
+        if path.is_dir():
+            directories.append(name)
+            continue
         if not path.is_file():
             missing.append(name)
             continue
         try:
-            with Image.open(path) as image:
-                size = image.size  # (width, height)
-        except (OSError, UnidentifiedImageError, SyntaxError):
-            unreadable.append(name)
+            if decode:
+                _, decoded_height, decoded_width = _decode_image(path).shape
+                size = (decoded_width, decoded_height)
+            else:
+                size = _header_size(path)
+        except DataError as err:
+            unreadable.append((name, err))
             continue
         if size != (width, height):
             wrong_size.append((name, size))
     if missing:
-        first_use = _line_of(needed_by, lambda line: missing[0] in (field.strip() for field in line.split(",")))
         raise DataError(
             f"{len(missing)} image(s) used by {needed_by} are missing from '{image_dir}': {_listed(missing)} "
-            f"(the first is used on line {first_use})."
+            f"(the first is used on line {_first_use(needed_by, missing[0])})."
+        )
+    if directories:
+        raise DataError(
+            f"{len(directories)} image(s) used by {needed_by} are directories in '{image_dir}', where image "
+            f"files were expected: {_listed(directories)} (the first is used on line "
+            f"{_first_use(needed_by, directories[0])})."
         )
     if unreadable:
         raise DataError(
-            f"{len(unreadable)} image(s) in '{image_dir}' cannot be read as images: {_listed(unreadable)}. "
-            "Re-extract or re-download them."
+            f"{len(unreadable)} image(s) in '{image_dir}' cannot be read as images: "
+            f"{_listed([name for name, _ in unreadable])}. The first: {unreadable[0][1]}"
         )
     if wrong_size:
         name, (found_width, found_height) = wrong_size[0]
@@ -271,25 +355,44 @@ def validate_split(
     max_pairs: int | None = None,
     subset: SubsetMode = "first",
     progress: bool = True,
+    decode: bool = False,
 ) -> SplitContents:
-    """:func:`read_split` plus :func:`check_images` on every image the selected pairs use."""
+    """:func:`read_split` plus :func:`check_images` (header only, or full ``decode``) on every image used."""
     contents = read_split(root, layout, split, max_pairs, subset)
     check_images(
-        contents.image_dir, contents.image_names, layout.height, layout.width, layout.pairs_path(root, split), progress
+        contents.image_dir,
+        contents.image_names,
+        layout.height,
+        layout.width,
+        layout.pairs_path(root, split),
+        progress,
+        decode,
     )
     return contents
 
 
 def load_image(path: Path, height: int, width: int) -> torch.Tensor:
-    """Decode an image file to a (3, H, W) float tensor in [-1, 1]; a bad file raises DataError."""
-    try:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")  # forces the full decode, where truncation shows up
-    except (OSError, UnidentifiedImageError, SyntaxError) as err:
-        raise DataError(f"Cannot decode image '{path}': {err}. The file is missing, truncated or corrupt.") from err
-    if rgb.size != (width, height):
-        raise DataError(f"Image '{path}' is {rgb.size[1]}x{rgb.size[0]} (HxW); expected {height}x{width}.")
-    return TF.to_tensor(rgb) * 2.0 - 1.0
+    """Decode an image file to a (3, H, W) float tensor in [-1, 1]; a bad file raises DataError.
+
+    8-bit images are scaled from 0..255, 16-bit grayscale ones from 0..65535.
+    """
+    pixels = _decode_image(path)
+    _, found_height, found_width = pixels.shape
+    if (found_height, found_width) != (height, width):
+        raise DataError(f"Image '{path}' is {found_height}x{found_width} (HxW); expected {height}x{width}.")
+    return pixels * 2.0 - 1.0
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_item_options(sigma: float, flip_probability: float) -> None:
+    """The pose-map width and flip probability of :class:`PoseTransferDataset`, named by their config fields."""
+    if not (_is_number(sigma) and sigma > 0):
+        raise ConfigError(f"data.sigma: expected a positive pose-map Gaussian width in pixels, got {sigma!r}.")
+    if not (_is_number(flip_probability) and 0.0 <= flip_probability <= 1.0):
+        raise ConfigError(f"data.flip_probability: expected a probability in [0, 1], got {flip_probability!r}.")
 
 
 class PoseTransferDataset(Dataset):
@@ -301,6 +404,7 @@ class PoseTransferDataset(Dataset):
       ``source_keypoints``, ``target_keypoints``: (18, 2) int64 (row, col), -1 for a missing joint;
       ``source_name``, ``target_name``: the image file names.
     With probability ``flip_probability`` both images and both keypoint sets are mirrored together.
+    ``validate`` runs :func:`validate_split` (image headers only) on construction, else :func:`read_split`.
     """
 
     def __init__(
@@ -315,10 +419,7 @@ class PoseTransferDataset(Dataset):
         validate: bool = True,
         progress: bool = True,
     ) -> None:
-        if not sigma > 0:
-            raise ConfigError(f"data.sigma: the pose-map Gaussian width must be positive, got {sigma}.")
-        if not 0.0 <= flip_probability <= 1.0:
-            raise ConfigError(f"data.flip_probability must be in [0, 1], got {flip_probability}.")
+        check_item_options(sigma, flip_probability)
         if validate:
             contents = validate_split(root, layout, split, max_pairs, subset, progress)
         else:
