@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
-from emca.data.annotations import write_annotations
+from emca.data.annotations import MAX_COORDINATE, write_annotations
 from emca.data.keypoints import MISSING, NUM_JOINTS
 from emca.errors import DataError
 
@@ -25,6 +25,31 @@ MultiplePeople = Literal["largest", "error"]
 
 BODY25_TO_COCO18: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)
 _BODY25_JOINTS = 25
+_TRIPLE_FIELDS = ("x", "y", "confidence")
+
+
+def read_json(path: Path, what: str) -> Any:
+    """The parsed content of a UTF-8 JSON file; a DataError naming ``what`` (e.g. 'pose JSON') and ``path``."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"Cannot read {what} '{path}': {err.strerror or err}.") from err
+    try:
+        # utf-8-sig: Windows editors often start UTF-8 files with a byte-order mark
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        # err.object, not raw: the decoder reports positions in the text after the byte-order mark
+        line = err.object.count(b"\n", 0, err.start) + 1
+        raise DataError(
+            f"Cannot read {what} '{path}': byte 0x{err.object[err.start]:02x} on line {line} is not valid UTF-8; "
+            "the file must be UTF-8 JSON. Re-save it as UTF-8 (most editors offer the encoding under 'Save as')."
+        ) from err
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(
+            f"Cannot read {what} '{path}': line {err.lineno}, column {err.colno} is not valid JSON ({err.msg})."
+        ) from err
 
 
 def _person_keypoints(values: list, path: Path, person: int, threshold: float) -> np.ndarray:
@@ -36,9 +61,20 @@ def _person_keypoints(values: list, path: Path, person: int, threshold: float) -
             "--model_pose COCO or BODY_25."
         )
     try:
-        triples = np.asarray(values, dtype=np.float64).reshape(-1, 3)
+        flat = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise DataError(f"{path}, people[{person}].pose_keypoints_2d: expected numbers ({err}).") from err
+    # rounding a value like 1e300 to int64 would overflow into garbage instead of failing
+    is_coordinate = np.arange(len(flat)) % 3 != 2
+    broken = ~np.isfinite(flat) | (is_coordinate & (np.abs(flat) > MAX_COORDINATE))
+    if broken.any():
+        index = int(np.argmax(broken))
+        raise DataError(
+            f"{path}, people[{person}].pose_keypoints_2d[{index}] ({_TRIPLE_FIELDS[index % 3]} of joint "
+            f"{index // 3}): expected a finite number (pixel coordinates up to {MAX_COORDINATE}; 0, 0, 0 for an "
+            f"undetected joint), got {values[index]!r}."
+        )
+    triples = flat.reshape(-1, 3)
     if len(triples) == _BODY25_JOINTS:
         triples = triples[list(BODY25_TO_COCO18)]
     keypoints = np.rint(triples[:, [1, 0]]).astype(np.int64)  # (x, y) -> (row, col)
@@ -67,11 +103,14 @@ def read_openpose_json(
     largest box, ``"error"`` raises a DataError.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"Cannot read OpenPose JSON '{path}': {err}.") from err
-    people = data.get("people") if isinstance(data, dict) else None
+    return openpose_keypoints(read_json(path, "OpenPose JSON"), path, confidence_threshold, multiple_people)
+
+
+def openpose_keypoints(
+    content: Any, path: Path, confidence_threshold: float = 0.1, multiple_people: MultiplePeople = "largest"
+) -> np.ndarray | None:
+    """:func:`read_openpose_json` on the already parsed ``content`` of the file ``path`` (named in errors)."""
+    people = content.get("people") if isinstance(content, dict) else None
     if not isinstance(people, list):
         raise DataError(f"{path}: expected an OpenPose JSON object with a 'people' list.")
     candidates = []

@@ -19,6 +19,7 @@ import contextlib
 import csv
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -140,14 +141,29 @@ def extract_keypoints(image: np.ndarray, min_visibility: float = 0.5) -> np.ndar
         return extractor(image)
 
 
-def read_photo(path: Path) -> np.ndarray:
-    """Decode ``path`` to an RGB uint8 array as stored; ImageFailure if unreadable or EXIF-rotated."""
+@contextlib.contextmanager
+def _opened_photo(path: Path) -> Iterator[Image.Image]:
+    """``Image.open(path)``, with a missing or undecodable file (also while in use) as an ImageFailure naming it."""
     try:
         with Image.open(path) as image:
-            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-            rgb = np.asarray(image.convert("RGB"))  # forces the full decode, where truncation shows up
+            yield image
+    except FileNotFoundError as err:
+        raise ImageFailure(UNREADABLE, f"the photo '{path}' does not exist.") from err
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
         raise ImageFailure(UNREADABLE, f"cannot decode '{path}': {err}.") from err
+
+
+def read_photo_size(path: Path) -> tuple[int, int]:
+    """(height, width) of the photo at ``path`` as stored, read from its header; ImageFailure if unreadable."""
+    with _opened_photo(path) as image:
+        return image.height, image.width
+
+
+def read_photo(path: Path) -> np.ndarray:
+    """Decode ``path`` to an RGB uint8 array as stored; ImageFailure if unreadable or EXIF-rotated."""
+    with _opened_photo(path) as image:
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        rgb = np.asarray(image.convert("RGB"))  # forces the full decode, where truncation shows up
     if orientation != 1:
         raise ImageFailure(
             ROTATED,

@@ -95,11 +95,7 @@ def _person_centre(keypoints: np.ndarray, photo_size: tuple[int, int]) -> np.nda
     return (points.min(axis=0) + points.max(axis=0)) / 2 + 0.5
 
 
-def _check_inputs(image: np.ndarray, keypoints: np.ndarray, height: int, width: int, mode: str) -> None:
-    if mode not in FIT_MODES:
-        raise ConfigError(f"fit_to_model: mode must be one of {', '.join(FIT_MODES)}, got {mode!r}.")
-    if height <= 0 or width <= 0:
-        raise ConfigError(f"fit_to_model: the model's size must be positive, got {height}x{width} (HxW).")
+def _check_inputs(image: np.ndarray, keypoints: np.ndarray) -> None:
     check_rgb_image(image, "fit_to_model")
     if np.shape(keypoints) != (NUM_JOINTS, 2):
         raise DataError(
@@ -116,6 +112,11 @@ def plan_framing(
     """
     if mode not in FIT_MODES:
         raise ConfigError(f"fit_to_model: mode must be one of {', '.join(FIT_MODES)}, got {mode!r}.")
+    if height <= 0 or width <= 0:
+        raise ConfigError(f"fit_to_model: the model's size must be positive, got {height}x{width} (HxW).")
+    # a zero side would make the scale infinite and every keypoint fall outside the frame
+    if min(photo_size) <= 0:
+        raise DataError(f"plan_framing: the photo's size must be positive, got {photo_size[0]}x{photo_size[1]} (HxW).")
     keypoints = np.asarray(keypoints)
     model_size = np.asarray((height, width))
     ratios = model_size / np.asarray(photo_size)
@@ -150,7 +151,7 @@ def fit_to_model(
     Returns the framed image (height, width, 3) uint8, the keypoints (18, 2) in its frame (cut-off
     joints -1) and the :class:`Framing` that :func:`invert_keypoints` undoes. See the module docstring.
     """
-    _check_inputs(image, keypoints, height, width, mode)
+    _check_inputs(image, keypoints)
     framing = plan_framing((image.shape[0], image.shape[1]), keypoints, height, width, mode)
     resized_size = np.round(np.asarray(framing.photo_size) * np.asarray(framing.scale)).astype(np.int64)
     resized = Image.fromarray(image).resize((int(resized_size[1]), int(resized_size[0])), Image.Resampling.LANCZOS)
