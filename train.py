@@ -17,30 +17,17 @@ import hydra
 import pytorch_lightning as pl
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from emca.build import build_datamodule
-from emca.checkpoint import SafeCheckpointIO
+from emca.checkpoint import SafeCheckpointIO, check_resumable, checkpoint_callbacks
 from emca.cli import user_errors
-from emca.config import register_resolvers, to_plain
+from emca.config import OPTIMIZER_STEPS_PER_ITERATION, register_resolvers, to_plain
+from emca.errors import RunInterrupted
 from emca.progress import ProgressLog
 
 register_resolvers()
-
-
-def checkpoint_callbacks(run_dir: Path) -> list[ModelCheckpoint]:
-    """`best.ckpt` by validation SSIM and `last.ckpt`, overwritten in place (written atomically)."""
-    return [
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="best",
-            monitor="val/ssim",
-            mode="max",
-            save_top_k=1,
-            save_last=True,
-            enable_version_counter=False,
-        ),
-    ]
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -57,14 +44,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         default_root_dir=str(run_dir),
         logger=instantiate(cfg.logger),
         callbacks=[
-            *checkpoint_callbacks(run_dir),
+            *checkpoint_callbacks(run_dir, cfg.checkpoint_every_n_iterations),
             LearningRateMonitor(logging_interval="step"),
             ProgressLog(cfg.progress_log_seconds),
             *(instantiate(callback) for callback in cfg.get("callbacks") or ()),
         ],  # e.g. experiment=ablation
         plugins=[SafeCheckpointIO()],
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    if cfg.ckpt_path:
+        check_resumable(cfg.ckpt_path, module)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    except SIGTERMException as err:
+        last = run_dir / "checkpoints" / "last.ckpt"
+        saved = f"'{last}' holds the state it reached" if last.is_file() else "no checkpoint had been written yet"
+        raise RunInterrupted(
+            f"Training was stopped by SIGTERM at iteration {trainer.global_step // OPTIMIZER_STEPS_PER_ITERATION}; "
+            f"{saved}. Resume with ckpt_path={last}."
+        ) from err
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     print(f"run directory: {run_dir}\nfinal metrics: {metrics}")
     return metrics

@@ -12,13 +12,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
+from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 
 from emca.build import build_generator
+from emca.config import OPTIMIZER_STEPS_PER_ITERATION
 from emca.errors import CheckpointError
-from emca.io import atomic_torch_save, safe_torch_load
+from emca.io import atomic_torch_save, remove_stale_temporaries, safe_torch_load
 
 GENERATOR_PREFIX = "generator."
 EMA_GENERATOR_PREFIX = "generator_ema.module."
@@ -95,3 +99,57 @@ def load_generator(
 def find_latest_checkpoint(root: str | os.PathLike = "outputs/train", name: str = "best.ckpt") -> Path | None:
     candidates = sorted(Path(root).glob(f"*/checkpoints/{name}"), key=lambda p: p.stat().st_mtime)
     return candidates[-1] if candidates else None
+
+
+def check_resumable(ckpt_path: str | os.PathLike, module: nn.Module) -> None:
+    """Refuse, naming the first difference, a checkpoint whose weights do not fit ``module``; and clear the
+    temporaries a killed writer left beside it."""
+    checkpoint, _ = read_training_checkpoint(ckpt_path)
+    remove_stale_temporaries(Path(ckpt_path).parent, ".ckpt")
+    stored = {name: tuple(t.shape) for name, t in checkpoint["state_dict"].items()}
+    expected = {name: tuple(t.shape) for name, t in module.state_dict().items()}
+    differences = [f"'{n}' is missing from the checkpoint" for n in expected if n not in stored]
+    differences += [f"'{n}' is not in this model" for n in stored if n not in expected]
+    differences += [
+        f"'{n}' has shape {list(stored[n])} in the checkpoint but {list(expected[n])} here"
+        for n in expected
+        if n in stored and stored[n] != expected[n]
+    ]
+    if differences:
+        raise CheckpointError(
+            f"ckpt_path='{ckpt_path}' was written by a model of another architecture than this config builds "
+            f"({len(differences)} difference(s); first: {differences[0]}). Resume with the config the run was "
+            "started with (the checkpoint's model settings are in its run directory's .hydra/config.yaml)."
+        )
+
+
+class InterruptCheckpoint(Checkpoint):
+    """Writes ``last.ckpt`` when a run is interrupted (SIGTERM from a scheduler or ``kill``, Ctrl-C), so it
+    resumes from the step it reached. A run stopped by an error (a diverged loss) keeps its last good one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.global_step > 0:
+            trainer.save_checkpoint(self.path)
+
+
+def checkpoint_callbacks(run_dir: Path, every_n_iterations: int | None) -> list[Checkpoint]:
+    """``best.ckpt`` by validation SSIM; ``last.ckpt``, the state after the last epoch (and every
+    ``every_n_iterations`` iterations when set) and at an interruption. Both are overwritten in place,
+    atomically (:class:`SafeCheckpointIO`)."""
+    folder = run_dir / "checkpoints"
+    # no monitor: the newest state is kept, whatever the validation score did
+    latest = {"dirpath": folder, "filename": "last", "save_top_k": 1, "enable_version_counter": False}
+    callbacks: list[Checkpoint] = [
+        ModelCheckpoint(
+            dirpath=folder, filename="best", monitor="val/ssim", mode="max", save_top_k=1, enable_version_counter=False
+        ),
+        ModelCheckpoint(**latest, every_n_epochs=1, save_on_train_epoch_end=True),
+        InterruptCheckpoint(folder / "last.ckpt"),
+    ]
+    if every_n_iterations:  # Lightning takes one trigger per callback, and counts optimizer steps
+        every_n_steps = every_n_iterations * OPTIMIZER_STEPS_PER_ITERATION
+        callbacks.append(ModelCheckpoint(**latest, every_n_train_steps=every_n_steps))
+    return callbacks

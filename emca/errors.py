@@ -24,3 +24,15 @@ class WeightsError(EmcaError):
 
 class CheckpointError(EmcaError):
     """A checkpoint or adapter file cannot be loaded safely or does not fit the model."""
+
+
+class TrainingDiverged(EmcaError):
+    """A loss or gradient became NaN or infinite; the run stops rather than train on or save a broken model."""
+
+
+class DiskFull(EmcaError):
+    """No space was left to write a file; the previous version of the file is intact."""
+
+
+class RunInterrupted(EmcaError):
+    """A run was stopped from outside (SIGTERM); its last.ckpt holds the state it reached."""

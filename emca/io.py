@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pickle
 import re
@@ -13,29 +14,53 @@ from typing import IO, Any
 
 import torch
 
-from emca.errors import CheckpointError
+from emca.errors import CheckpointError, DiskFull
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; the renamed result gets the mode a plain open() would have given it
+_FILE_MODE = 0o666 & ~_umask()
+TEMPORARY_SUFFIX = ".tmp"
 
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success rename it over ``path``.
 
-    A crash (or exception) midway leaves any previous ``path`` untouched and removes the temporary.
+    A crash (or exception) midway leaves any previous ``path`` untouched and removes the temporary. A full
+    disk raises :class:`DiskFull`, naming the folder.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, _FILE_MODE)
         with open(tmp, mode, **kwargs) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            previous = "the previous version is intact" if path.exists() else "nothing was written"
+            raise DiskFull(f"No space left on '{path.parent}' while writing '{path.name}'; {previous}.") from err
         raise
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, suffix: str) -> list[Path]:
+    """Delete the temporaries of ``*suffix`` files that a writer killed midway (``kill -9``) left in ``folder``."""
+    stale = [p for p in Path(folder).glob(f".*{suffix}.*{TEMPORARY_SUFFIX}") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -19,7 +19,9 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from emca.build import build_discriminator, build_generator
+from emca.config import OPTIMIZER_STEPS_PER_ITERATION
 from emca.data.keypoints import NUM_JOINTS
+from emca.errors import TrainingDiverged
 from emca.io import atomic_save_image
 from emca.losses import GANLoss, ImagePool, PerceptualLoss, discriminator_loss, generator_loss
 from emca.metrics.validation import ValidationMetrics
@@ -40,6 +42,14 @@ class ConstantThenLinearDecay:
         if iteration < self.constant or self.decay <= 0:
             return 1.0
         return max(0.0, 1.0 - (iteration - self.constant) / self.decay)
+
+
+def _gradients_finite(network: nn.Module) -> bool:
+    """Whether every gradient of ``network`` is finite (one reduction, one device sync)."""
+    gradients = [p.grad for p in network.parameters() if p.grad is not None]
+    if not gradients:
+        return True
+    return bool(torch.stack([g.isfinite().all() for g in gradients]).all())
 
 
 class PoseTransferModule(pl.LightningModule):
@@ -87,6 +97,7 @@ class PoseTransferModule(pl.LightningModule):
 
         self.val_metrics = ValidationMetrics()
         self.sample_count = sample_count
+        self._rng_to_restore: dict[str, Any] | None = None
 
     # ---- networks -------------------------------------------------------------------------------------
     @property
@@ -108,9 +119,25 @@ class PoseTransferModule(pl.LightningModule):
         schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in optimizers]
         return optimizers, schedulers
 
-    def _step(self, optimizer: Any, loss: Tensor) -> None:
+    def _diverged(self, what: str) -> TrainingDiverged:
+        """The error that stops a run whose loss or gradients stopped being finite."""
+        last = Path(self.trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        saved = f"The last good checkpoint is '{last}'." if last.is_file() else "No checkpoint was written yet."
+        return TrainingDiverged(
+            f"Training diverged at iteration {self.global_step // OPTIMIZER_STEPS_PER_ITERATION + 1}: {what} is not "
+            f"finite (NaN or inf), so the run stopped instead of training on. {saved} Try a lower "
+            "model.optim.lr, model.grad_clip=1.0, smaller loss weights (model.loss.lambda_*), or check the data "
+            "for broken images."
+        )
+
+    def _step(self, optimizer: Any, loss: Tensor, name: str, network: nn.Module) -> None:
+        if not torch.isfinite(loss):
+            raise self._diverged(f"the loss {name}")
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        # with a 16-bit AMP grad scaler, non-finite gradients are expected: the scaler skips those steps
+        if not self._grad_scaled and not _gradients_finite(network):
+            raise self._diverged(f"a gradient of {name}")
         clip = self.hparams.model.get("grad_clip")
         if clip:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
@@ -123,8 +150,21 @@ class PoseTransferModule(pl.LightningModule):
             self.hparams.model["loss"]["lambda_gan"],
         )
 
+    @property
+    def _grad_scaled(self) -> bool:
+        return getattr(self.trainer.precision_plugin, "scaler", None) is not None
+
     def on_train_epoch_start(self) -> None:
         seed_everything(self.hparams.seed + self.current_epoch, workers=True, verbose=False)
+        self._rng_to_restore = None  # a new epoch: its seed decides, not the checkpoint's RNG
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # resumed mid-epoch (Lightning then skips on_train_epoch_start): continue the interrupted RNG stream
+        if self._rng_to_restore is not None:
+            torch.set_rng_state(self._rng_to_restore["torch"])
+            if self._rng_to_restore.get("cuda") and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(self._rng_to_restore["cuda"])
+            self._rng_to_restore = None
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         loss_cfg = self.hparams.model["loss"]
@@ -148,7 +188,7 @@ class PoseTransferModule(pl.LightningModule):
             loss_cfg["lambda_perceptual"],
             loss_cfg["lambda_gan"],
         )
-        self._step(opt_generator, loss_generator)
+        self._step(opt_generator, loss_generator, "train/loss_generator", self.generator)
         self.untoggle_optimizer(opt_generator)
         if self.generator_ema is not None:
             self.generator_ema.update_parameters(self.generator)
@@ -158,11 +198,11 @@ class PoseTransferModule(pl.LightningModule):
         loss_appearance = self._discriminator_loss(
             self.appearance_discriminator, torch.cat([target, source], 1), fake_appearance
         )
-        self._step(opt_appearance, loss_appearance)
+        self._step(opt_appearance, loss_appearance, "train/loss_d_appearance", self.appearance_discriminator)
 
         fake_pose = self.pose_pool.query(torch.cat([generated, target_pose], 1))
         loss_pose = self._discriminator_loss(self.pose_discriminator, torch.cat([target, target_pose], 1), fake_pose)
-        self._step(opt_pose, loss_pose)
+        self._step(opt_pose, loss_pose, "train/loss_d_pose", self.pose_discriminator)
 
         for scheduler in self.lr_schedulers():
             scheduler.step()
@@ -216,7 +256,12 @@ class PoseTransferModule(pl.LightningModule):
             "pose": self.pose_pool.state_dict(),
             "appearance": self.appearance_pool.state_dict(),
         }
+        checkpoint["rng_state"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.pose_pool.load_state_dict(checkpoint["image_pools"]["pose"])
         self.appearance_pool.load_state_dict(checkpoint["image_pools"]["appearance"])
+        self._rng_to_restore = checkpoint.get("rng_state")

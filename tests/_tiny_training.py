@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import pytorch_lightning as pl
 from _fake_data import make_dataset
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -14,32 +16,33 @@ REPO = Path(__file__).resolve().parents[1]
 register_resolvers()
 
 
-def tiny_config(data_root: Path, run_dir: Path, *overrides: str) -> DictConfig:
+def tiny_overrides(data_root: Path, run_dir: Path) -> list[str]:
     """The embedded default shrunk to seconds: 32x16 images, 1 block, 4 channels, 12 iterations."""
+    return [
+        f"data.root={data_root}",
+        "data.height=32",
+        "data.width=16",
+        "data.batch_size=4",
+        "data.val_subset=4",
+        "data.generate_if_missing=false",
+        f"run_dir={run_dir}",
+        "model.generator.ngf=4",
+        "model.generator.num_blocks=1",
+        "model.generator.dropout=0.5",
+        "model.discriminator.ndf=4",
+        "model.loss.pool_size=2",
+        "model.optim.constant_iterations=6",
+        "model.optim.decay_iterations=6",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "trainer.log_every_n_steps=1",
+    ]
+
+
+def tiny_config(data_root: Path, run_dir: Path, *overrides: str) -> DictConfig:
+    """The tiny training config (:func:`tiny_overrides`) with ``overrides`` on top."""
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        return compose(
-            "train",
-            overrides=[
-                f"data.root={data_root}",
-                "data.height=32",
-                "data.width=16",
-                "data.batch_size=4",
-                "data.val_subset=4",
-                "data.generate_if_missing=false",
-                f"run_dir={run_dir}",
-                "model.generator.ngf=4",
-                "model.generator.num_blocks=1",
-                "model.generator.dropout=0.5",
-                "model.discriminator.ndf=4",
-                "model.loss.pool_size=2",
-                "model.optim.constant_iterations=6",
-                "model.optim.decay_iterations=6",
-                "trainer.enable_progress_bar=false",
-                "trainer.enable_model_summary=false",
-                "trainer.log_every_n_steps=1",
-                *overrides,
-            ],
-        )
+        return compose("train", overrides=[*tiny_overrides(data_root, run_dir), *overrides])
 
 
 def tiny_checkpoint(workdir: Path, *overrides: str) -> Path:
@@ -74,3 +77,29 @@ def moved_adapter(checkpoint: Path, path: Path) -> Path:
                 parameter.add_(0.5 * torch.randn_like(parameter))
     save_adapter(path, personalized, fingerprint, {"token_grid": [2, 2], "router_hidden": 32, "router_init_prior": 0.5})
     return path
+
+
+class LossRecorder(pl.Callback):
+    """(optimizer step, generator loss, D_PB loss) after every iteration."""
+
+    def __init__(self) -> None:
+        self.losses: list[tuple[int, float, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        metrics = trainer.callback_metrics
+        self.losses.append(
+            (trainer.global_step, float(metrics["train/loss_generator"]), float(metrics["train/loss_d_pose"]))
+        )
+
+
+def run(cfg: DictConfig, monkeypatch: pytest.MonkeyPatch) -> LossRecorder:
+    """train.train with a LossRecorder added to the trainer's callbacks."""
+    import train as train_script
+    from emca.checkpoint import checkpoint_callbacks
+
+    recorder = LossRecorder()
+    monkeypatch.setattr(
+        train_script, "checkpoint_callbacks", lambda run_dir, every: [*checkpoint_callbacks(run_dir, every), recorder]
+    )
+    train_script.train(cfg)
+    return recorder

@@ -9,31 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from _fake_data import make_dataset
-from _tiny_training import tiny_config
-from omegaconf import DictConfig
+from _tiny_training import run, tiny_config
 
-import train as train_script
 from emca.checkpoint import load_generator
 from emca.cli import find_user_error
 from emca.errors import CheckpointError, DataError, WeightsError
 from emca.io import safe_torch_load
 
 REPO = Path(__file__).resolve().parents[1]
-checkpoint_callbacks = train_script.checkpoint_callbacks
-
-
-class LossRecorder(pl.Callback):
-    def __init__(self) -> None:
-        self.losses: list[tuple[int, float, float]] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        metrics = trainer.callback_metrics
-        self.losses.append(
-            (trainer.global_step, float(metrics["train/loss_generator"]), float(metrics["train/loss_d_pose"]))
-        )
 
 
 @pytest.fixture()
@@ -41,16 +26,6 @@ def data_root(tmp_path: Path) -> Path:
     root = tmp_path / "data"
     make_dataset(root, height=32, width=16)
     return root
-
-
-def run(cfg: DictConfig, monkeypatch: pytest.MonkeyPatch) -> LossRecorder:
-    """train.train with a LossRecorder added to the trainer's callbacks."""
-    recorder = LossRecorder()
-    monkeypatch.setattr(
-        train_script, "checkpoint_callbacks", lambda run_dir: [*checkpoint_callbacks(run_dir), recorder]
-    )
-    train_script.train(cfg)
-    return recorder
 
 
 def test_training_writes_checkpoints_and_samples(data_root: Path, tmp_path: Path, monkeypatch, caplog) -> None:

@@ -1,0 +1,204 @@
+"""Faults during training: SIGTERM and Ctrl-C, a plateau of the validation score, NaN losses, a full disk,
+a checkpoint of another architecture, temporaries left by ``kill -9``, and the files' permissions."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from _fake_data import make_dataset
+from _tiny_training import REPO, run, tiny_config, tiny_overrides
+
+import train as train_script
+from emca.checkpoint import checkpoint_callbacks
+from emca.cli import find_user_error
+from emca.config import OPTIMIZER_STEPS_PER_ITERATION
+from emca.errors import CheckpointError, DiskFull, TrainingDiverged
+from emca.io import safe_torch_load
+from emca.metrics.validation import ValidationMetrics
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture()
+def data_root(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    make_dataset(root, height=32, width=16)
+    return root
+
+
+def step_of(checkpoint: Path) -> int:
+    return int(safe_torch_load(checkpoint)["global_step"])
+
+
+def train_command(data_root: Path, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            *tiny_overrides(data_root, run_dir),
+            f"hydra.run.dir={run_dir}",
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(TESTS)},
+    )
+
+
+@pytest.mark.slow
+def test_sigterm_mid_epoch_writes_last_checkpoint_and_resume_is_exact(
+    data_root: Path, tmp_path: Path, monkeypatch
+) -> None:
+    # 12 pairs, batch 4: 3 iterations per epoch; the signal comes after iteration 5, inside the second epoch
+    interrupted = tmp_path / "interrupted"
+    result = train_command(data_root, interrupted, "+callbacks=[{_target_:_signals.SignalAt,iteration:5}]")
+    assert result.returncode != 0
+    assert "SIGTERM at iteration 5" in result.stderr and "Traceback" not in result.stderr
+    last = interrupted / "checkpoints" / "last.ckpt"
+    assert step_of(last) == 5 * OPTIMIZER_STEPS_PER_ITERATION
+    assert f"ckpt_path={last}" in result.stderr
+
+    full = run(tiny_config(data_root, tmp_path / "full"), monkeypatch)
+    resumed = run(tiny_config(data_root, tmp_path / "resumed", f"ckpt_path={last}"), monkeypatch)
+    assert [step for step, *_ in resumed.losses] == [step for step, *_ in full.losses[5:]]
+    resumed_values = [value for _, *values in resumed.losses for value in values]
+    full_values = [value for _, *values in full.losses[5:] for value in values]
+    assert resumed_values == pytest.approx(full_values, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_sigterm_before_the_first_epoch_ends_is_not_a_success(data_root: Path, tmp_path: Path) -> None:
+    result = train_command(data_root, tmp_path / "run", "+callbacks=[{_target_:_signals.SignalAt,iteration:1}]")
+    assert result.returncode != 0 and "SIGTERM at iteration 1" in result.stderr
+    assert step_of(tmp_path / "run" / "checkpoints" / "last.ckpt") == OPTIMIZER_STEPS_PER_ITERATION
+
+
+def test_ctrl_c_writes_last_checkpoint(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    from _signals import SignalAt
+
+    cfg = tiny_config(data_root, tmp_path / "run")
+    monkeypatch.setattr(
+        train_script,
+        "checkpoint_callbacks",
+        lambda run_dir, every: [*checkpoint_callbacks(run_dir, every), SignalAt(4, int(signal.SIGINT))],
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        train_script.train(cfg)
+    assert exit_info.value.code != 0
+    assert step_of(tmp_path / "run" / "checkpoints" / "last.ckpt") == 4 * OPTIMIZER_STEPS_PER_ITERATION
+
+
+def test_last_checkpoint_is_the_final_state_when_validation_plateaus(
+    data_root: Path, tmp_path: Path, monkeypatch
+) -> None:
+    scores = iter([0.5, 0.4, 0.3, 0.2, 0.1])  # the first validation is the best one
+    original = ValidationMetrics.compute
+    monkeypatch.setattr(
+        ValidationMetrics, "compute", lambda self: {**original(self), "ssim": torch.tensor(next(scores))}
+    )
+    run(tiny_config(data_root, tmp_path / "run"), monkeypatch)
+    folder = tmp_path / "run" / "checkpoints"
+    assert step_of(folder / "last.ckpt") == 12 * OPTIMIZER_STEPS_PER_ITERATION
+    assert step_of(folder / "best.ckpt") == 3 * OPTIMIZER_STEPS_PER_ITERATION
+
+
+def test_last_checkpoint_on_an_iteration_interval(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    written: list[int] = []
+    original = train_script.SafeCheckpointIO.save_checkpoint
+
+    def recording_save(self, checkpoint, path, storage_options=None):  # noqa: ANN001, ANN202
+        if Path(path).name == "last.ckpt":
+            written.append(checkpoint["global_step"] // OPTIMIZER_STEPS_PER_ITERATION)
+        return original(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(train_script.SafeCheckpointIO, "save_checkpoint", recording_save)
+    run(
+        tiny_config(data_root, tmp_path / "run", "trainer.max_steps=15", "checkpoint_every_n_iterations=2"), monkeypatch
+    )
+    # every 2 iterations, and at the end of each 3-iteration epoch
+    assert sorted(set(written)) == [2, 3, 4, 5]
+
+
+@pytest.mark.parametrize(
+    "override", ["model.loss.lambda_l1=inf", "model.optim.lr=1e30"], ids=["infinite_weight", "huge_lr"]
+)
+def test_non_finite_loss_stops_the_run_and_saves_no_broken_model(
+    override: str, data_root: Path, tmp_path: Path, monkeypatch
+) -> None:
+    with pytest.raises(Exception) as err:
+        run(tiny_config(data_root, tmp_path / "run", override), monkeypatch)
+    diverged = find_user_error(err.value)
+    assert isinstance(diverged, TrainingDiverged)
+    assert "not finite" in str(diverged) and "model.optim.lr" in str(diverged)
+    for checkpoint in (tmp_path / "run" / "checkpoints").glob("*.ckpt"):
+        state = safe_torch_load(checkpoint)["state_dict"]
+        assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()), checkpoint
+
+
+def test_non_finite_loss_exits_non_zero_without_traceback(data_root: Path, tmp_path: Path) -> None:
+    result = train_command(data_root, tmp_path / "run", "model.loss.lambda_l1=inf")
+    assert result.returncode == 2
+    assert "iteration 1: the loss train/loss_generator is not finite" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "checkpoints" / "best.ckpt").exists()
+
+
+def test_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(
+    data_root: Path, tmp_path: Path, monkeypatch
+) -> None:
+    writes = {"count": 0}
+    real_save = torch.save
+
+    def filling_save(obj, handle, *args, **kwargs):  # noqa: ANN001, ANN202
+        writes["count"] += 1
+        if writes["count"] > 2:  # best.ckpt and last.ckpt of the first epoch fit, then the disk is full
+            handle.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, handle, *args, **kwargs)
+
+    monkeypatch.setattr("emca.io.torch.save", filling_save)
+    with pytest.raises(Exception) as err:
+        run(tiny_config(data_root, tmp_path / "run"), monkeypatch)
+    full = find_user_error(err.value)
+    folder = tmp_path / "run" / "checkpoints"
+    assert isinstance(full, DiskFull) and str(folder) in str(full) and "previous version is intact" in str(full)
+    monkeypatch.setattr("emca.io.torch.save", real_save)
+    assert step_of(folder / "last.ckpt") == 3 * OPTIMIZER_STEPS_PER_ITERATION
+    assert not list(folder.glob(".*.tmp"))
+
+
+def test_resuming_another_architecture_names_the_first_difference(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    run(tiny_config(data_root, tmp_path / "small", "trainer.max_steps=3"), monkeypatch)
+    last = tmp_path / "small" / "checkpoints" / "last.ckpt"
+    with pytest.raises(CheckpointError, match="another architecture") as err:
+        train_script.train(tiny_config(data_root, tmp_path / "wide", f"ckpt_path={last}", "model.generator.ngf=8"))
+    assert "has shape" in str(err.value) and str(last) in str(err.value)
+
+
+def test_resume_removes_temporaries_a_killed_writer_left(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    run(tiny_config(data_root, tmp_path / "run", "trainer.max_steps=3"), monkeypatch)
+    folder = tmp_path / "run" / "checkpoints"
+    stale = folder / ".last.ckpt.k1ll3d.tmp"
+    stale.write_bytes(b"")
+    run(
+        tiny_config(data_root, tmp_path / "resumed", f"ckpt_path={folder / 'last.ckpt'}", "trainer.max_steps=6"),
+        monkeypatch,
+    )
+    assert not stale.exists()
+
+
+def test_checkpoints_and_images_follow_the_umask(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    previous = os.umask(0o022)
+    os.umask(previous)
+    expected = 0o666 & ~previous
+    run(tiny_config(data_root, tmp_path / "run", "trainer.max_steps=3"), monkeypatch)
+    for path in [*(tmp_path / "run" / "checkpoints").glob("*.ckpt"), *(tmp_path / "run" / "samples").glob("*.png")]:
+        assert path.stat().st_mode & 0o777 == expected, path
