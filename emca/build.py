@@ -13,7 +13,9 @@ Training builds through the same functions, so a config that trains is exactly a
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,24 +40,41 @@ def _fused_attention() -> type:
 
 @dataclass(frozen=True)
 class Entry:
-    """One buildable class (or, for an optional package, a function that imports it), and the constructor
-    arguments emca supplies itself (modules, channel counts), which a config may never set."""
+    """One buildable class (or, for an optional package, a function that imports it), the constructor
+    arguments emca supplies itself (modules, channel counts), which a config may never set, and the ranges
+    of its numeric options."""
 
     cls: type | Callable[[], type]
     injected: tuple[str, ...] = ()
+    # numeric options and their (lowest, highest) allowed values, checked before the class is called
+    ranges: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
     def load(self) -> type:
         return self.cls if isinstance(self.cls, type) else self.cls()
 
 
 # kind -> {_target_ as written in conf/: entry}. Adding an architecture means adding a line here.
+_GENERATOR_RANGES = {
+    "ngf": (1, math.inf),
+    "num_blocks": (1, math.inf),
+    "dropout": (0, 1),
+    "query_key_channels": (1, math.inf),
+}
 REGISTRY: dict[str, dict[str, Entry]] = {
     "generator": {
-        "emca.networks.generator.XingGenerator": Entry(XingGenerator, ("attention", "block_factory")),
-        "emca.networks.xingganpp.XingGANPlusPlusGenerator": Entry(XingGANPlusPlusGenerator, ("attention",)),
+        "emca.networks.generator.XingGenerator": Entry(
+            XingGenerator, ("attention", "block_factory"), _GENERATOR_RANGES
+        ),
+        "emca.networks.xingganpp.XingGANPlusPlusGenerator": Entry(
+            XingGANPlusPlusGenerator, ("attention",), _GENERATOR_RANGES
+        ),
     },
     "discriminator": {
-        "emca.networks.discriminator.ResnetDiscriminator": Entry(ResnetDiscriminator, ("input_channels",)),
+        "emca.networks.discriminator.ResnetDiscriminator": Entry(
+            ResnetDiscriminator,
+            ("input_channels",),
+            {"ndf": (1, math.inf), "num_blocks": (0, math.inf), "dropout": (0, 1)},
+        ),
     },
     "attention": {
         "emca.networks.attention.ReferenceAttention": Entry(ReferenceAttention),
@@ -72,7 +91,7 @@ _PLAIN_SCALARS = (str, int, float, bool, type(None))
 
 
 def _where(source: str | None, field: str) -> str:
-    return f"'{source}', field '{field}'" if source else f"config field '{field}'"
+    return f"'{source}', field '{field}'" if source else f"Config field '{field}'"
 
 
 def _error(source: str | None, message: str) -> EmcaError:
@@ -139,6 +158,13 @@ def build(kind: str, config: Mapping[str, Any], field: str, source: str | None =
                 + (" (emca sets it itself)" if name in entry.injected else "")
                 + f"; its options are: {', '.join(accepted)}.",
             )
+    for name, (lowest, highest) in entry.ranges.items():
+        value = options.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lowest <= value <= highest:
+            span = f">= {lowest}" if highest == math.inf else f"in [{lowest}, {highest}]"
+            raise _error(source, f"{_where(source, f'{field}.{name}')} is {value!r}; expected a number {span}.")
     try:
         return cls(**options, **injected)
     except EmcaError as err:

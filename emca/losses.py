@@ -9,6 +9,7 @@ Generator: lambda_A * L1(fake, P2) + lambda_B * L1 between VGG19 relu1_2 feature
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ import torchvision
 from torch import Tensor, nn
 
 from emca.errors import CheckpointError, ConfigError, WeightsError
+from emca.options import bounded
 from emca.weights import WEIGHT_FILES, load_state_dict
 
 PERCEPTUAL_DISABLE_HINT = "To train without the perceptual loss, set model.loss.lambda_perceptual=0."
@@ -82,6 +84,17 @@ class PerceptualLoss(nn.Module):
         with torch.no_grad():
             target_features = self.features(self.normalise(target))
         return F.l1_loss(self.features(self.normalise(generated)), target_features)
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    """``model.loss``: the objective's weights and GAN form (the official values are DeepFashion's)."""
+
+    gan_mode: str = bounded("lsgan", choices=GAN_MODES)  # lsgan (MSE) | vanilla (BCE)
+    lambda_l1: float = bounded(50.0, minimum=0)
+    lambda_perceptual: float = bounded(1.0, minimum=0)  # 0: no VGG19 loss, no weights needed
+    lambda_gan: float = bounded(5.0, minimum=0)
+    pool_size: int = bounded(0, minimum=0)  # image pool of generated images shown to the discriminators
 
 
 class GANLoss(nn.Module):

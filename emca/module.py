@@ -8,6 +8,7 @@ discriminator D_PB (image, target pose). Manual optimisation; Lightning provides
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,28 @@ from emca.config import OPTIMIZER_STEPS_PER_ITERATION
 from emca.data.keypoints import NUM_JOINTS
 from emca.errors import TrainingDiverged
 from emca.io import atomic_save_image
-from emca.losses import GANLoss, ImagePool, PerceptualLoss, discriminator_loss, generator_loss
+from emca.losses import GANLoss, ImagePool, LossOptions, PerceptualLoss, discriminator_loss, generator_loss
 from emca.metrics.validation import ValidationMetrics
+from emca.options import bounded, parse
 from emca.visualize import pose_transfer_sheet
+
+
+@dataclass(frozen=True)
+class OptimOptions:
+    """``model.optim``: Adam for all three networks, constant then linearly decaying learning rate."""
+
+    lr: float = bounded(2.0e-4, exclusive_minimum=0)
+    betas: tuple[float, ...] = bounded((0.5, 0.999), minimum=0, exclusive_maximum=1, length=2)
+    constant_iterations: int = bounded(25000, minimum=0)
+    decay_iterations: int = bounded(12500, minimum=0)
+
+
+@dataclass(frozen=True)
+class StabilityOptions:
+    """``model.ema_decay`` (an EMA generator for validation and export) and ``model.grad_clip`` (max norm)."""
+
+    ema_decay: float | None = bounded(None, kind=float, exclusive_minimum=0, exclusive_maximum=1)
+    grad_clip: float | None = bounded(None, kind=float, exclusive_minimum=0)
 
 
 class ConstantThenLinearDecay:
@@ -77,7 +97,11 @@ class PoseTransferModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
-        loss_cfg = model["loss"]
+        # checked here, before any network is built, so a bad value is named by its config path
+        self.loss_options = parse(LossOptions, model.get("loss"), "model.loss")
+        self.optim_options = parse(OptimOptions, model.get("optim"), "model.optim")
+        stability = parse(StabilityOptions, {k: model.get(k) for k in ("ema_decay", "grad_clip")}, "model")
+        self.grad_clip = stability.grad_clip
 
         self.generator = build_generator(model)
         image_channels = 3
@@ -85,19 +109,21 @@ class PoseTransferModule(pl.LightningModule):
         self.pose_discriminator = build_discriminator(model, image_channels + NUM_JOINTS)
         self.appearance_discriminator = build_discriminator(model, 2 * image_channels)
         self.generator_ema = (
-            AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(model["ema_decay"]), use_buffers=True)
-            if model.get("ema_decay")
+            AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(stability.ema_decay), use_buffers=True)
+            if stability.ema_decay
             else None
         )
 
-        self.gan_loss = GANLoss(loss_cfg["gan_mode"])
-        self.perceptual_loss = PerceptualLoss(weights_dir=weights_dir) if loss_cfg["lambda_perceptual"] > 0 else None
-        self.pose_pool = ImagePool(loss_cfg["pool_size"], seed=seed)
-        self.appearance_pool = ImagePool(loss_cfg["pool_size"], seed=seed + 1)
+        loss = self.loss_options
+        self.gan_loss = GANLoss(loss.gan_mode)
+        self.perceptual_loss = PerceptualLoss(weights_dir=weights_dir) if loss.lambda_perceptual > 0 else None
+        self.pose_pool = ImagePool(loss.pool_size, seed=seed)
+        self.appearance_pool = ImagePool(loss.pool_size, seed=seed + 1)
 
         self.val_metrics = ValidationMetrics()
         self.sample_count = sample_count
         self._rng_to_restore: dict[str, Any] | None = None
+        self._resumed = False
 
     # ---- networks -------------------------------------------------------------------------------------
     @property
@@ -110,12 +136,10 @@ class PoseTransferModule(pl.LightningModule):
 
     # ---- optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self) -> tuple[list, list]:
-        optim = self.hparams.model["optim"]
+        optim = self.optim_options
         networks = (self.generator, self.appearance_discriminator, self.pose_discriminator)
-        optimizers = [
-            torch.optim.Adam(net.parameters(), lr=optim["lr"], betas=tuple(optim["betas"])) for net in networks
-        ]
-        schedule = ConstantThenLinearDecay(optim["constant_iterations"], optim["decay_iterations"])
+        optimizers = [torch.optim.Adam(net.parameters(), lr=optim.lr, betas=optim.betas) for net in networks]
+        schedule = ConstantThenLinearDecay(optim.constant_iterations, optim.decay_iterations)
         schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in optimizers]
         return optimizers, schedulers
 
@@ -138,16 +162,15 @@ class PoseTransferModule(pl.LightningModule):
         # with a 16-bit AMP grad scaler, non-finite gradients are expected: the scaler skips those steps
         if not self._grad_scaled and not _gradients_finite(network):
             raise self._diverged(f"a gradient of {name}")
-        clip = self.hparams.model.get("grad_clip")
-        if clip:
-            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        if self.grad_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
         optimizer.step()
 
     def _discriminator_loss(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
         return discriminator_loss(
             self.gan_loss(discriminator(real), True),
             self.gan_loss(discriminator(fake), False),
-            self.hparams.model["loss"]["lambda_gan"],
+            self.loss_options.lambda_gan,
         )
 
     @property
@@ -159,6 +182,13 @@ class PoseTransferModule(pl.LightningModule):
         self._rng_to_restore = None  # a new epoch: its seed decides, not the checkpoint's RNG
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._resumed:
+            # Lightning adds one to its logging step on restart unless it thinks the checkpoint was written
+            # after the count; from an epoch-end last.ckpt it guesses wrong and every CSV row moves one step.
+            # The step is the number of trained batches, which its restored progress counts exactly.
+            epoch_loop = self.trainer.fit_loop.epoch_loop
+            epoch_loop._batches_that_stepped = epoch_loop.batch_progress.total.completed
+            self._resumed = False
         # resumed mid-epoch (Lightning then skips on_train_epoch_start): continue the interrupted RNG stream
         if self._rng_to_restore is not None:
             torch.set_rng_state(self._rng_to_restore["torch"])
@@ -167,7 +197,7 @@ class PoseTransferModule(pl.LightningModule):
             self._rng_to_restore = None
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        loss_cfg = self.hparams.model["loss"]
+        loss = self.loss_options
         opt_generator, opt_appearance, opt_pose = self.optimizers()
         source, target = batch["source_image"], batch["target_image"]
         target_pose = batch["target_pose"]
@@ -184,9 +214,9 @@ class PoseTransferModule(pl.LightningModule):
             loss_perceptual,
             gan_pose,
             gan_appearance,
-            loss_cfg["lambda_l1"],
-            loss_cfg["lambda_perceptual"],
-            loss_cfg["lambda_gan"],
+            loss.lambda_l1,
+            loss.lambda_perceptual,
+            loss.lambda_gan,
         )
         self._step(opt_generator, loss_generator, "train/loss_generator", self.generator)
         self.untoggle_optimizer(opt_generator)
@@ -265,3 +295,4 @@ class PoseTransferModule(pl.LightningModule):
         self.pose_pool.load_state_dict(checkpoint["image_pools"]["pose"])
         self.appearance_pool.load_state_dict(checkpoint["image_pools"]["appearance"])
         self._rng_to_restore = checkpoint.get("rng_state")
+        self._resumed = True

@@ -103,3 +103,12 @@ def run(cfg: DictConfig, monkeypatch: pytest.MonkeyPatch) -> LossRecorder:
     )
     train_script.train(cfg)
     return recorder
+
+
+def logged_steps(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, train/l1) of every training row of a run's CSV log."""
+    import pandas as pd
+
+    table = pd.read_csv(run_dir / "logs" / "version_0" / "metrics.csv")
+    rows = table[table["train/l1"].notna()]
+    return list(zip(rows["step"].astype(int), rows["train/l1"].round(5)))

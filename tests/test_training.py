@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from _fake_data import make_dataset
-from _tiny_training import run, tiny_config
+from _tiny_training import logged_steps, run, tiny_config
 
 from emca.checkpoint import load_generator
 from emca.cli import find_user_error
@@ -67,6 +67,7 @@ def test_resume_continues_with_the_same_losses(data_root: Path, tmp_path: Path, 
     resumed_values = [value for _, *values in resumed.losses for value in values]
     full_values = [value for _, *values in full.losses[6:] for value in values]
     assert resumed_values == pytest.approx(full_values, rel=1e-5)
+    assert logged_steps(tmp_path / "resumed") == logged_steps(tmp_path / "full")[6:]
 
 
 class _RunsCode:

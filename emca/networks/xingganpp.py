@@ -18,7 +18,6 @@ same order, so the same parameter count and, from the same seed, the same weight
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from emca.networks.attention import CrossAttention
 from emca.networks.dense_fusion import DenseStageAggregation
 from emca.networks.generator import NUM_DOWNSAMPLING, XingBlock, XingGenerator
 from emca.networks.multiscale import FUSIONS, SCALE_KINDS, MultiScaleXingBlock, ScaleSpec
+from emca.options import parse
 
 
 @dataclass(frozen=True)
@@ -61,40 +61,11 @@ class DenseFusionOptions:
     enabled: bool = False
 
 
-def _check_type(field: str, value: Any, expected: type) -> None:
-    if expected is int and (isinstance(value, bool) or not isinstance(value, int)) or not isinstance(value, expected):
-        raise ConfigError(f"Config field 'model.generator.{field}' is {value!r}; expected a {expected.__name__}.")
-
-
 def parse_options(options_class: type, section: str, values: Mapping[str, Any] | bool | None) -> Any:
-    """A frozen options dataclass from a config mapping (``True`` / ``False`` for just ``enabled``), with
-    every field type-checked; unknown fields are a ConfigError naming them."""
+    """A frozen options dataclass from a config mapping (``True`` / ``False`` for just ``enabled``)."""
     if values is None or isinstance(values, bool):
         return options_class(enabled=bool(values))
-    if not isinstance(values, Mapping):
-        raise ConfigError(
-            f"Config field 'model.generator.{section}' is {values!r}; expected a mapping of "
-            f"{[field.name for field in dataclasses.fields(options_class)]}."
-        )
-    fields = {field.name: field for field in dataclasses.fields(options_class)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"Config field 'model.generator.{section}' has unknown keys {unknown}; expected some of {list(fields)}."
-        )
-    parsed = {}
-    for name, value in values.items():
-        default = fields[name].default
-        if isinstance(default, tuple):
-            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-                raise ConfigError(f"Config field 'model.generator.{section}.{name}' is {value!r}; expected a list.")
-            value = tuple(value)
-            for item in value:
-                _check_type(f"{section}.{name}", item, type(default[0]) if default else int)
-        else:
-            _check_type(f"{section}.{name}", value, type(default))
-        parsed[name] = value
-    return options_class(**parsed)
+    return parse(options_class, values, f"model.generator.{section}")
 
 
 def attention_scales(multi_scale: MultiScaleOptions) -> tuple[ScaleSpec, ...]:
