@@ -10,28 +10,43 @@ Examples:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import hydra
-import pytorch_lightning as pl
-from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import LearningRateMonitor
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from emca.build import build_datamodule
-from emca.checkpoint import SafeCheckpointIO, check_resumable, checkpoint_callbacks
 from emca.cli import user_errors
-from emca.config import OPTIMIZER_STEPS_PER_ITERATION, register_resolvers, to_plain
-from emca.errors import RunInterrupted
-from emca.progress import ProgressLog
+from emca.config import register_resolvers
 
 register_resolvers()
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Build data, module and trainer from ``cfg`` and fit; returns the final logged metrics."""
+    # torch and Lightning are imported here, not at the top, so `python train.py --help` answers at once
+    from pathlib import Path
+
+    import pytorch_lightning as pl
+    import torch
+    from hydra.utils import get_class, instantiate
+    from pytorch_lightning.callbacks import LearningRateMonitor
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from emca import checkpoint
+    from emca.build import build_datamodule
+    from emca.config import OPTIMIZER_STEPS_PER_ITERATION, to_plain
+    from emca.errors import ConfigError, RunInterrupted
+    from emca.progress import IterationProgressBar, ProgressLog
+
+    if cfg.threads is not None:
+        if isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int) or cfg.threads < 1:
+            raise ConfigError(f"Config field 'threads' is {cfg.threads!r}; expected a positive number of threads.")
+        torch.set_num_threads(cfg.threads)
+    if cfg.trainer.get("accelerator") == "gpu" and not torch.cuda.is_available():
+        raise ConfigError(
+            "trainer.accelerator=gpu, but torch sees no CUDA GPU on this machine. Add trainer=cpu to train on the "
+            "CPU (for a quick end-to-end check of real data on a CPU, also +smoke=true)."
+        )
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
     datamodule = build_datamodule(to_plain(cfg.data))
@@ -39,20 +54,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = module_class(
         model=to_plain(cfg.model), data=to_plain(cfg.data), weights_dir=cfg.weights_dir, seed=cfg.seed
     )
+    progress_bar = [IterationProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(run_dir),
         logger=instantiate(cfg.logger),
         callbacks=[
-            *checkpoint_callbacks(run_dir, cfg.checkpoint_every_n_iterations),
+            *checkpoint.checkpoint_callbacks(run_dir, cfg.checkpoint_every_n_iterations),
             LearningRateMonitor(logging_interval="step"),
             ProgressLog(cfg.progress_log_seconds),
+            *progress_bar,
             *(instantiate(callback) for callback in cfg.get("callbacks") or ()),
         ],  # e.g. experiment=ablation
-        plugins=[SafeCheckpointIO()],
+        plugins=[checkpoint.SafeCheckpointIO()],
     )
     if cfg.ckpt_path:
-        check_resumable(cfg.ckpt_path, module)
+        checkpoint.check_resumable(cfg.ckpt_path, module)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     except SIGTERMException as err:

@@ -275,7 +275,8 @@ class PoseTransferModule(pl.LightningModule):
             generated[:count],
             batch["target_image"][:count],
         )
-        path = Path(self.trainer.default_root_dir) / "samples" / f"step_{self.global_step:08d}.png"
+        iteration = self.global_step // OPTIMIZER_STEPS_PER_ITERATION
+        path = Path(self.trainer.default_root_dir) / "samples" / f"iteration_{iteration:07d}.png"
         atomic_save_image(sheet, path)
         if hasattr(self.logger, "log_image"):
             self.logger.log_image(key="samples", images=[str(path)], step=self.global_step)

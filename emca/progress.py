@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import TQDMProgressBar
 
 from emca.errors import ConfigError
 
@@ -79,3 +80,27 @@ class ProgressLog(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero and not trainer.sanity_checking:
             log.info(f"validation after iteration {self.iterations(trainer)[0]}: {_metrics(trainer, 'val/')}")
+
+
+class IterationProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar over the run's planned iterations ("iteration 240/800") instead of one bar per
+    epoch: emca bounds training by iterations, and an epoch bar said "Epoch 3/-1" while giving no end."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        done, planned = ProgressLog.iterations(trainer)
+        self.train_progress_bar = self.init_train_tqdm()
+        self.train_progress_bar.reset(total=planned)
+        self.train_progress_bar.initial = done  # a resumed run starts where it stopped
+        self.train_progress_bar.set_description("iteration")
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """One bar for the whole run: nothing to reset per epoch."""
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        done, planned = ProgressLog.iterations(trainer)
+        if self._should_update(done, planned or done):
+            self.train_progress_bar.n = done
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+            self.train_progress_bar.refresh()

@@ -10,6 +10,8 @@ from _fake_data import make_dataset
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from emca import checkpoint
+from emca.checkpoint import checkpoint_callbacks  # the original, whatever a test patches later
 from emca.config import register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,11 +97,10 @@ class LossRecorder(pl.Callback):
 def run(cfg: DictConfig, monkeypatch: pytest.MonkeyPatch) -> LossRecorder:
     """train.train with a LossRecorder added to the trainer's callbacks."""
     import train as train_script
-    from emca.checkpoint import checkpoint_callbacks
 
     recorder = LossRecorder()
     monkeypatch.setattr(
-        train_script, "checkpoint_callbacks", lambda run_dir, every: [*checkpoint_callbacks(run_dir, every), recorder]
+        checkpoint, "checkpoint_callbacks", lambda run_dir, every: [*checkpoint_callbacks(run_dir, every), recorder]
     )
     train_script.train(cfg)
     return recorder

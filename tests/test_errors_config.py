@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 from _fake_data import make_dataset
 from _tiny_training import tiny_config
 
@@ -51,7 +52,7 @@ def test_bad_value_names_the_field_before_training(
 ) -> None:
     field, expected = CASES[override]
     fitted = []
-    monkeypatch.setattr(train_script.pl.Trainer, "fit", lambda *args, **kwargs: fitted.append(True))
+    monkeypatch.setattr(pl.Trainer, "fit", lambda *args, **kwargs: fitted.append(True))
     with pytest.raises(SystemExit) as exit_info, user_errors():
         train_script.train(tiny_config(data_root, tmp_path / "run", override))
     assert exit_info.value.code == 2

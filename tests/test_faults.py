@@ -16,6 +16,7 @@ from _fake_data import make_dataset
 from _tiny_training import REPO, logged_steps, run, tiny_config, tiny_overrides
 
 import train as train_script
+from emca import checkpoint as checkpoint_module
 from emca.checkpoint import checkpoint_callbacks
 from emca.cli import find_user_error
 from emca.config import OPTIMIZER_STEPS_PER_ITERATION
@@ -110,7 +111,7 @@ def test_ctrl_c_writes_last_checkpoint(data_root: Path, tmp_path: Path, monkeypa
 
     cfg = tiny_config(data_root, tmp_path / "run")
     monkeypatch.setattr(
-        train_script,
+        checkpoint_module,
         "checkpoint_callbacks",
         lambda run_dir, every: [*checkpoint_callbacks(run_dir, every), SignalAt(4, int(signal.SIGINT))],
     )
@@ -136,14 +137,14 @@ def test_last_checkpoint_is_the_final_state_when_validation_plateaus(
 
 def test_last_checkpoint_on_an_iteration_interval(data_root: Path, tmp_path: Path, monkeypatch) -> None:
     written: list[int] = []
-    original = train_script.SafeCheckpointIO.save_checkpoint
+    original = checkpoint_module.SafeCheckpointIO.save_checkpoint
 
     def recording_save(self, checkpoint, path, storage_options=None):  # noqa: ANN001, ANN202
         if Path(path).name == "last.ckpt":
             written.append(checkpoint["global_step"] // OPTIMIZER_STEPS_PER_ITERATION)
         return original(self, checkpoint, path, storage_options)
 
-    monkeypatch.setattr(train_script.SafeCheckpointIO, "save_checkpoint", recording_save)
+    monkeypatch.setattr(checkpoint_module.SafeCheckpointIO, "save_checkpoint", recording_save)
     run(
         tiny_config(data_root, tmp_path / "run", "trainer.max_steps=15", "checkpoint_every_n_iterations=2"), monkeypatch
     )

@@ -45,7 +45,7 @@ def test_training_writes_checkpoints_and_samples(data_root: Path, tmp_path: Path
     assert all(torch.isfinite(torch.tensor(loss)) for _, loss, _ in recorder.losses)
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
-    assert list((run_dir / "samples").glob("step_*.png"))
+    assert list((run_dir / "samples").glob("iteration_*.png"))
     checkpoint = safe_torch_load(run_dir / "checkpoints" / "last.ckpt")
     assert isinstance(checkpoint["hyper_parameters"]["model"], dict)  # plain containers, not OmegaConf
     assert not any(key.startswith("perceptual_loss") for key in checkpoint["state_dict"])
