@@ -25,8 +25,11 @@ from emca.data.dataset import PRESETS, make_layout, validate_split
 def _synthetic(args: argparse.Namespace) -> None:
     from emca.data.synthetic import generate_synthetic_dataset  # only this command needs it
 
-    generate_synthetic_dataset(args.root, height=args.height, width=args.width, seed=args.seed)
-    print(f"Synthetic dataset written to {args.root}.")
+    layout = PRESETS[args.preset]
+    height = args.height or layout.height or 64
+    width = args.width or layout.width or 48
+    generate_synthetic_dataset(args.root, height=height, width=width, seed=args.seed, preset=args.preset)
+    print(f"Synthetic dataset ({height}x{width}, {args.preset} file names) written to {args.root}.")
 
 
 def _prepare(args: argparse.Namespace) -> None:
@@ -75,8 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     synthetic = commands.add_parser("synthetic", help="generate the synthetic dataset")
     synthetic.add_argument("root", type=Path)
-    synthetic.add_argument("--height", type=int, default=64)
-    synthetic.add_argument("--width", type=int, default=48)
+    synthetic.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="synthetic",
+        help="the file names and size of this dataset format (market, deepfashion: a stand-in for the real data)",
+    )
+    synthetic.add_argument("--height", type=int, default=None, help="default: the preset's (synthetic: 64)")
+    synthetic.add_argument("--width", type=int, default=None, help="default: the preset's (synthetic: 48)")
     synthetic.add_argument("--seed", type=int, default=0)
     synthetic.set_defaults(run=_synthetic)
 

@@ -35,6 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from emca.data.annotations import write_annotations, write_pairs
+from emca.data.dataset import make_layout
 from emca.data.keypoints import JOINT_NAMES, MISSING, REQUIRED_FOR_PAIRS, visible
 from emca.errors import ConfigError, DataError
 
@@ -547,8 +548,12 @@ def generate_synthetic_dataset(
     poses_per_identity: int = DEFAULT_POSES_PER_IDENTITY,
     background: str = "mixed",
     overwrite: bool = False,
+    preset: str = "synthetic",
 ) -> None:
     """Write a synthetic dataset in the PATN layout under ``root`` (see the module docstring).
+
+    ``preset`` picks the file names (``market``, ``deepfashion``): a stand-in dataset in a real dataset's
+    format, to check a real-data configuration end to end before the real data is at hand.
 
     Everything is written into a hidden directory beside ``root`` and renamed into place at the end,
     so an interrupted run never leaves a half-made dataset. An existing ``root`` is an error unless
@@ -560,6 +565,7 @@ def generate_synthetic_dataset(
         "poses_per_identity": poses_per_identity,
     }
     _check_arguments(height, width, seed, counts, background)
+    layout = make_layout(preset, height, width)
     root = Path(root)
     if root.is_file() or (root.is_dir() and any(root.iterdir()) and not overwrite):
         raise DataError(
@@ -580,7 +586,7 @@ def generate_synthetic_dataset(
             unit="img",
         ) as progress:
             for split, identities in splits.items():
-                (staging / split).mkdir()
+                layout.image_dir_path(staging, split).mkdir()
                 annotations: dict[str, np.ndarray] = {}
                 pairs: list[tuple[str, str]] = []
                 for identity in identities:
@@ -589,14 +595,14 @@ def generate_synthetic_dataset(
                     for pose, (image, keypoints) in enumerate(drawn):
                         name = image_name(identity, pose)
                         # no per-file atomic write: the whole directory is renamed into place at the end
-                        Image.fromarray(image).save(staging / split / name, format="PNG")
+                        Image.fromarray(image).save(layout.image_dir_path(staging, split) / name, format="PNG")
                         annotations[name] = keypoints
                         if visible(keypoints)[list(REQUIRED_FOR_PAIRS)].all():
                             usable.append(name)
                         progress.update()
                     pairs += [(source, target) for source in usable for target in usable if source != target]
-                write_annotations(staging / f"synthetic-annotation-{split}.csv", annotations)
-                write_pairs(staging / f"synthetic-pairs-{split}.csv", pairs)
+                write_annotations(layout.annotation_path(staging, split), annotations)
+                write_pairs(layout.pairs_path(staging, split), pairs)
         _move_into_place(staging, root)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
