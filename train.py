@@ -45,7 +45,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.trainer.get("accelerator") == "gpu" and not torch.cuda.is_available():
         raise ConfigError(
             "trainer.accelerator=gpu, but torch sees no CUDA GPU on this machine. Add trainer=cpu to train on the "
-            "CPU (for a quick end-to-end check of real data on a CPU, also +smoke=true)."
+            "CPU (for a quick end-to-end check of real data on a CPU, also +smoke=cpu)."
         )
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)

