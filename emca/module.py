@@ -41,11 +41,13 @@ class OptimOptions:
 
 
 @dataclass(frozen=True)
-class StabilityOptions:
-    """``model.ema_decay`` (an EMA generator for validation and export) and ``model.grad_clip`` (max norm)."""
+class TrainingOptions:
+    """``model.ema_decay`` (an EMA generator for validation and export), ``model.grad_clip`` (max norm) and
+    ``model.validation_white_padding`` (40 on DeepFashion: val/ssim then equals eval.py's PATN SSIM)."""
 
     ema_decay: float | None = bounded(None, kind=float, exclusive_minimum=0, exclusive_maximum=1)
     grad_clip: float | None = bounded(None, kind=float, exclusive_minimum=0)
+    validation_white_padding: int = bounded(0, minimum=0)
 
 
 class ConstantThenLinearDecay:
@@ -100,8 +102,12 @@ class PoseTransferModule(pl.LightningModule):
         # checked here, before any network is built, so a bad value is named by its config path
         self.loss_options = parse(LossOptions, model.get("loss"), "model.loss")
         self.optim_options = parse(OptimOptions, model.get("optim"), "model.optim")
-        stability = parse(StabilityOptions, {k: model.get(k) for k in ("ema_decay", "grad_clip")}, "model")
-        self.grad_clip = stability.grad_clip
+        options = parse(
+            TrainingOptions,
+            {k: model[k] for k in ("ema_decay", "grad_clip", "validation_white_padding") if k in model},
+            "model",
+        )
+        self.grad_clip = options.grad_clip
 
         self.generator = build_generator(model)
         image_channels = 3
@@ -109,8 +115,8 @@ class PoseTransferModule(pl.LightningModule):
         self.pose_discriminator = build_discriminator(model, image_channels + NUM_JOINTS)
         self.appearance_discriminator = build_discriminator(model, 2 * image_channels)
         self.generator_ema = (
-            AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(stability.ema_decay), use_buffers=True)
-            if stability.ema_decay
+            AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(options.ema_decay), use_buffers=True)
+            if options.ema_decay
             else None
         )
 
@@ -120,7 +126,7 @@ class PoseTransferModule(pl.LightningModule):
         self.pose_pool = ImagePool(loss.pool_size, seed=seed)
         self.appearance_pool = ImagePool(loss.pool_size, seed=seed + 1)
 
-        self.val_metrics = ValidationMetrics()
+        self.val_metrics = ValidationMetrics(options.validation_white_padding)
         self.sample_count = sample_count
         self._rng_to_restore: dict[str, Any] | None = None
         self._resumed = False

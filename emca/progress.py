@@ -79,7 +79,9 @@ class ProgressLog(pl.Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero and not trainer.sanity_checking:
-            log.info(f"validation after iteration {self.iterations(trainer)[0]}: {_metrics(trainer, 'val/')}")
+            metrics = getattr(pl_module, "val_metrics", None)
+            protocol = f" ({metrics.protocol})" if hasattr(metrics, "protocol") else ""
+            log.info(f"validation after iteration {self.iterations(trainer)[0]}{protocol}: {_metrics(trainer, 'val/')}")
 
 
 class IterationProgressBar(TQDMProgressBar):

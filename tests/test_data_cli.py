@@ -47,7 +47,7 @@ def test_synthetic_command_calls_the_generator(tmp_path: Path, monkeypatch: pyte
     fake = types.SimpleNamespace(generate_synthetic_dataset=lambda root, **kwargs: calls.append((root, kwargs)))
     monkeypatch.setitem(sys.modules, "emca.data.synthetic", fake)
     assert main(["synthetic", str(tmp_path), "--height", "48", "--width", "24", "--seed", "3"]) == 0
-    assert calls == [(tmp_path, {"height": 48, "width": 24, "seed": 3})]
+    assert calls == [(tmp_path, {"height": 48, "width": 24, "seed": 3, "preset": "synthetic"})]
 
 
 def test_module_entry_point(tmp_path: Path) -> None:

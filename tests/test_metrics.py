@@ -94,6 +94,23 @@ def test_validation_metrics_are_the_patn_ssim_of_the_saved_images(astronaut_pair
     assert metrics.compute()["ssim"].item() == pytest.approx(1.0)
 
 
+def test_validation_with_white_padding_equals_the_patn_deepfashion_ssim(astronaut_pairs):
+    """model.validation_white_padding=40: val/ssim is eval.py's DeepFashion SSIM (white 40 px each side)."""
+    metrics = ValidationMetrics(white_padding=40)
+    generated = np.stack([g for g, _ in astronaut_pairs])
+    target = np.stack([r for _, r in astronaut_pairs])
+    metrics.update(*(to_batch(*(x.astype(np.float32) / 127.5 - 1)) for x in (generated, target)))
+
+    def padded(image: np.ndarray) -> np.ndarray:
+        return np.pad(image, ((0, 0), (40, 40), (0, 0)), constant_values=255)
+
+    expected = np.mean([patn_ssim(padded(g), padded(r)) for g, r in zip(generated, target)])
+    unpadded = np.mean([patn_ssim(g, r) for g, r in zip(generated, target)])
+    assert metrics.compute()["ssim"].item() == pytest.approx(expected, abs=1e-6)
+    assert expected > unpadded + 0.01  # the padding inflates SSIM, which is why it is off by default
+    assert metrics.protocol == "PATN SSIM, 40 px white padding"
+
+
 @pytest.mark.parametrize(
     "window, data_range",
     [

@@ -346,7 +346,7 @@ def test_personalisation_end_to_end(tmp_path: Path) -> None:
     assert np.isfinite(metrics["train/loss"]) and "val/ssim" in metrics and "train/preservation" in metrics
     checkpoint = safe_torch_load(run_dir / "checkpoints" / "last.ckpt")  # weights_only
     assert isinstance(checkpoint["hyper_parameters"]["model"], dict)
-    assert checkpoint["global_step"] == 3  # saved after the epoch-end validation
+    assert checkpoint["global_step"] == 4  # last.ckpt is the final state: 4 iterations (3 per epoch)
     base_state = safe_torch_load(base_ckpt)["state_dict"]
     stored = checkpoint["state_dict"]
     assert torch.equal(

@@ -38,7 +38,9 @@ def test_training_writes_checkpoints_and_samples(data_root: Path, tmp_path: Path
         "iteration 2/3 (67 %)",
         "iteration 3/3 (100 %)",
     ]
-    assert len(progress) == 4 and progress[3].startswith("validation after iteration 3: val/l1 ")
+    assert len(progress) == 4 and progress[3].startswith(
+        "validation after iteration 3 (PATN SSIM, no white padding): val/l1 "
+    )
     assert "left; " in progress[0] and "train/l1 " in progress[0] and "val/ssim " in progress[-1]
     assert len(recorder.losses) == 3  # three iterations, three optimizer steps each
     assert [step for step, _, _ in recorder.losses] == [3, 6, 9]

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from emca.build import build_datamodule
 from emca.checkpoint import find_latest_checkpoint
@@ -26,9 +27,17 @@ from emca.metrics.images import (
     locate_generated,
 )
 from emca.metrics.inception import BACKBONE_RESIZE, InceptionBackbone
-from emca.metrics.protocol import FIDSpec, InceptionScoreSpec, parse_protocol
+from emca.metrics.protocol import FIDSpec, InceptionScoreSpec, MetricSpec, parse_protocol
 from emca.metrics.report import markdown_table, write_reports
-from emca.metrics.scoring import ReferenceStatistics, ScoringPairs, image_features, load_models, score
+from emca.metrics.scoring import (
+    COPY_SOURCE_SUFFIX,
+    ReferenceStatistics,
+    ScoreResult,
+    ScoringPairs,
+    image_features,
+    load_models,
+    score,
+)
 from emca.personalize.adapter import load_generator_with_adapter
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -97,6 +106,32 @@ def folder_reference_statistics(
         }
 
     return statistics
+
+
+def add_copy_source_baseline(
+    result: ScoreResult,
+    pairs: ScoringPairs,
+    pair_names: list[tuple[str, str]],
+    specs: tuple[MetricSpec, ...],
+    models: dict[str, nn.Module],
+    device: torch.device,
+    batch_size: int,
+    num_workers: int,
+) -> None:
+    """Score each pair's source image as if it were the generated one, under the same protocol, and put each
+    per-pair metric's ``<name>_copy_source`` right after it (FID's baseline comes from :func:`score`): the
+    floor a model has to beat, since a figure alone says little (an untrained model's mask-SSIM is high)."""
+    per_pair = [spec for spec in specs if not isinstance(spec, (FIDSpec, InceptionScoreSpec))]
+    if not per_pair or pairs.sources is None:
+        return
+    copies = ScoringPairs(pairs.sources, pairs.reference, pairs.target_keypoints, pairs.height, pairs.width)
+    baseline = score(copies, pair_names, per_pair, models, None, device, batch_size, num_workers).summary
+    summary = {}
+    for name, value in result.summary.items():
+        summary[name] = value
+        if name in baseline:
+            summary[name + COPY_SOURCE_SUFFIX] = baseline[name]
+    result.summary = summary
 
 
 def _protocol_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -168,7 +203,8 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
             f"batch_size must be a positive integer and num_workers 0 or more; got {batch_size!r} and {num_workers!r}."
         )
 
-    protocol = parse_protocol(_protocol_config(cfg), list(cfg["metrics"]), datamodule.preset)
+    protocol_config = _protocol_config(cfg)
+    protocol = parse_protocol(protocol_config, list(cfg["metrics"]), datamodule.preset)
     name_pattern = cfg.get("name_pattern") or DEFAULT_NAME_PATTERN
     if generator is not None:
         image_dir = out_dir / "images"
@@ -191,7 +227,7 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
         cfg.get("on_missing_weights", "skip"),
         trusted_sha256=cfg.get("fid_trust_sha256"),
     )
-    copy_source = cfg.get("fid_copy_source", True) and any(isinstance(s, FIDSpec) for s in protocol.metrics)
+    copy_source = bool(cfg.get("copy_source_baseline", True))
     pairs = ScoringPairs(
         generated,
         [dataset.image_dir / target for _, target in dataset.pairs],
@@ -217,6 +253,10 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
     )
     result = score(pairs, dataset.pairs, protocol.metrics, models, reference, device, batch_size, num_workers)
     result.skipped.update(skipped)
+    if copy_source:
+        add_copy_source_baseline(
+            result, pairs, dataset.pairs, protocol.metrics, models, device, batch_size, num_workers
+        )
 
     context = {
         "protocol": protocol.name,
@@ -230,6 +270,7 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
         },
         "images": images,
         "device": str(device),
+        "protocol_notes": list(protocol_config.get("notes") or []),
     }
     paths = write_reports(out_dir, result, context)
     print("\n" + markdown_table(result, context))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from emca.io import atomic_open, atomic_write_text
-from emca.metrics.scoring import ScoreResult
+from emca.metrics.scoring import COPY_SOURCE_SUFFIX, ScoreResult
 
 REPORT_FILES = ("metrics.json", "metrics.md", "per_image.csv")
 
@@ -42,13 +42,26 @@ def markdown_table(result: ScoreResult, context: dict[str, Any]) -> str:
         f"- dataset: {_line(context.get('dataset', {}))}",
         f"- images: {_line(context.get('images', {}))}",
         "",
-        "| metric | value | computed with |",
-        "| --- | --- | --- |",
+        "| metric | value | copy the source | computed with |",
+        "| --- | --- | --- | --- |",
     ]
     for name, value in result.summary.items():
-        lines.append(f"| {name} | {value:.4f} | {_how(result.details.get(name, {}))} |")
+        if name.endswith(COPY_SOURCE_SUFFIX):
+            continue
+        baseline = result.summary.get(name + COPY_SOURCE_SUFFIX)
+        shown = f"{baseline:.4f}" if baseline is not None else "-"
+        lines.append(f"| {name} | {value:.4f} | {shown} | {_how(result.details.get(name, {}))} |")
     for name in result.skipped:
-        lines.append(f"| {name} | skipped | see below |")
+        lines.append(f"| {name} | skipped | | see below |")
+    if any(name.endswith(COPY_SOURCE_SUFFIX) for name in result.summary):
+        lines += [
+            "",
+            "Copy the source: the same metric with each pair's source image in place of the generated one, the "
+            "floor a pose-transfer model has to beat.",
+        ]
+    if context.get("protocol_notes"):
+        lines += ["", "What this protocol does to the figures:"]
+        lines += [f"- {note}" for note in context["protocol_notes"]]
     if result.skipped:
         lines += ["", "Skipped metrics:"]
         lines += [f"- {name}: {reason}" for name, reason in result.skipped.items()]
