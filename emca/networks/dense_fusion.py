@@ -1,6 +1,6 @@
 """Densely connected co-attention fusion of XingGAN++: the fusion head reads every block, not the last.
 
-This project's reading of the 2025 paper (REFERENCE.md section 5): the appearance features of all K
+This project's reading of the 2025 paper (docs/xingganpp.md): the appearance features of all K
 blocks are concatenated and reduced back to C channels by a 1x1 convolution, the shape features
 (cat(appearance, shape), 2C each) likewise to 2C, and XingGAN's co-attention fusion head
 (emca.networks.generator.CoAttentionFusion, unchanged) turns the result into the 20 candidates and 21

@@ -1,6 +1,6 @@
 """Enhanced attention (EA) of XingGAN++: refining a correlation matrix before its softmax.
 
-This project's reading of the 2025 paper (its body is not available; REFERENCE.md section 5): each
+This project's reading of the 2025 paper (its body is not available; docs/xingganpp.md): each
 query's correlations with the keys are computed independently and are noisy, so EA lets the queries
 agree on them first, as the attention-in-attention module of AiATrack does. For a correlation matrix
 E = query @ key^T (B, N, M):

@@ -1,6 +1,6 @@
 """Multi-scale cross-attention blocks of XingGAN++ (EMSA and EMAS).
 
-This project's reading of the 2025 paper (its body is not available; REFERENCE.md section 5): the SA
+This project's reading of the 2025 paper (its body is not available; docs/xingganpp.md): the SA
 (shape-guided appearance, "EMSA") and AS (appearance-guided shape, "EMAS") cross-attention of a Xing
 block runs over several scales and sub-regions at once, and their results are fused:
 

@@ -1,6 +1,6 @@
 """The XingGAN++ generator: XingGAN with multi-scale cross-attention, enhanced attention and dense fusion.
 
-This project's reading of the 2025 paper (its body is not available; REFERENCE.md section 5), one
+This project's reading of the 2025 paper (its body is not available; docs/xingganpp.md), one
 switch per addition in ``model.generator`` (conf/model/emca.yaml):
 
 - ``multi_scale``: the blocks' SA / AS attention over full resolution, pooled key/value pyramid levels
