@@ -76,6 +76,7 @@ def collect_runs(sweep_dir: str | Path) -> pd.DataFrame:
                 **{column: metrics.get(key) for column, (key, _) in METRICS.items()},
                 "parameters": summary.get("generator_parameters"),
                 "step_seconds": summary.get("mean_step_seconds"),
+                "iterations": summary.get("iterations"),
                 "run_dir": str(path.parent),
             }
         )
@@ -134,13 +135,34 @@ def bar_chart(summary: pd.DataFrame, path: str | Path) -> None:
     save_figure(figure, path)
 
 
+# fewer iterations than this and a table says more about initialisation than about the variants
+MEANINGFUL_ITERATIONS = 100
+
+
+def length_note(runs: pd.DataFrame) -> str:
+    """How long the runs trained; a loud warning when they were too short to compare (e.g. a fast_dev_run)."""
+    if "iterations" not in runs or runs["iterations"].isna().all():
+        return ""
+    shortest, longest = int(runs["iterations"].min()), int(runs["iterations"].max())
+    span = f"{shortest}" if shortest == longest else f"{shortest} to {longest}"
+    note = f"Each run trained {span} iterations.\n\n"
+    if shortest < MEANINGFUL_ITERATIONS:
+        note += (
+            f"**Warning: runs of {shortest} iterations are a check that the sweep runs, not a comparison; "
+            "their figures mostly reflect the initialisation.**\n\n"
+        )
+    return note
+
+
 def gather(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
     """Write ablation.md, ablation.png and ablation_runs.csv for a sweep; returns their paths."""
     out_dir = Path(out_dir or sweep_dir)
     runs = collect_runs(sweep_dir)
     summary = summarise(runs)
     paths = {name: out_dir / name for name in ("ablation.md", "ablation.png", "ablation_runs.csv")}
-    atomic_write_text(paths["ablation.md"], f"# Ablation: {Path(sweep_dir)}\n\n" + markdown_table(summary))
+    atomic_write_text(
+        paths["ablation.md"], f"# Ablation: {Path(sweep_dir)}\n\n" + length_note(runs) + markdown_table(summary)
+    )
     bar_chart(summary, paths["ablation.png"])
     atomic_write_text(paths["ablation_runs.csv"], runs.to_csv(index=False))
     return paths

@@ -72,6 +72,7 @@ def test_sweep_runs_every_variant_and_seed(tmp_path: Path) -> None:
     assert rows == ["variant", *VARIANTS]
     with Image.open(paths["ablation.png"]) as chart:
         assert chart.format == "PNG"
+    assert "Each run trained 1 iterations." in table and "**Warning: runs of 1 iterations" in table
 
 
 def write_run(sweep: Path, variant: str, seed: int, ssim: float, l1: float, lpips: float | None = None) -> None:
@@ -121,6 +122,7 @@ def test_gather_reports_mean_and_std_over_seeds(tmp_path: Path) -> None:
     table = (out / "ablation.md").read_text()
     assert "| full | 2 | 0.6000 ± 0.1414 | 0.2250 ± 0.0354 | 0.2000 ± 0.1414 | 1,004 | 1.000 |" in table
     assert "FID" not in table
+    assert "Each run trained 5 iterations." in table and "**Warning: runs of 5 iterations" in table
     assert (out / "ablation.png").is_file() and (out / "ablation_runs.csv").read_text().count(
         "\n"
     ) == 1 + 5  # header, runs

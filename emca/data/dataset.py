@@ -22,7 +22,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from tqdm import tqdm
@@ -262,7 +261,8 @@ def _unit_pixels(image: Image.Image, path: Path) -> torch.Tensor:
             f"Image '{path}' has floating-point samples (PIL mode 'F'), whose range is unknown; expected an "
             "8-bit or 16-bit image. Convert it to 8-bit RGB."
         )
-    return TF.to_tensor(image.convert("RGB"))
+    # as torchvision's to_tensor (uint8 / 255 in float32), without importing torchvision (seconds at start-up)
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
 
 
 def _decode_image(path: Path) -> torch.Tensor:
