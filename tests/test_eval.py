@@ -251,10 +251,10 @@ def test_fid_reference_statistics_are_cached_and_reused(data_root: Path, tmp_pat
     assert details["reference_images"] == 6 and details["statistics_from_cache"] is False
     assert details["weights_sha256"] == "0" * 64 and Path(details["statistics_cache"]).is_file()
     calls_first = TinyInception.calls
-    assert calls_first == 18  # 6 generated + 6 reference + 6 distinct source images
+    assert calls_first == 24  # 6 generated + 6 reference + 6 distinct source + 6 distinct target images
     second = evaluate(cfg, generator=mirror_generator)
     assert second["settings"]["fid"]["statistics_from_cache"] is True
-    assert TinyInception.calls - calls_first == 12  # the generated and source images again, not the reference
+    assert TinyInception.calls - calls_first == 18  # generated, sources and targets again, not the reference
     assert second["metrics"]["fid"] == pytest.approx(first["metrics"]["fid"], rel=1e-9)
 
     # the copy-the-source baseline: the sources' features, one per pair, against the training images
@@ -266,13 +266,20 @@ def test_fid_reference_statistics_are_cached_and_reused(data_root: Path, tmp_pat
 
     sources = features_of(data_root / "test", [source for source, _ in dataset.pairs])
     train = features_of(data_root / "train", sorted(p.name for p in (data_root / "train").glob("*.png")))
-    cov_sources, cov_train = np.cov(sources, rowvar=False), np.cov(train, rowvar=False)
-    root = scipy.linalg.sqrtm(cov_sources @ cov_train).real
-    expected = ((sources.mean(0) - train.mean(0)) ** 2).sum() + np.trace(cov_sources + cov_train - 2 * root)
-    assert second["metrics"]["fid_copy_source"] == pytest.approx(expected, rel=1e-6)
-    assert list(second["metrics"]) == ["fid", "fid_copy_source"]
+    targets = features_of(data_root / "test", [target for _, target in dataset.pairs])
+
+    def scipy_fid(features: np.ndarray) -> float:
+        cov, cov_train = np.cov(features, rowvar=False), np.cov(train, rowvar=False)
+        root = scipy.linalg.sqrtm(cov @ cov_train).real
+        return ((features.mean(0) - train.mean(0)) ** 2).sum() + np.trace(cov + cov_train - 2 * root)
+
     fid = second["metrics"]
-    assert f"| fid | {fid['fid']:.4f} | {fid['fid_copy_source']:.4f} |" in (tmp_path / "run" / "metrics.md").read_text()
+    assert fid["fid_copy_source"] == pytest.approx(scipy_fid(sources), rel=1e-6)
+    # the ceiling: the real targets, one per pair, in place of the generated images
+    assert fid["fid_ground_truth"] == pytest.approx(scipy_fid(targets), rel=1e-6)
+    assert list(fid) == ["fid", "fid_copy_source", "fid_ground_truth"]
+    row = f"| fid | {fid['fid']:.4f} | {fid['fid_copy_source']:.4f} | {fid['fid_ground_truth']:.4f} |"
+    assert row in (tmp_path / "run" / "metrics.md").read_text()
     without = evaluate(
         eval_config(data_root, tmp_path / "run", "metrics=[fid]", "copy_source_baseline=false"), mirror_generator
     )

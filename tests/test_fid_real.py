@@ -225,7 +225,12 @@ def test_eval_fid_of_generated_images_equals_the_raw_torchscript_computation(dat
     by_name = dict(zip((p.name for p in split_files(data_root, "test")), targets))
     sources = np.stack([by_name[source] for source, _ in pairs])  # one per pair, as copying would generate
     assert metrics["fid_test_copy_source"] == pytest.approx(frechet_distance(stats(sources), stats(targets)), rel=1e-4)
-    assert list(metrics) == ["fid_test", "fid_test_copy_source"] and evaluated["skipped"] == {}
+    targets_per_pair = np.stack([by_name[target] for _, target in pairs])
+    assert metrics["fid_test_ground_truth"] == pytest.approx(
+        frechet_distance(stats(targets_per_pair), stats(targets)), rel=1e-4
+    )
+    assert list(metrics) == ["fid_test", "fid_test_copy_source", "fid_test_ground_truth"]
+    assert evaluated["skipped"] == {}
     # what metrics.json records: the network file, its checksum, how images were resized and scaled
     fid = settings["fid_test"]
     assert fid["backbone"] == "tf-torchscript" and fid["weights_sha256"] == KNOWN_SHA256

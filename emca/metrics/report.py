@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from emca.io import atomic_open, atomic_write_text
-from emca.metrics.scoring import COPY_SOURCE_SUFFIX, ScoreResult
+from emca.metrics.scoring import COPY_SOURCE_SUFFIX, GROUND_TRUTH_SUFFIX, ScoreResult
 
 REPORT_FILES = ("metrics.json", "metrics.md", "per_image.csv")
 
@@ -42,22 +42,29 @@ def markdown_table(result: ScoreResult, context: dict[str, Any]) -> str:
         f"- dataset: {_line(context.get('dataset', {}))}",
         f"- images: {_line(context.get('images', {}))}",
         "",
-        "| metric | value | copy the source | computed with |",
-        "| --- | --- | --- | --- |",
+        "| metric | value | copy the source | ground truth | computed with |",
+        "| --- | --- | --- | --- | --- |",
     ]
+
+    def cell(value: float | None) -> str:
+        return f"{value:.4f}" if value is not None else "-"
+
     for name, value in result.summary.items():
-        if name.endswith(COPY_SOURCE_SUFFIX):
+        if name.endswith((COPY_SOURCE_SUFFIX, GROUND_TRUTH_SUFFIX)):
             continue
-        baseline = result.summary.get(name + COPY_SOURCE_SUFFIX)
-        shown = f"{baseline:.4f}" if baseline is not None else "-"
-        lines.append(f"| {name} | {value:.4f} | {shown} | {_how(result.details.get(name, {}))} |")
+        baseline, ceiling = (result.summary.get(name + suffix) for suffix in (COPY_SOURCE_SUFFIX, GROUND_TRUTH_SUFFIX))
+        lines.append(
+            f"| {name} | {value:.4f} | {cell(baseline)} | {cell(ceiling)} | {_how(result.details.get(name, {}))} |"
+        )
     for name in result.skipped:
-        lines.append(f"| {name} | skipped | | see below |")
+        lines.append(f"| {name} | skipped | | | see below |")
     if any(name.endswith(COPY_SOURCE_SUFFIX) for name in result.summary):
         lines += [
             "",
             "Copy the source: the same metric with each pair's source image in place of the generated one, the "
-            "floor a pose-transfer model has to beat.",
+            "floor a pose-transfer model has to beat. Ground truth: the real target images in place of the "
+            "generated ones, what a perfect model would score (shown where it is not trivially perfect, as it is "
+            "for the per-pair metrics: SSIM 1, L1 0).",
         ]
     if context.get("protocol_notes"):
         lines += ["", "What this protocol does to the figures:"]

@@ -48,6 +48,7 @@ from emca.metrics.ssim import generated_range, pad_white, structural_similarity
 
 ON_MISSING_WEIGHTS = ("skip", "error")
 COPY_SOURCE_SUFFIX = "_copy_source"
+GROUND_TRUTH_SUFFIX = "_ground_truth"
 # (statistics of the reference set, facts about it for the report) for a FID metric and its backbone
 ReferenceStatistics = Callable[[FIDSpec, InceptionBackbone], tuple[FeatureStatistics, dict[str, Any]]]
 
@@ -233,23 +234,29 @@ def _per_image(
     raise TypeError(f"{type(spec).__name__} is not a per-image metric")
 
 
-def _source_features(
-    pairs: ScoringPairs, backbone: InceptionBackbone, batch_size: int, num_workers: int, device: torch.device
+def _per_pair_features(
+    paths: Sequence[Path],
+    what: str,
+    pairs: ScoringPairs,
+    backbone: InceptionBackbone,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
 ) -> torch.Tensor:
-    """Features of each pair's source image (every distinct file runs through the network once)."""
-    distinct = list(dict.fromkeys(pairs.sources))
+    """Features of one image per pair (a source or a target; every distinct file runs through the network once)."""
+    distinct = list(dict.fromkeys(paths))
     features = image_features(
         backbone,
         distinct,
         pairs.height,
         pairs.width,
-        f"FID copy-the-source baseline ({len(distinct)} source images)",
+        f"FID {what} ({len(distinct)} images)",
         batch_size,
         num_workers,
         device,
     )
     position = {path: index for index, path in enumerate(distinct)}
-    return features[[position[path] for path in pairs.sources]]
+    return features[[position[path] for path in paths]]
 
 
 def score(
@@ -323,8 +330,12 @@ def score(
             )
             if pairs.sources is not None:
                 if spec.backbone not in source_features:
-                    source_features[spec.backbone] = _source_features(pairs, backbone, batch_size, num_workers, device)
-                baseline = FeatureStatistics.from_features(source_features[spec.backbone])
+                    source_features[spec.backbone] = tuple(
+                        _per_pair_features(paths, what, pairs, backbone, batch_size, num_workers, device)
+                        for paths, what in ((pairs.sources, "copy-the-source baseline"), (pairs.reference, "ceiling"))
+                    )
+                sources, targets = source_features[spec.backbone]
+                baseline = FeatureStatistics.from_features(sources)
                 summary[spec.name + COPY_SOURCE_SUFFIX] = frechet_distance(baseline, reference_stats)
                 details[spec.name + COPY_SOURCE_SUFFIX] = {
                     "type": "fid",
@@ -335,6 +346,15 @@ def score(
                     "baseline_of": spec.name,
                     "generated_images": baseline.count,
                     "distinct_source_images": len(set(pairs.sources)),
+                }
+                # the real targets in place of the generated images: what a perfect model would score
+                summary[spec.name + GROUND_TRUTH_SUFFIX] = frechet_distance(
+                    FeatureStatistics.from_features(targets), reference_stats
+                )
+                details[spec.name + GROUND_TRUTH_SUFFIX] = {
+                    "type": "fid",
+                    "description": f"ceiling of {spec.name}: each pair's real target image, same network and reference",
+                    "baseline_of": spec.name,
                 }
         else:
             mean, std = inception_score(torch.cat(inception_outputs[spec.name]), spec.splits)
