@@ -101,6 +101,18 @@ def find_latest_checkpoint(root: str | os.PathLike = "outputs/train", name: str 
     return candidates[-1] if candidates else None
 
 
+def shape_differences(stored: dict[str, Any], expected: dict[str, Any], stored_in: str, expected_in: str) -> list[str]:
+    """Every parameter that one of two {name: shape} tables lacks or sizes differently, in words."""
+    differences = [f"'{n}' is missing from {stored_in}" for n in expected if n not in stored]
+    differences += [f"'{n}' is not in {expected_in}" for n in stored if n not in expected]
+    differences += [
+        f"'{n}' has shape {list(stored[n])} in {stored_in} but {list(expected[n])} in {expected_in}"
+        for n in expected
+        if n in stored and list(stored[n]) != list(expected[n])
+    ]
+    return differences
+
+
 def check_resumable(ckpt_path: str | os.PathLike, module: nn.Module) -> None:
     """Refuse, naming the first difference, a checkpoint whose weights do not fit ``module``; and clear the
     temporaries a killed writer left beside it."""
@@ -108,13 +120,7 @@ def check_resumable(ckpt_path: str | os.PathLike, module: nn.Module) -> None:
     remove_stale_temporaries(Path(ckpt_path).parent, ".ckpt")
     stored = {name: tuple(t.shape) for name, t in checkpoint["state_dict"].items()}
     expected = {name: tuple(t.shape) for name, t in module.state_dict().items()}
-    differences = [f"'{n}' is missing from the checkpoint" for n in expected if n not in stored]
-    differences += [f"'{n}' is not in this model" for n in stored if n not in expected]
-    differences += [
-        f"'{n}' has shape {list(stored[n])} in the checkpoint but {list(expected[n])} here"
-        for n in expected
-        if n in stored and stored[n] != expected[n]
-    ]
+    differences = shape_differences(stored, expected, "the checkpoint", "this model")
     if differences:
         raise CheckpointError(
             f"ckpt_path='{ckpt_path}' was written by a model of another architecture than this config builds "

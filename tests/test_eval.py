@@ -96,6 +96,19 @@ def test_generate_test_pairs_writes_one_lossless_png_per_pair(data_root: Path, t
         generate_test_pairs(mirror_generator, dataset, tmp_path / "jpg", name_pattern="{from_stem}___{to_stem}.jpg")
 
 
+def patn_ssim(reference: np.ndarray, image: np.ndarray) -> float:
+    """skimage's SSIM with the PATN scripts' settings (data range of the scored image)."""
+    return skimage_ssim(
+        reference,
+        image,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        channel_axis=-1,
+        data_range=image.max() - image.min(),
+    )
+
+
 def test_evaluate_generator_writes_reports_and_records_skipped_metrics(data_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     document = evaluate(eval_config(data_root, out), generator=mirror_generator)
@@ -124,30 +137,10 @@ def test_evaluate_generator_writes_reports_and_records_skipped_metrics(data_root
     first = table.iloc[0]
     generated = np.asarray(Image.open(out / "images" / first["file"]))
     reference = np.asarray(Image.open(data_root / "test" / first["to"]))
-    expected = skimage_ssim(
-        reference,
-        generated,
-        gaussian_weights=True,
-        sigma=1.5,
-        use_sample_covariance=False,
-        channel_axis=-1,
-        data_range=generated.max() - generated.min(),
-    )
-    assert first["ssim"] == pytest.approx(expected, abs=1e-6)
+    assert first["ssim"] == pytest.approx(patn_ssim(reference, generated), abs=1e-6)
     assert stored["metrics"]["ssim"] == pytest.approx(table["ssim"].mean(), abs=1e-9)
 
     # copy the source: the same SSIM with each pair's source image in place of the generated one
-    def patn_ssim(reference: np.ndarray, image: np.ndarray) -> float:
-        return skimage_ssim(
-            reference,
-            image,
-            gaussian_weights=True,
-            sigma=1.5,
-            use_sample_covariance=False,
-            channel_axis=-1,
-            data_range=image.max() - image.min(),
-        )
-
     copies = [
         patn_ssim(np.asarray(Image.open(data_root / "test" / to)), np.asarray(Image.open(data_root / "test" / frm)))
         for frm, to in zip(table["from"], table["to"])

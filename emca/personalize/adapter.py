@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from emca.checkpoint import load_generator
+from emca.checkpoint import load_generator, shape_differences
 from emca.errors import CheckpointError
 from emca.io import atomic_torch_save, safe_torch_load
 from emca.personalize.moa import PersonalizedGenerator
@@ -133,13 +133,7 @@ def check_fits(
     trained_on, here = adapter["base"]["parameter_shapes"], fingerprint["parameter_shapes"]
     if trained_on == here:
         return
-    differences = [f"'{name}' is missing from the base" for name in trained_on if name not in here]
-    differences += [f"'{name}' is not in the adapter's base" for name in here if name not in trained_on]
-    differences += [
-        f"'{name}' has shape {here[name]} here but {trained_on[name]} in the adapter's base"
-        for name in trained_on
-        if name in here and here[name] != trained_on[name]
-    ]
+    differences = shape_differences(here, trained_on, "this base", "the adapter's base")
     trained_generator = adapter["base"]["model"].get("generator", {})
     raise CheckpointError(
         f"Adapter '{adapter_path}' was trained on a base generator of a different architecture than "
