@@ -50,6 +50,9 @@ def train_command(data_root: Path, run_dir: Path, *overrides: str) -> subprocess
         text=True,
         timeout=600,
         env={**os.environ, "PYTHONPATH": str(TESTS)},
+        # a job started in the background (as CI may start the suite) inherits SIGINT ignored, and Python then
+        # never turns it into KeyboardInterrupt: give the run the default handling a terminal would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
