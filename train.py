@@ -73,7 +73,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     except SIGTERMException as err:
-        last = run_dir / "checkpoints" / "last.ckpt"
+        last = checkpoint.last_checkpoint(run_dir)
         saved = f"'{last}' holds the state it reached" if last.is_file() else "no checkpoint had been written yet"
         raise RunInterrupted(
             f"Training was stopped by SIGTERM at iteration {trainer.global_step // OPTIMIZER_STEPS_PER_ITERATION}; "

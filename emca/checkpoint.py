@@ -141,11 +141,16 @@ class InterruptCheckpoint(Checkpoint):
             trainer.save_checkpoint(self.path)
 
 
+def last_checkpoint(run_dir: str | os.PathLike) -> Path:
+    """Where a run keeps its newest state (see :func:`checkpoint_callbacks`)."""
+    return Path(run_dir) / "checkpoints" / "last.ckpt"
+
+
 def checkpoint_callbacks(run_dir: Path, every_n_iterations: int | None) -> list[Checkpoint]:
     """``best.ckpt`` by validation SSIM; ``last.ckpt``, the state after the last epoch (and every
     ``every_n_iterations`` iterations when set) and at an interruption. Both are overwritten in place,
     atomically (:class:`SafeCheckpointIO`)."""
-    folder = run_dir / "checkpoints"
+    folder = last_checkpoint(run_dir).parent
     # no monitor: the newest state is kept, whatever the validation score did
     latest = {"dirpath": folder, "filename": "last", "save_top_k": 1, "enable_version_counter": False}
     callbacks: list[Checkpoint] = [
@@ -153,7 +158,7 @@ def checkpoint_callbacks(run_dir: Path, every_n_iterations: int | None) -> list[
             dirpath=folder, filename="best", monitor="val/ssim", mode="max", save_top_k=1, enable_version_counter=False
         ),
         ModelCheckpoint(**latest, every_n_epochs=1, save_on_train_epoch_end=True),
-        InterruptCheckpoint(folder / "last.ckpt"),
+        InterruptCheckpoint(last_checkpoint(run_dir)),
     ]
     if every_n_iterations:  # Lightning takes one trigger per callback, and counts optimizer steps
         every_n_steps = every_n_iterations * OPTIMIZER_STEPS_PER_ITERATION

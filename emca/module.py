@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from emca.build import build_discriminator, build_generator
+from emca.checkpoint import last_checkpoint
 from emca.config import OPTIMIZER_STEPS_PER_ITERATION
 from emca.data.keypoints import NUM_JOINTS
 from emca.errors import TrainingDiverged
@@ -151,7 +152,7 @@ class PoseTransferModule(pl.LightningModule):
 
     def _diverged(self, what: str) -> TrainingDiverged:
         """The error that stops a run whose loss or gradients stopped being finite."""
-        last = Path(self.trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        last = last_checkpoint(self.trainer.default_root_dir)
         saved = f"The last good checkpoint is '{last}'." if last.is_file() else "No checkpoint was written yet."
         return TrainingDiverged(
             f"Training diverged at iteration {self.global_step // OPTIMIZER_STEPS_PER_ITERATION + 1}: {what} is not "
