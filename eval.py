@@ -16,16 +16,13 @@ import hydra
 from omegaconf import DictConfig
 
 from emca.cli import user_errors
-from emca.config import register_resolvers
-
-register_resolvers()
 
 
 # absolute, so that the entry point also works when imported (tests run it in-process)
 @hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parent / "conf"), config_name="eval")
 def main(cfg: DictConfig) -> None:
     # imported here, not at the top, so `python eval.py --help` answers without loading torch
-    from emca.metrics.evaluate import evaluate
+    from emca.evaluate import evaluate
 
     with user_errors():
         evaluate(cfg)

@@ -16,9 +16,6 @@ import hydra
 from omegaconf import DictConfig
 
 from emca.cli import user_errors
-from emca.config import register_resolvers
-
-register_resolvers()
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -38,6 +35,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from emca.errors import ConfigError, RunInterrupted
     from emca.progress import IterationProgressBar, ProgressLog
 
+    if cfg.trainer.get("max_steps") is not None:
+        raise ConfigError(
+            f"trainer.max_steps is {cfg.trainer.max_steps!r}, but the Trainer's step budget comes from the model's "
+            "schedule (the module's max_optimizer_steps), so it cannot be set. Remove trainer.max_steps and set the "
+            "iterations instead: model.optim.constant_iterations and model.optim.decay_iterations "
+            "(experiment=personalize: model.optim.iterations)."
+        )
     if cfg.threads is not None:
         if isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int) or cfg.threads < 1:
             raise ConfigError(f"Config field 'threads' is {cfg.threads!r}; expected a positive number of threads.")
@@ -57,6 +61,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     progress_bar = [IterationProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
+        # the module owns its step budget: Lightning counts optimizer steps, which the module knows per iteration
+        max_steps=module.max_optimizer_steps,
         default_root_dir=str(run_dir),
         logger=instantiate(cfg.logger),
         callbacks=[
@@ -64,8 +70,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             LearningRateMonitor(logging_interval="step"),
             ProgressLog(cfg.progress_log_seconds),
             *progress_bar,
-            *(instantiate(callback) for callback in cfg.get("callbacks") or ()),
-        ],  # e.g. experiment=ablation
+            *(instantiate(callback) for callback in cfg.callbacks or ()),  # conf/train.yaml: callbacks
+        ],
         plugins=[checkpoint.SafeCheckpointIO()],
     )
     if cfg.ckpt_path:

@@ -26,7 +26,7 @@ from torch import Tensor
 from emca.checkpoint import find_latest_checkpoint
 from emca.data.dataset import PoseTransferDataset, make_layout
 from emca.data.keypoints import visible
-from emca.metrics.evaluate import evaluate
+from emca.evaluate import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@
 
 1. Generates the synthetic dataset (default identities, 32x24 images so that a base trains in a few CPU
    minutes) and trains a base model on its training identities (by default the reduced XingGAN of
-   conf/model/xinggan_small.yaml with its settings, ``--base-model emca_small`` for XingGAN++; 800
+   conf/model/xinggan_small.yaml with its settings, ``--base-model xingganpp_small`` for XingGAN++; 800
    iterations, one CPU thread) unless ``--base-ckpt`` is given.
 2. Picks the held-out test identity with the most texture on the person (mean absolute Laplacian inside the
    person masks) and renders it with ``emca.data.synthetic.render_identity`` in ``--photos`` + ``--held-out``
@@ -44,7 +44,7 @@ from emca.data.synthetic import (
     generate_synthetic_dataset,
     render_identity,
 )
-from emca.metrics.generate import to_uint8
+from emca.metrics.images import to_uint8
 from emca.personalize.adapter import adapter_path_in, load_personalized_generator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--base-ckpt", type=Path, help="a base trained on the default synthetic dataset")
     parser.add_argument("--base-iterations", type=int, default=800)
     parser.add_argument(
-        "--base-model", default="xinggan_small", help="conf/model/ preset of the base (e.g. emca_small: XingGAN++)"
+        "--base-model", default="xinggan_small", help="conf/model/ preset of the base (e.g. xingganpp_small: XingGAN++)"
     )
     parser.add_argument("--batch-size", type=int, default=8, help="base training batch size")
     parser.add_argument("--height", type=int, default=32)

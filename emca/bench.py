@@ -2,7 +2,7 @@
 
 For each backend (reference, sdpa, fused) and XingGAN attention shape (both directions stacked on the
 batch axis, so batch 2B; Dk = 32, Dv = 256) it reports the median forward time (no grad), the median
-forward+backward time (gradients of query, key, value, residual and gamma) and, on a GPU, the peak
+forward+backward time (gradients of query, key and value) and, on a GPU, the peak
 memory each allocates beyond its inputs (torch.cuda.max_memory_allocated). On the CPU, memory is not
 measured and the fused backend is skipped: its Triton kernels need a CUDA GPU (the CPU interpreter is a
 correctness tool, far too slow to time). Results go to a table and, atomically, to a JSON file.
@@ -22,12 +22,12 @@ import torch
 from rich import box
 from rich.console import Console
 from rich.table import Table
-from torch import Tensor
+from torch import Tensor, nn
 
 from emca.cli import user_errors
 from emca.errors import ConfigError
 from emca.io import atomic_write_text
-from emca.networks.attention import CrossAttention, ReferenceAttention, SDPAttention
+from emca.networks.attention import FusedAttention, ReferenceAttention, SDPAttention
 
 KEY_WIDTH = 32
 VALUE_WIDTH = 256
@@ -50,16 +50,10 @@ SHAPES = {
 }
 
 
-def _fused_backend() -> CrossAttention:
-    from emca_fused import FusedAttention
-
-    return FusedAttention()
-
-
-BACKENDS: dict[str, Callable[[], CrossAttention]] = {
+BACKENDS: dict[str, Callable[[], nn.Module]] = {
     "reference": ReferenceAttention,
     "sdpa": SDPAttention,
-    "fused": _fused_backend,
+    "fused": FusedAttention,
 }
 
 
@@ -77,12 +71,12 @@ class Measurement:
 
 
 def attention_inputs(shape: AttentionShape, dtype: torch.dtype, device: torch.device) -> list[Tensor]:
-    """query (2B, N, 32), key (2B, N, 32), value (2B, N, 256), residual (2B, N, 256), gamma (), all leaves
-    requiring grad; scaled like 1x1-conv projections of normalised features."""
+    """query (2B, N, 32), key (2B, N, 32), value (2B, N, 256), all leaves requiring grad; scaled like 1x1-conv
+    projections of normalised features."""
     rows = 2 * shape.batch
-    widths = (KEY_WIDTH, KEY_WIDTH, VALUE_WIDTH, VALUE_WIDTH)
+    widths = (KEY_WIDTH, KEY_WIDTH, VALUE_WIDTH)
     tensors = [torch.randn(rows, shape.tokens, width, device=device).mul_(width**-0.25).to(dtype) for width in widths]
-    return [t.requires_grad_() for t in tensors] + [torch.tensor(0.5, device=device, requires_grad=True)]
+    return [t.requires_grad_() for t in tensors]
 
 
 def _synchronize(device: torch.device) -> None:
@@ -133,7 +127,7 @@ def measure(
     try:
         backend = BACKENDS[backend_name]().to(device)
         inputs = attention_inputs(shape, dtype, device)
-        grad_output = torch.randn_like(inputs[3])
+        grad_output = torch.randn_like(inputs[2])
 
         def forward() -> Tensor:
             with torch.no_grad():

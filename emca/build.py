@@ -16,41 +16,41 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
+from emca.data.batch import IMAGE_CHANNELS
 from emca.data.datamodule import PoseTransferDataModule
+from emca.data.keypoints import NUM_JOINTS
 from emca.errors import CheckpointError, ConfigError, EmcaError
-from emca.networks.attention import ReferenceAttention, SDPAttention
-from emca.networks.discriminator import ResnetDiscriminator
+from emca.networks.attention import FusedAttention, ReferenceAttention, SDPAttention
+from emca.networks.discriminator import DiscriminatorPair, ResnetDiscriminator
 from emca.networks.generator import XingGenerator
-from emca.networks.xingganpp import XingGANPlusPlusGenerator
+from emca.networks.xingganpp import (
+    DenseFusionOptions,
+    EnhancedAttentionOptions,
+    MultiScaleOptions,
+    XingGANPlusPlusGenerator,
+)
+from emca.options import parse
 from emca.personalize.data import SubjectDataModule
-
-
-def _fused_attention() -> type:
-    # imported on demand: the kernel package needs Triton, which is optional and slow to import
-    from emca_fused import FusedAttention
-
-    return FusedAttention
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One buildable class (or, for an optional package, a function that imports it), the constructor
-    arguments emca supplies itself (modules, channel counts), which a config may never set, and the ranges
-    of its numeric options."""
+    """One buildable class, the constructor arguments emca supplies itself (modules, channel counts), which
+    a config may never set, and the ranges of its numeric options."""
 
-    cls: type | Callable[[], type]
+    cls: type
     injected: tuple[str, ...] = ()
     # numeric options and their (lowest, highest) allowed values, checked before the class is called
     ranges: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
-
-    def load(self) -> type:
-        return self.cls if isinstance(self.cls, type) else self.cls()
+    # options that are option groups: parsed (types, ranges, unknown keys) into these dataclasses, a bare
+    # true / false meaning just their ``enabled`` field
+    groups: Mapping[str, type] = dataclasses.field(default_factory=dict)
 
 
 # kind -> {_target_ as written in conf/: entry}. Adding an architecture means adding a line here.
@@ -63,23 +63,30 @@ _GENERATOR_RANGES = {
 REGISTRY: dict[str, dict[str, Entry]] = {
     "generator": {
         "emca.networks.generator.XingGenerator": Entry(
-            XingGenerator, ("attention", "block_factory"), _GENERATOR_RANGES
+            XingGenerator, ("attention", "attention_factory"), _GENERATOR_RANGES
         ),
         "emca.networks.xingganpp.XingGANPlusPlusGenerator": Entry(
-            XingGANPlusPlusGenerator, ("attention",), _GENERATOR_RANGES
+            XingGANPlusPlusGenerator,
+            ("attention",),
+            _GENERATOR_RANGES,
+            {
+                "multi_scale": MultiScaleOptions,
+                "enhanced_attention": EnhancedAttentionOptions,
+                "dense_fusion": DenseFusionOptions,
+            },
         ),
     },
     "discriminator": {
         "emca.networks.discriminator.ResnetDiscriminator": Entry(
             ResnetDiscriminator,
-            ("input_channels",),
+            ("image_channels", "condition_channels"),
             {"ndf": (1, math.inf), "num_blocks": (0, math.inf), "dropout": (0, 1)},
         ),
     },
     "attention": {
         "emca.networks.attention.ReferenceAttention": Entry(ReferenceAttention),
         "emca.networks.attention.SDPAttention": Entry(SDPAttention),
-        "emca_fused.FusedAttention": Entry(_fused_attention),
+        "emca.networks.attention.FusedAttention": Entry(FusedAttention),
     },
     "data": {
         "emca.data.datamodule.PoseTransferDataModule": Entry(PoseTransferDataModule),
@@ -147,7 +154,7 @@ def build(kind: str, config: Mapping[str, Any], field: str, source: str | None =
     entry = known[target]
     options = {key: value for key, value in config.items() if key != "_target_"}
     _check_plain(options, source, field)
-    cls = entry.load()
+    cls = entry.cls
     parameters = inspect.signature(cls.__init__).parameters
     accepted = [name for name in parameters if name != "self" and name not in entry.injected]
     for name in options:
@@ -165,6 +172,14 @@ def build(kind: str, config: Mapping[str, Any], field: str, source: str | None =
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not lowest <= value <= highest:
             span = f">= {lowest}" if highest == math.inf else f"in [{lowest}, {highest}]"
             raise _error(source, f"{_where(source, f'{field}.{name}')} is {value!r}; expected a number {span}.")
+    for name, group in entry.groups.items():
+        if name in options:
+            value = options[name]
+            values = {"enabled": value} if isinstance(value, bool) else value
+            try:
+                options[name] = parse(group, values, f"{field}.{name}")
+            except ConfigError as err:
+                raise _error(source, f"'{source}': {err}" if source else str(err)) from err
     try:
         return cls(**options, **injected)
     except EmcaError as err:
@@ -184,11 +199,23 @@ def build_generator(model: Mapping[str, Any], source: str | None = None) -> nn.M
     return build("generator", model["generator"], "model.generator", source, attention=attention)
 
 
-def build_discriminator(model: Mapping[str, Any], input_channels: int, source: str | None = None) -> nn.Module:
-    """A discriminator of a model config's ``discriminator`` entry that reads ``input_channels`` channels."""
+def build_discriminators(model: Mapping[str, Any], source: str | None = None) -> DiscriminatorPair:
+    """D_PB (conditioned on the 18 pose heatmaps) and D_PP (on the source image) of a model config's
+    ``discriminator`` entry, both judging RGB images."""
     if "discriminator" not in model:
         raise _error(source, f"{_where(source, 'model')}: the model config has no 'discriminator' entry.")
-    return build("discriminator", model["discriminator"], "model.discriminator", source, input_channels=input_channels)
+
+    def judge(condition_channels: int) -> nn.Module:
+        return build(
+            "discriminator",
+            model["discriminator"],
+            "model.discriminator",
+            source,
+            image_channels=IMAGE_CHANNELS,
+            condition_channels=condition_channels,
+        )
+
+    return DiscriminatorPair(pose=judge(NUM_JOINTS), appearance=judge(IMAGE_CHANNELS))
 
 
 def build_datamodule(data: Mapping[str, Any], source: str | None = None) -> Any:

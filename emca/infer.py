@@ -47,8 +47,7 @@ from emca.data.keypoints import JOINT_NAMES, MISSING, NUM_JOINTS, REQUIRED_FOR_P
 from emca.data.openpose import openpose_keypoints, read_json
 from emca.errors import ConfigError, DataError, EmcaError
 from emca.io import atomic_save_image
-from emca.metrics.generate import to_uint8
-from emca.metrics.images import DEFAULT_NAME_PATTERN, pair_file_name
+from emca.metrics.images import DEFAULT_NAME_PATTERN, pair_file_name, to_uint8
 from emca.personalize.adapter import load_generator_with_adapter
 from emca.pose.extract import IMAGE_SUFFIXES, PoseExtractor, read_photo, read_photo_size
 from emca.pose.framing import FIT_MODES, fit_to_model, plan_framing, transform_keypoints

@@ -1,9 +1,8 @@
-"""XingGAN training losses, as released.
+"""XingGAN training losses, as released: :class:`PoseTransferLoss` is the whole objective.
 
 Generator: lambda_A * L1(fake, P2) + lambda_B * L1 between VGG19 relu1_2 features (ImageNet-normalised)
-+ lambda_GAN * (GAN_PB + GAN_PP) / 2, see :func:`generator_loss` (L1 itself is
-``torch.nn.functional.l1_loss``). Each discriminator: 0.5 * lambda_GAN * (real + fake), see
-:func:`discriminator_loss`. The fake images a discriminator sees may come from an :class:`ImagePool`.
++ lambda_GAN * (GAN_PB + GAN_PP) / 2. Each discriminator: 0.5 * lambda_GAN * (real + fake). The fake
+images a discriminator sees may come from an :class:`ImagePool`.
 """
 
 from __future__ import annotations
@@ -16,7 +15,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
+from emca.data.batch import PoseTransferBatch
 from emca.errors import CheckpointError, ConfigError, WeightsError
+from emca.networks.discriminator import DiscriminatorPair
 from emca.options import bounded
 from emca.weights import WEIGHT_FILES, load_state_dict
 
@@ -120,32 +121,60 @@ class GANLoss(nn.Module):
         return F.binary_cross_entropy_with_logits(prediction, target)
 
 
-def generator_loss(
-    l1: Tensor,
-    perceptual: Tensor | None,
-    gan_shape: Tensor,
-    gan_appearance: Tensor,
-    lambda_l1: float,
-    lambda_perceptual: float,
-    lambda_gan: float,
-) -> Tensor:
-    """lambda_l1 * l1 + lambda_perceptual * perceptual + lambda_gan * (gan_shape + gan_appearance) / 2.
+class PoseTransferLoss(nn.Module):
+    """XingGAN's objective, used by training (emca.module) and personalisation (emca.personalize.module).
 
-    ``gan_shape`` is D_PB's loss on the fake, ``gan_appearance`` D_PP's; ``perceptual`` may be None only
-    when lambda_perceptual is 0 (no VGG loaded).
+    Generator: lambda_l1 * L1(generated, target) + lambda_perceptual * perceptual
+    + lambda_gan * (GAN_pose + GAN_appearance) / 2, the GAN terms being each discriminator's loss on the
+    generated image judged real. Each discriminator: 0.5 * lambda_gan * (real + fake); the official code
+    weights the discriminators' loss by lambda_GAN too. The VGG19 perceptual loss is only built (and its
+    weights only needed) when lambda_perceptual > 0.
     """
-    total = lambda_l1 * l1 + lambda_gan * (gan_shape + gan_appearance) / 2
-    if perceptual is not None:
-        return total + lambda_perceptual * perceptual
-    if lambda_perceptual != 0:
-        raise ValueError(f"lambda_perceptual is {lambda_perceptual} but no perceptual loss was given")
-    return total
 
+    def __init__(self, options: LossOptions, weights_dir: str | os.PathLike | None = None) -> None:
+        super().__init__()
+        self.options = options
+        self.gan = GANLoss(options.gan_mode)
+        self.perceptual = PerceptualLoss(weights_dir) if options.lambda_perceptual > 0 else None
 
-def discriminator_loss(loss_real: Tensor, loss_fake: Tensor, lambda_gan: float) -> Tensor:
-    """0.5 * lambda_gan * (loss_real + loss_fake); the official code weights the discriminators' loss
-    by lambda_GAN too."""
-    return 0.5 * lambda_gan * (loss_real + loss_fake)
+    def adversarial(
+        self, discriminators: DiscriminatorPair, generated: Tensor, batch: PoseTransferBatch
+    ) -> dict[str, Tensor]:
+        """The generator's GAN terms: each discriminator's loss on ``generated`` (B, 3, H, W) judged real."""
+        return {
+            "gan_pose": self.gan(discriminators.pose(generated, batch.target_pose), True),
+            "gan_appearance": self.gan(discriminators.appearance(generated, batch.source_image), True),
+        }
+
+    def generator_terms(
+        self, discriminators: DiscriminatorPair, generated: Tensor, batch: PoseTransferBatch
+    ) -> dict[str, Tensor]:
+        """Every term of the generator's loss and their weighted sum, ``loss_generator``."""
+        options = self.options
+        terms = {"l1": F.l1_loss(generated, batch.target_image), **self.adversarial(discriminators, generated, batch)}
+        total = options.lambda_l1 * terms["l1"] + options.lambda_gan * (terms["gan_pose"] + terms["gan_appearance"]) / 2
+        if self.perceptual is not None:
+            terms["perceptual"] = self.perceptual(generated, batch.target_image)
+            total = total + options.lambda_perceptual * terms["perceptual"]
+        return {**terms, "loss_generator": total}
+
+    def discriminator_loss(
+        self,
+        discriminator: nn.Module,
+        real_image: Tensor,
+        generated: Tensor,
+        condition: Tensor,
+        pool: ImagePool | None = None,
+    ) -> Tensor:
+        """One discriminator's loss on (real_image, condition) against (generated, condition); the fake
+        pair may be exchanged for an older one from ``pool``. Images (B, 3, H, W), condition (B, C, H, W)."""
+        fake_pair = torch.cat((generated.detach(), condition), 1)
+        if pool is not None:
+            fake_pair = pool.query(fake_pair)
+        fake_image, fake_condition = fake_pair.split((generated.shape[1], condition.shape[1]), 1)
+        loss_real = self.gan(discriminator(real_image, condition), True)
+        loss_fake = self.gan(discriminator(fake_image, fake_condition), False)
+        return 0.5 * self.options.lambda_gan * (loss_real + loss_fake)
 
 
 class ImagePool:

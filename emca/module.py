@@ -14,18 +14,17 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from lightning_fabric.utilities.seed import seed_everything
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from emca.build import build_discriminator, build_generator
+from emca.build import build_discriminators, build_generator
 from emca.checkpoint import last_checkpoint
 from emca.config import OPTIMIZER_STEPS_PER_ITERATION
-from emca.data.keypoints import NUM_JOINTS
+from emca.data.batch import PoseTransferBatch
 from emca.errors import TrainingDiverged
 from emca.io import atomic_save_image
-from emca.losses import GANLoss, ImagePool, LossOptions, PerceptualLoss, discriminator_loss, generator_loss
+from emca.losses import ImagePool, LossOptions, PoseTransferLoss
 from emca.metrics.validation import ValidationMetrics
 from emca.options import bounded, parse
 from emca.visualize import pose_transfer_sheet
@@ -75,8 +74,28 @@ def _gradients_finite(network: nn.Module) -> bool:
     return bool(torch.stack([g.isfinite().all() for g in gradients]).all())
 
 
-class PoseTransferModule(pl.LightningModule):
-    """Trains ``model['generator']`` against D_PB and D_PP.
+class GeneratorModule(pl.LightningModule):
+    """What both of emca's LightningModules share: validation of the generator ``self(...)`` returns.
+
+    Subclasses set ``self.val_metrics`` (a :class:`~emca.metrics.validation.ValidationMetrics`) and define
+    ``forward(source_image, source_pose, target_pose)``. Logged as ``val/<metric>`` after each validation.
+    """
+
+    val_metrics: ValidationMetrics
+
+    def validation_step(self, batch: PoseTransferBatch, batch_idx: int) -> Tensor:
+        generated = self(batch.source_image, batch.source_pose, batch.target_pose)
+        self.val_metrics.update(generated, batch.target_image)
+        return generated
+
+    def on_validation_epoch_end(self) -> None:
+        results = self.val_metrics.compute()
+        self.log_dict({f"val/{name}": value for name, value in results.items()}, prog_bar=True, sync_dist=True)
+        self.val_metrics.reset()
+
+
+class PoseTransferModule(GeneratorModule):
+    """Trains ``model['generator']`` against D_PB and D_PP (``discriminators.pose`` / ``.appearance``).
 
     Args:
         model: the model config as plain containers (``generator``, ``attention``, ``discriminator``,
@@ -111,21 +130,16 @@ class PoseTransferModule(pl.LightningModule):
         self.grad_clip = options.grad_clip
 
         self.generator = build_generator(model)
-        image_channels = 3
-        # D_PB judges shape consistency (image + target pose), D_PP appearance consistency (image + source)
-        self.pose_discriminator = build_discriminator(model, image_channels + NUM_JOINTS)
-        self.appearance_discriminator = build_discriminator(model, 2 * image_channels)
+        self.discriminators = build_discriminators(model)
         self.generator_ema = (
             AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(options.ema_decay), use_buffers=True)
             if options.ema_decay
             else None
         )
 
-        loss = self.loss_options
-        self.gan_loss = GANLoss(loss.gan_mode)
-        self.perceptual_loss = PerceptualLoss(weights_dir=weights_dir) if loss.lambda_perceptual > 0 else None
-        self.pose_pool = ImagePool(loss.pool_size, seed=seed)
-        self.appearance_pool = ImagePool(loss.pool_size, seed=seed + 1)
+        self.loss = PoseTransferLoss(self.loss_options, weights_dir)
+        self.pose_pool = ImagePool(self.loss_options.pool_size, seed=seed)
+        self.appearance_pool = ImagePool(self.loss_options.pool_size, seed=seed + 1)
 
         self.val_metrics = ValidationMetrics(options.validation_white_padding)
         self.sample_count = sample_count
@@ -142,9 +156,16 @@ class PoseTransferModule(pl.LightningModule):
         return self.inference_generator(source_image, source_pose, target_pose)
 
     # ---- optimisation ---------------------------------------------------------------------------------
+    @property
+    def max_optimizer_steps(self) -> int:
+        """The trainer's step budget: the schedule's iterations, each stepping G, D_PP and D_PB (Lightning
+        counts every optimizer.step() under manual optimisation)."""
+        optim = self.optim_options
+        return OPTIMIZER_STEPS_PER_ITERATION * (optim.constant_iterations + optim.decay_iterations)
+
     def configure_optimizers(self) -> tuple[list, list]:
         optim = self.optim_options
-        networks = (self.generator, self.appearance_discriminator, self.pose_discriminator)
+        networks = (self.generator, self.discriminators.appearance, self.discriminators.pose)
         optimizers = [torch.optim.Adam(net.parameters(), lr=optim.lr, betas=optim.betas) for net in networks]
         schedule = ConstantThenLinearDecay(optim.constant_iterations, optim.decay_iterations)
         schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in optimizers]
@@ -173,13 +194,6 @@ class PoseTransferModule(pl.LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
         optimizer.step()
 
-    def _discriminator_loss(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-        return discriminator_loss(
-            self.gan_loss(discriminator(real), True),
-            self.gan_loss(discriminator(fake), False),
-            self.loss_options.lambda_gan,
-        )
-
     @property
     def _grad_scaled(self) -> bool:
         return getattr(self.trainer.precision_plugin, "scaler", None) is not None
@@ -203,84 +217,48 @@ class PoseTransferModule(pl.LightningModule):
                 torch.cuda.set_rng_state_all(self._rng_to_restore["cuda"])
             self._rng_to_restore = None
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        loss = self.loss_options
+    def training_step(self, batch: PoseTransferBatch, batch_idx: int) -> None:
         opt_generator, opt_appearance, opt_pose = self.optimizers()
-        source, target = batch["source_image"], batch["target_image"]
-        target_pose = batch["target_pose"]
+        discriminators = self.discriminators
 
         # generator step; toggle_optimizer freezes the discriminators so they collect no gradients
         self.toggle_optimizer(opt_generator)
-        generated = self.generator(source, batch["source_pose"], target_pose)
-        loss_l1 = F.l1_loss(generated, target)
-        loss_perceptual = self.perceptual_loss(generated, target) if self.perceptual_loss is not None else None
-        gan_pose = self.gan_loss(self.pose_discriminator(torch.cat([generated, target_pose], 1)), True)
-        gan_appearance = self.gan_loss(self.appearance_discriminator(torch.cat([generated, source], 1)), True)
-        loss_generator = generator_loss(
-            loss_l1,
-            loss_perceptual,
-            gan_pose,
-            gan_appearance,
-            loss.lambda_l1,
-            loss.lambda_perceptual,
-            loss.lambda_gan,
-        )
-        self._step(opt_generator, loss_generator, "train/loss_generator", self.generator)
+        generated = self.generator(batch.source_image, batch.source_pose, batch.target_pose)
+        terms = self.loss.generator_terms(discriminators, generated, batch)
+        self._step(opt_generator, terms["loss_generator"], "train/loss_generator", self.generator)
         self.untoggle_optimizer(opt_generator)
         if self.generator_ema is not None:
             self.generator_ema.update_parameters(self.generator)
 
-        generated = generated.detach()
-        fake_appearance = self.appearance_pool.query(torch.cat([generated, source], 1))
-        loss_appearance = self._discriminator_loss(
-            self.appearance_discriminator, torch.cat([target, source], 1), fake_appearance
+        loss_appearance = self.loss.discriminator_loss(
+            discriminators.appearance, batch.target_image, generated, batch.source_image, self.appearance_pool
         )
-        self._step(opt_appearance, loss_appearance, "train/loss_d_appearance", self.appearance_discriminator)
-
-        fake_pose = self.pose_pool.query(torch.cat([generated, target_pose], 1))
-        loss_pose = self._discriminator_loss(self.pose_discriminator, torch.cat([target, target_pose], 1), fake_pose)
-        self._step(opt_pose, loss_pose, "train/loss_d_pose", self.pose_discriminator)
+        self._step(opt_appearance, loss_appearance, "train/loss_d_appearance", discriminators.appearance)
+        loss_pose = self.loss.discriminator_loss(
+            discriminators.pose, batch.target_image, generated, batch.target_pose, self.pose_pool
+        )
+        self._step(opt_pose, loss_pose, "train/loss_d_pose", discriminators.pose)
 
         for scheduler in self.lr_schedulers():
             scheduler.step()
-        self.log_dict(
-            {
-                "train/loss_generator": loss_generator,
-                "train/gan_pose": gan_pose,
-                "train/gan_appearance": gan_appearance,
-                "train/loss_d_appearance": loss_appearance,
-                "train/loss_d_pose": loss_pose,
-            },
-            batch_size=source.shape[0],
-        )
-        self.log("train/l1", loss_l1, prog_bar=True, batch_size=source.shape[0])
-        if loss_perceptual is not None:
-            self.log("train/perceptual", loss_perceptual, batch_size=source.shape[0])
+        logged = {f"train/{name}": value for name, value in terms.items() if name != "l1"}
+        logged |= {"train/loss_d_appearance": loss_appearance, "train/loss_d_pose": loss_pose}
+        self.log_dict(logged, batch_size=len(batch))
+        self.log("train/l1", terms["l1"], prog_bar=True, batch_size=len(batch))
 
     # ---- validation -------------------------------------------------------------------------------------
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        generated = self(batch["source_image"], batch["source_pose"], batch["target_pose"])
-        target = batch["target_image"]
-        self.val_metrics.update(generated, target)
+    def validation_step(self, batch: PoseTransferBatch, batch_idx: int) -> Tensor:
+        generated = super().validation_step(batch, batch_idx)
         if batch_idx == 0:
-            self._write_sample_grid(batch, generated)
+            self._write_sample_grid(batch.head(self.sample_count), generated[: self.sample_count])
+        return generated
 
-    def on_validation_epoch_end(self) -> None:
-        results = self.val_metrics.compute()
-        self.log_dict({f"val/{name}": value for name, value in results.items()}, prog_bar=True, sync_dist=True)
-        self.val_metrics.reset()
-
-    def _write_sample_grid(self, batch: dict[str, Any], generated: Tensor) -> None:
+    def _write_sample_grid(self, batch: PoseTransferBatch, generated: Tensor) -> None:
         """Rows of source | source pose | target pose | generated | target, saved as PNG and logged."""
         if not self.trainer.is_global_zero:
             return
-        count = min(self.sample_count, generated.shape[0])
         sheet = pose_transfer_sheet(
-            batch["source_image"][:count],
-            batch["source_keypoints"][:count],
-            batch["target_keypoints"][:count],
-            generated[:count],
-            batch["target_image"][:count],
+            batch.source_image, batch.source_keypoints, batch.target_keypoints, generated, batch.target_image
         )
         iteration = self.global_step // OPTIMIZER_STEPS_PER_ITERATION
         path = Path(self.trainer.default_root_dir) / "samples" / f"iteration_{iteration:07d}.png"

@@ -27,10 +27,11 @@ def bounded(
     exclusive_maximum: float | None = None,
     choices: tuple[str, ...] | None = None,
     length: int | None = None,
+    distinct: bool = False,
     kind: type | None = None,
 ) -> Any:
-    """A dataclass field with a range, a set of choices or (for a list) a length; ``kind`` gives the type of
-    a field whose default is None (None then stays allowed)."""
+    """A dataclass field with a range, a set of choices or (for a list) a length and distinct items; ``kind``
+    gives the type of a field whose default is None (None then stays allowed)."""
     metadata = {
         "minimum": minimum,
         "maximum": maximum,
@@ -38,6 +39,7 @@ def bounded(
         "exclusive_maximum": exclusive_maximum,
         "choices": choices,
         "length": length,
+        "distinct": distinct,
         "kind": kind,
     }
     return dataclasses.field(default=default, metadata=metadata)
@@ -95,8 +97,10 @@ def parse(options_class: type[Options], values: Mapping[str, Any] | None, path: 
             length = field.metadata.get("length")
             if length is not None and len(value) != length:
                 raise ConfigError(f"Config field '{path}.{name}' is {list(value)}; expected {length} values.")
-            kind = type(default[0]) if default else int
+            kind = field.metadata.get("kind") or type(default[0])
             value = tuple(_scalar(item, kind, f"{path}.{name}[{i}]", field) for i, item in enumerate(value))
+            if field.metadata.get("distinct") and len(set(value)) != len(value):
+                raise ConfigError(f"Config field '{path}.{name}' is {list(value)}; expected distinct values.")
         elif default is None:
             if value is not None:
                 value = _scalar(value, field.metadata["kind"], f"{path}.{name}", field)

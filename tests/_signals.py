@@ -1,6 +1,6 @@
 """A callback that signals its own process at a given iteration: a cluster scheduler's SIGTERM, on cue.
 
-Used by the fault tests through the training config (``+callbacks=[{_target_: _signals.SignalAt, ...}]``).
+Used by the fault tests through the training config (``callbacks=[{_target_: _signals.SignalAt, ...}]``).
 """
 
 from __future__ import annotations

@@ -12,10 +12,9 @@ from omegaconf import DictConfig
 
 from emca import checkpoint
 from emca.checkpoint import checkpoint_callbacks  # the original, whatever a test patches later
-from emca.config import register_resolvers
+from emca.config import OPTIMIZER_STEPS_PER_ITERATION
 
 REPO = Path(__file__).resolve().parents[1]
-register_resolvers()
 
 
 def tiny_overrides(data_root: Path, run_dir: Path) -> list[str]:
@@ -41,6 +40,29 @@ def tiny_overrides(data_root: Path, run_dir: Path) -> list[str]:
     ]
 
 
+def iterations(count: int) -> tuple[str, str]:
+    """Overrides that train the tiny config for ``count`` <= 6 iterations, all at the constant learning rate:
+    exactly the first ``count`` iterations of its 6 + 6 schedule (the module takes its step budget from it)."""
+    assert count <= 6, "beyond the constant phase the learning rates would differ from the full schedule's"
+    return f"model.optim.constant_iterations={count}", "model.optim.decay_iterations=0"
+
+
+class StopAt(pl.Callback):
+    """Stops training after ``iteration`` iterations, the schedule unchanged: a run cut short, to be resumed."""
+
+    def __init__(self, iteration: int) -> None:
+        self.iteration = iteration
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if trainer.global_step >= self.iteration * OPTIMIZER_STEPS_PER_ITERATION:
+            trainer.should_stop = True
+
+
+def stop_at(iteration: int) -> str:
+    """The override that adds a :class:`StopAt` callback (conf/train.yaml's ``callbacks``)."""
+    return f"callbacks=[{{_target_:_tiny_training.StopAt,iteration:{iteration}}}]"
+
+
 def tiny_config(data_root: Path, run_dir: Path, *overrides: str) -> DictConfig:
     """The tiny training config (:func:`tiny_overrides`) with ``overrides`` on top."""
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
@@ -55,7 +77,7 @@ def tiny_checkpoint(workdir: Path, *overrides: str) -> Path:
     if not data_root.exists():
         make_dataset(data_root, height=32, width=16)
     run_dir = workdir / "run"
-    train_script.train(tiny_config(data_root, run_dir, "trainer.max_steps=9", *overrides))
+    train_script.train(tiny_config(data_root, run_dir, *iterations(3), *overrides))
     return run_dir / "checkpoints" / "last.ckpt"
 
 

@@ -13,6 +13,7 @@ from _fake_data import make_dataset, make_split, random_image
 from PIL import Image
 
 from emca.data.annotations import write_annotations, write_pairs
+from emca.data.batch import PoseTransferBatch
 from emca.data.datamodule import PoseTransferDataModule
 from emca.data.dataset import PoseTransferDataset, make_layout, select_pairs, validate_split
 from emca.data.keypoints import JOINT_NAMES, pose_heatmaps
@@ -176,10 +177,11 @@ def test_datamodule_loaders(dataset_root: Path) -> None:
     module.prepare_data()
     module.setup("fit")
     batch = next(iter(module.train_dataloader()))
-    assert batch["source_image"].shape == (4, 3, 32, 16)
-    assert batch["target_pose"].shape == (4, 18, 32, 16)
-    assert batch["source_keypoints"].shape == (4, 18, 2)
-    assert len(batch["source_name"]) == 4
+    assert isinstance(batch, PoseTransferBatch) and len(batch) == 4
+    assert batch.source_image.shape == batch.target_image.shape == (4, 3, 32, 16)
+    assert batch.source_pose.shape == batch.target_pose.shape == (4, 18, 32, 16)
+    assert batch.source_keypoints.shape == (4, 18, 2) and batch.source_keypoints.dtype == torch.int64
+    assert len(batch.source_name) == len(batch.target_name) == 4 and batch.target_mask is None
     assert len(module.train_dataloader()) == 3  # 12 pairs / 4, last partial batch dropped
     test_pairs = PoseTransferDataset(dataset_root, LAYOUT, "test").pairs  # 3 people x 2 images -> 6 pairs
     assert module.val_dataset.pairs == [test_pairs[0], test_pairs[2], test_pairs[4]]
@@ -189,7 +191,7 @@ def test_datamodule_loaders(dataset_root: Path) -> None:
     orders = []
     for seed in (7, 7, 8):
         torch.manual_seed(seed)
-        orders.append([name for batch in module.train_dataloader() for name in batch["source_name"]])
+        orders.append([name for batch in module.train_dataloader() for name in batch.source_name])
     assert orders[0] == orders[1], "the same global seed gives the same shuffle"
     assert orders[0] != orders[2], "the training loader shuffles"
 

@@ -109,7 +109,7 @@ def refusal(call: Callable[[], Any], capsys: pytest.CaptureFixture) -> str:
 
 
 def eval_call(checkpoint: Path, out_dir: Path) -> Callable[[], Any]:
-    from emca.metrics.evaluate import evaluate
+    from emca.evaluate import evaluate
 
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
         cfg = compose("eval", overrides=[f"ckpt_path={checkpoint}", f"out_dir={out_dir}", "metrics=[ssim]"])
@@ -187,7 +187,7 @@ def test_unknown_option_and_injected_argument_are_refused(base: Path, tmp_path: 
     checkpoint = safe_torch_load(base)
     for section, value, expected in (
         ("model.generator.colour", 3, "model.generator.colour"),
-        ("model.generator.block_factory", "os.system", "emca sets it itself"),
+        ("model.generator.attention_factory", "os.system", "emca sets it itself"),
         ("model.generator.ngf", [1, {"x": torch.ones(1)}], "'model.generator.ngf[1].x': expected a plain value"),
     ):
         evil = tmp_path / "evil.ckpt"

@@ -43,6 +43,8 @@ CASES = {
     "+model.generator.colour=3": ("'model.generator.colour'", "no option 'colour'"),
     "data.val_subset=0": ("data.val_subset", "got 0"),
     "data.batch_size=0": ("data.batch_size", "an integer >= 1; got 0"),
+    # the module sets the Trainer's step budget from the schedule
+    "trainer.max_steps=9": ("trainer.max_steps is 9", "model.optim.constant_iterations"),
 }
 
 

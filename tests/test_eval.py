@@ -21,16 +21,13 @@ from skimage.metrics import structural_similarity as skimage_ssim
 
 from emca import weights
 from emca.build import build_generator
-from emca.config import register_resolvers
 from emca.data.dataset import PoseTransferDataset, make_layout
 from emca.errors import ConfigError, DataError, WeightsError
-from emca.metrics.evaluate import evaluate
-from emca.metrics.generate import generate_test_pairs, to_uint8
-from emca.metrics.images import pair_file_name
+from emca.evaluate import evaluate, generate_test_pairs
+from emca.metrics.images import pair_file_name, to_uint8
 
 REPO = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 32, 16
-register_resolvers()
 
 
 def eval_config(data_root: Path, out_dir: Path, *overrides: str) -> DictConfig:

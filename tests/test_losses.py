@@ -11,14 +11,10 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from emca.data.batch import PoseTransferBatch
 from emca.errors import CheckpointError, ConfigError, WeightsError
-from emca.losses import (
-    GANLoss,
-    ImagePool,
-    PerceptualLoss,
-    discriminator_loss,
-    generator_loss,
-)
+from emca.losses import GANLoss, ImagePool, LossOptions, PerceptualLoss, PoseTransferLoss
+from emca.networks.discriminator import DiscriminatorPair, ResnetDiscriminator
 
 VGG_FILE = "vgg19-dcbb9e9d.pth"
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -127,15 +123,63 @@ def test_gan_loss_rejects_unknown_mode():
         GANLoss("wgan")
 
 
+def tiny_batch(batch: int = 2, height: int = 8, width: int = 8) -> PoseTransferBatch:
+    generator = torch.Generator().manual_seed(3)
+
+    def images(channels: int) -> torch.Tensor:
+        return torch.rand(batch, channels, height, width, generator=generator) * 2 - 1
+
+    keypoints = torch.zeros(batch, 18, 2, dtype=torch.int64)
+    names = [f"{index}.png" for index in range(batch)]
+    return PoseTransferBatch(images(3), images(18), images(3), images(18), keypoints, keypoints, names, names)
+
+
 def test_generator_and_discriminator_objectives():
-    l1, perceptual, gan_shape, gan_appearance = (torch.tensor(value) for value in (0.2, 0.3, 0.7, 0.9))
-    total = generator_loss(l1, perceptual, gan_shape, gan_appearance, lambda_l1=50, lambda_perceptual=1, lambda_gan=5)
-    assert total.item() == pytest.approx(50 * 0.2 + 1 * 0.3 + 5 * (0.7 + 0.9) / 2)
-    without_vgg = generator_loss(l1, None, gan_shape, gan_appearance, lambda_l1=50, lambda_perceptual=0, lambda_gan=5)
-    assert without_vgg.item() == pytest.approx(50 * 0.2 + 5 * (0.7 + 0.9) / 2)
-    with pytest.raises(ValueError, match="lambda_perceptual"):
-        generator_loss(l1, None, gan_shape, gan_appearance, lambda_l1=50, lambda_perceptual=1, lambda_gan=5)
-    assert discriminator_loss(torch.tensor(0.4), torch.tensor(0.6), lambda_gan=5).item() == pytest.approx(2.5)
+    """PoseTransferLoss against the objective written out: D(image, condition) on the right conditions,
+    the official weights, and the pool exchanging (image, condition) pairs together."""
+    torch.manual_seed(0)
+    discriminators = DiscriminatorPair(
+        pose=ResnetDiscriminator(18, ndf=4, num_blocks=1, dropout=0.0),
+        appearance=ResnetDiscriminator(3, ndf=4, num_blocks=1, dropout=0.0),
+    )
+    batch = tiny_batch()
+    generated = torch.rand(2, 3, 8, 8) * 2 - 1
+    loss = PoseTransferLoss(LossOptions(gan_mode="lsgan", lambda_l1=50, lambda_perceptual=0, lambda_gan=5))
+    terms = loss.generator_terms(discriminators, generated, batch)
+    gan = GANLoss("lsgan")
+    gan_pose = gan(discriminators.pose.model(torch.cat((generated, batch.target_pose), 1)), True)
+    gan_appearance = gan(discriminators.appearance.model(torch.cat((generated, batch.source_image), 1)), True)
+    l1 = (generated - batch.target_image).abs().mean()
+    torch.testing.assert_close(terms["gan_pose"], gan_pose)
+    torch.testing.assert_close(terms["gan_appearance"], gan_appearance)
+    torch.testing.assert_close(terms["loss_generator"], 50 * l1 + 5 * (gan_pose + gan_appearance) / 2)
+    assert "perceptual" not in terms and loss.perceptual is None  # lambda 0: no VGG needed
+
+    real = gan(discriminators.pose.model(torch.cat((batch.target_image, batch.target_pose), 1)), True)
+    fake = gan(discriminators.pose.model(torch.cat((generated, batch.target_pose), 1)), False)
+    actual = loss.discriminator_loss(discriminators.pose, batch.target_image, generated, batch.target_pose)
+    torch.testing.assert_close(actual, 0.5 * 5 * (real + fake))
+
+    # a full pool of size 2 answers with stored pairs half of the time: the image and its own condition
+    pool = ImagePool(2, seed=0)
+    stored_image, stored_condition = torch.full((2, 3, 8, 8), 0.25), torch.full((2, 18, 8, 8), -0.5)
+    pool.query(torch.cat((stored_image, stored_condition), 1))
+    seen = []
+    judge = discriminators.pose
+
+    def recording(image: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        seen.append((image, condition))
+        return judge.model(torch.cat((image, condition), 1))
+
+    discriminators.pose.forward = recording
+    for _ in range(4):
+        loss.discriminator_loss(discriminators.pose, batch.target_image, generated, batch.target_pose, pool)
+    fakes = [pair for index, pair in enumerate(seen) if index % 2 == 1]
+    for image, condition in fakes:
+        for row in range(2):
+            from_pool = bool((image[row] == 0.25).all())
+            assert from_pool == bool((condition[row] == -0.5).all())  # pairs stay together
+    assert any((image == 0.25).all((1, 2, 3)).any() for image, _ in fakes)
 
 
 def batches(count: int, seed: int = 0) -> list[torch.Tensor]:

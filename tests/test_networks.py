@@ -8,7 +8,8 @@ from torch import nn
 
 from emca.errors import ConfigError
 from emca.networks.attention import ReferenceAttention, SDPAttention
-from emca.networks.discriminator import ResnetDiscriminator, appearance_discriminator, shape_discriminator
+from emca.networks.cross_attention import XingAttention
+from emca.networks.discriminator import ResnetDiscriminator
 from emca.networks.generator import XingBlock, XingGenerator
 
 
@@ -27,21 +28,20 @@ def random_inputs(batch: int, height: int, width: int, dtype: torch.dtype = torc
 def set_gamma(generator: XingGenerator, value: float) -> None:
     with torch.no_grad():
         for block in generator.blocks:
-            block.gamma.fill_(value)
+            block.cross_attention.gamma.fill_(value)
 
 
 def test_generator_parameter_count_matches_release():
     with torch.device("meta"):  # counts without allocating
         generator = XingGenerator(ngf=64, num_blocks=9, norm="instance")
-    assert count_parameters(generator) == pytest.approx(44.84e6, rel=0.005)
+    assert count_parameters(generator) == 44_844_634  # the official DeepFashion generator, exactly
 
 
 def test_discriminator_parameter_counts_match_release():
-    pose_judge = shape_discriminator(image_channels=3, pose_channels=18, ndf=64, num_blocks=3, norm="instance")
-    pair_judge = appearance_discriminator(image_channels=3, ndf=64, num_blocks=3, norm="instance")
-    assert pose_judge.input_channels == 21 and pair_judge.input_channels == 6
-    assert count_parameters(pose_judge) == pytest.approx(3.98e6, rel=0.005)
-    assert count_parameters(pair_judge) == pytest.approx(3.93e6, rel=0.005)
+    pose_judge = ResnetDiscriminator(condition_channels=18, ndf=64, num_blocks=3, norm="instance")
+    pair_judge = ResnetDiscriminator(condition_channels=3, ndf=64, num_blocks=3, norm="instance")
+    assert count_parameters(pose_judge) == 3_975_424
+    assert count_parameters(pair_judge) == 3_928_384
 
 
 @pytest.mark.parametrize(
@@ -53,8 +53,8 @@ def test_output_shapes(height, width, norm, padding_type):
     image, source_pose, target_pose = random_inputs(2, height, width)
     fake = generator(image, source_pose, target_pose)
     assert fake.shape == (2, 3, height, width)
-    judge = shape_discriminator(ndf=8, num_blocks=1, norm=norm, padding_type=padding_type)
-    assert judge(torch.cat((fake, target_pose), 1)).shape == (2, 32, height // 4, width // 4)
+    judge = ResnetDiscriminator(18, ndf=8, num_blocks=1, norm=norm, padding_type=padding_type)
+    assert judge(fake, target_pose).shape == (2, 32, height // 4, width // 4)
 
 
 def test_xing_block_computes_sa_and_as_as_released():
@@ -63,14 +63,14 @@ def test_xing_block_computes_sa_and_as_as_released():
     block = XingBlock(
         shape_in_channels=32,
         channels=16,
-        query_key_channels=4,
         norm="instance",
         dropout=0.0,
         padding_type="reflect",
-        attention=ReferenceAttention(),
+        make_attention=lambda: XingAttention(channels=16, query_key_channels=4, backend=ReferenceAttention()),
     ).double()
+    attention = block.cross_attention
     with torch.no_grad():
-        block.gamma.fill_(0.8)
+        attention.gamma.fill_(0.8)
     appearance_in = torch.randn(2, 16, 4, 3, dtype=torch.float64)
     shape_in = torch.randn(2, 32, 4, 3, dtype=torch.float64)
     appearance_out, shape_out = block(appearance_in, shape_in)
@@ -78,9 +78,9 @@ def test_xing_block_computes_sa_and_as_as_released():
     appearance, shape = block.appearance_conv(appearance_in), block.shape_conv(shape_in)
 
     def attend(query_side, key_side):  # E = q(query_side)^T k(key_side), softmax over key positions
-        query = block.query(query_side).flatten(2)  # (B, Dk, N)
-        key = block.key(key_side).flatten(2)
-        value = block.value(query_side).flatten(2)  # (B, C, N)
+        query = attention.query(query_side).flatten(2)  # (B, Dk, N)
+        key = attention.key(key_side).flatten(2)
+        value = attention.value(query_side).flatten(2)  # (B, C, N)
         weights = torch.softmax(torch.einsum("bdn,bdm->bnm", query, key), dim=-1)
         attended = torch.einsum("bcm,bnm->bcn", value, weights).reshape(query_side.shape)
         return query_side + 0.8 * attended
@@ -134,7 +134,7 @@ def test_output_is_a_convex_blend_of_candidates_and_source():
 def test_initialisation_follows_the_release():
     torch.manual_seed(0)
     generator = XingGenerator(ngf=16, num_blocks=2, norm="batch")
-    assert all(block.gamma.item() == 0 for block in generator.blocks)
+    assert all(block.cross_attention.gamma.item() == 0 for block in generator.blocks)
     conv_weights = torch.cat(
         [
             module.weight.flatten()
@@ -156,7 +156,7 @@ def test_fresh_generator_blocks_reduce_to_their_conv_branches():
     appearance, shape = torch.randn(1, 32, 4, 4), torch.randn(1, 32, 4, 4)
     with torch.no_grad():
         appearance_out, shape_out = block(appearance, shape)
-        expected = block.branches(appearance, shape)
+        expected = block.appearance_conv(appearance), block.shape_conv(shape)
     torch.testing.assert_close(appearance_out, expected[0])
     torch.testing.assert_close(shape_out, torch.cat(expected, 1))
 
@@ -211,6 +211,8 @@ def test_bad_configuration_names_the_field(options, field):
 
 
 def test_discriminator_rejects_wrong_channel_count():
-    judge = ResnetDiscriminator(6, ndf=8, num_blocks=1)
-    with pytest.raises(ConfigError, match=r"\(B, 6, H, W\)"):
-        judge(torch.zeros(1, 21, 16, 16))
+    judge = ResnetDiscriminator(3, ndf=8, num_blocks=1)  # D_PP: the image and the source image
+    with pytest.raises(ConfigError, match=r"input 'condition' has shape \(1, 18, 16, 16\); expected \(B, 3, H, W\)"):
+        judge(torch.zeros(1, 3, 16, 16), torch.zeros(1, 18, 16, 16))
+    with pytest.raises(ConfigError, match=r"input 'image' has shape \(1, 21, 16, 16\); expected \(B, 3, H, W\)"):
+        judge(torch.zeros(1, 21, 16, 16), torch.zeros(1, 3, 16, 16))

@@ -9,19 +9,18 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from PIL import Image
 
 import train as train_script
+from emca.build import build, build_discriminators
 from emca.checkpoint import load_generator
 from emca.cli import find_user_error
-from emca.config import register_resolvers
 from emca.data.annotations import write_annotations
 from emca.data.synthetic import render_identity
 from emca.errors import CheckpointError, ConfigError, DataError
 from emca.io import safe_torch_load
-from emca.networks.generator import ExtraKeys, XingGenerator, to_tokens
-from emca.networks.xingganpp import XingGANPlusPlusGenerator
+from emca.networks.attention import ReferenceAttention
+from emca.networks.generator import XingGenerator
 from emca.personalize.__main__ import main as personalize_cli
 from emca.personalize.adapter import architecture_fingerprint, load_personalized_generator, read_adapter, save_adapter
 from emca.personalize.data import SubjectPairs
@@ -29,7 +28,6 @@ from emca.personalize.moa import PersonalizedGenerator, router_loss, subject_tok
 
 REPO = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 32, 16
-register_resolvers()
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -57,11 +55,20 @@ def base_generator(
 ) -> XingGenerator:
     """A small generator whose attention matters (gamma != 0, as after training); XingGAN++ if asked."""
     torch.manual_seed(0)
-    generator_class, options = (XingGANPlusPlusGenerator, PLUS_PLUS) if plus_plus else (XingGenerator, {})
-    generator = generator_class(ngf=ngf, num_blocks=num_blocks, dropout=0.0, **options).to(dtype).eval()
+    target = (
+        "emca.networks.xingganpp.XingGANPlusPlusGenerator" if plus_plus else "emca.networks.generator.XingGenerator"
+    )
+    config = {
+        "_target_": target,
+        "ngf": ngf,
+        "num_blocks": num_blocks,
+        "dropout": 0.0,
+        **(PLUS_PLUS if plus_plus else {}),
+    }
+    generator = build("generator", config, "model.generator", attention=ReferenceAttention()).to(dtype).eval()
     with torch.no_grad():
         for index, block in enumerate(generator.blocks):
-            block.gamma.fill_(0.5 + index)
+            block.cross_attention.gamma.fill_(0.5 + index)
     return generator
 
 
@@ -86,9 +93,9 @@ def test_routing_to_the_prior_reproduces_the_base_exactly(plus_plus: bool) -> No
     personalized = personalize(base)
     assert (personalized(*inputs) - expected).abs().max() > 1e-6  # the mixture does change the output
     with torch.no_grad():
-        for block in personalized.mixture_blocks:  # logits (1000, 0): softmax gives exactly (1, 0)
-            block.router.logits.weight.zero_()
-            block.router.logits.bias.copy_(torch.tensor([1000.0, 0.0, 1000.0, 0.0]))
+        for mixture in personalized.mixtures:  # logits (1000, 0): softmax gives exactly (1, 0)
+            mixture.router.logits.weight.zero_()
+            mixture.router.logits.bias.copy_(torch.tensor([1000.0, 0.0, 1000.0, 0.0]))
     assert torch.equal(personalized(*inputs), expected)
     assert all(torch.equal(weights, torch.ones_like(weights)) for weights in personalized.prior_weights())
 
@@ -113,20 +120,22 @@ def test_scale_zero_is_the_base_and_scale_is_checked(plus_plus: bool) -> None:
 @pytest.mark.parametrize("plus_plus", [False, True], ids=["xinggan", "xinggan++"])
 def test_personalised_expert_is_the_block_attention_with_subject_keys(plus_plus: bool) -> None:
     """Before training, each expert is its block's own attention step (every multi-scale branch for
-    XingGAN++) with the subject tokens' keys and values added to every key set."""
+    XingGAN++) with the subject tokens' keys and values added to every key set, and the prior is the
+    block's attention step itself."""
     base = base_generator(torch.float64, plus_plus=plus_plus)
     tokens = torch.randn(4, 16, dtype=torch.float64)
     personalized = PersonalizedGenerator(copy.deepcopy(base), tokens)
     appearance, shape = torch.randn(2, 2, 16, 4, 3, dtype=torch.float64)
-    for block, wrapped in zip(base.blocks, personalized.mixture_blocks, strict=True):
-        subject = tokens.t()[None, :, :, None]
-        extra = ExtraKeys(
-            *(to_tokens(projection(subject)).expand(4, -1, -1) for projection in (block.key, block.value))
-        )
-        expected = block.cross_attention(block.attention_inputs(appearance, shape), 4, 3, extra)
-        torch.testing.assert_close(wrapped.personal(appearance, shape), expected, rtol=0, atol=1e-12)
-        without_subject = block.cross_attention(block.attention_inputs(appearance, shape), 4, 3)
-        assert (expected - without_subject).abs().max() > 1e-6  # the subject tokens are attended
+    for block, mixture in zip(base.blocks, personalized.mixtures, strict=True):
+        attention = block.cross_attention
+        assert type(mixture.prior) is type(attention) and type(mixture.personal) is type(attention)
+        expected = attention(appearance, shape, memory=tokens)
+        for actual, wanted in zip(mixture.personal(appearance, shape, memory=tokens), expected, strict=True):
+            torch.testing.assert_close(actual, wanted, rtol=0, atol=1e-12)
+        for actual, wanted in zip(mixture.prior(appearance, shape), attention(appearance, shape), strict=True):
+            assert torch.equal(actual, wanted)
+        without_subject = attention(appearance, shape)
+        assert (expected[0] - without_subject[0]).abs().max() > 1e-6  # the subject tokens are attended
 
 
 def test_router_starts_on_the_prior() -> None:
@@ -142,11 +151,11 @@ def test_only_the_experts_routers_and_tokens_receive_gradients(plus_plus: bool) 
     personalized = personalize(base)
     frozen = {name for name, _ in base.named_parameters()}
     trainable = {name for name, parameter in personalized.named_parameters() if parameter.requires_grad}
-    suffixes = {name.split(".", 3)[3] for name in trainable}  # after 'generator.blocks.<i>.'
+    suffixes = {name.split(".", 4)[4] for name in trainable}  # after 'generator.blocks.<i>.cross_attention.'
     # a XingGAN++ expert also copies the multi-scale branches (with their EA) and the fusion weights
     multi_scale = {
         f"personal.{name}"
-        for name, _ in base.blocks[0].named_parameters()
+        for name, _ in base.blocks[0].cross_attention.named_parameters()
         if name.startswith(("scales.", "scale_logits", "scale_mixing"))
     }
     assert bool(multi_scale) == plus_plus
@@ -158,7 +167,7 @@ def test_only_the_experts_routers_and_tokens_receive_gradients(plus_plus: bool) 
         "personal.value.weight",
         "personal.value.bias",
         "personal.gamma",
-        "personal.subject_tokens",
+        "subject_tokens",
         "router.features.0.weight",
         "router.features.0.bias",
         "router.logits.weight",
@@ -174,9 +183,9 @@ def test_only_the_experts_routers_and_tokens_receive_gradients(plus_plus: bool) 
             assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
         else:
             assert parameter.grad is None, name
-    # the frozen parameters are exactly the base generator's, under the wrapped blocks' names
+    # the frozen parameters are exactly the base generator's, the attention steps' under the mixture's 'prior'
     frozen_here = {
-        name.removeprefix("generator.").replace(".block.", ".")
+        name.removeprefix("generator.").replace(".cross_attention.prior.", ".cross_attention.")
         for name, parameter in personalized.named_parameters()
         if not parameter.requires_grad
     }
@@ -226,9 +235,7 @@ def write_base_checkpoint(path: Path, ngf: int = 4) -> Path:
     """A checkpoint as PoseTransferModule writes it (plain hyper_parameters, prefixed state dict)."""
     model = model_config(ngf)
     state = {f"generator.{k}": v for k, v in base_generator(ngf=ngf).state_dict().items()}
-    for name, channels in (("pose", 21), ("appearance", 6)):
-        discriminator = instantiate(model["discriminator"], input_channels=channels)
-        state |= {f"{name}_discriminator.{k}": v for k, v in discriminator.state_dict().items()}
+    state |= {f"discriminators.{k}": v for k, v in build_discriminators(model).state_dict().items()}
     torch.save(
         {
             "hyper_parameters": {"model": model, "data": {"height": HEIGHT, "width": WIDTH, "sigma": 6.0}},
@@ -350,15 +357,17 @@ def test_personalisation_end_to_end(tmp_path: Path) -> None:
     base_state = safe_torch_load(base_ckpt)["state_dict"]
     stored = checkpoint["state_dict"]
     assert torch.equal(
-        stored["personalized.generator.blocks.0.block.query.weight"], base_state["generator.blocks.0.query.weight"]
+        stored["personalized.generator.blocks.0.cross_attention.prior.query.weight"],
+        base_state["generator.blocks.0.cross_attention.query.weight"],
     )  # the base stayed frozen
     assert not torch.equal(
-        stored["personalized.generator.blocks.0.personal.query.weight"], base_state["generator.blocks.0.query.weight"]
+        stored["personalized.generator.blocks.0.cross_attention.personal.query.weight"],
+        base_state["generator.blocks.0.cross_attention.query.weight"],
     )  # the expert trained
 
     adapter = run_dir / "adapter.pt"
     personalized, _ = load_personalized_generator(base_ckpt, adapter)
-    tokens = personalized.mixture_blocks[0].personal.subject_tokens
+    tokens = personalized.mixtures[0].subject_tokens
     assert tokens.shape == (4, 16) and tokens.abs().sum() > 0  # from the photos, not the placeholder
     inputs = random_inputs(2)
     assert not torch.equal(personalized(*inputs), load_generator(base_ckpt)[0](*inputs))

@@ -12,11 +12,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from emca.config import register_resolvers
 from emca.infer import parse_options
 
 REPO = Path(__file__).resolve().parents[1]
-register_resolvers()
 
 
 def readme_commands() -> list[tuple[str, list[str]]]:

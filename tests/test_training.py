@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from _fake_data import make_dataset
-from _tiny_training import logged_steps, run, tiny_config
+from _tiny_training import iterations, logged_steps, run, stop_at, tiny_config
 
 from emca.checkpoint import load_generator
 from emca.cli import find_user_error
@@ -31,7 +31,7 @@ def data_root(tmp_path: Path) -> Path:
 def test_training_writes_checkpoints_and_samples(data_root: Path, tmp_path: Path, monkeypatch, caplog) -> None:
     run_dir = tmp_path / "run"
     caplog.set_level(logging.INFO, logger="emca.progress")
-    recorder = run(tiny_config(data_root, run_dir, "trainer.max_steps=9", "progress_log_seconds=1e-9"), monkeypatch)
+    recorder = run(tiny_config(data_root, run_dir, *iterations(3), "progress_log_seconds=1e-9"), monkeypatch)
     progress = [record.getMessage() for record in caplog.records if record.name == "emca.progress"]
     assert [line.split(",")[0] for line in progress[:3]] == [
         "iteration 1/3 (33 %)",
@@ -58,9 +58,9 @@ def test_training_writes_checkpoints_and_samples(data_root: Path, tmp_path: Path
 
 
 def test_resume_continues_with_the_same_losses(data_root: Path, tmp_path: Path, monkeypatch) -> None:
-    # 12 training pairs, batch 4: 3 iterations per epoch; 4 epochs uninterrupted vs 2 + resume
+    # 12 training pairs, batch 4: 3 iterations per epoch; 4 epochs uninterrupted vs 2 (stopped) + resume
     full = run(tiny_config(data_root, tmp_path / "full"), monkeypatch)
-    first_half = run(tiny_config(data_root, tmp_path / "half", "trainer.max_steps=18"), monkeypatch)
+    first_half = run(tiny_config(data_root, tmp_path / "half", stop_at(6)), monkeypatch)
     last = tmp_path / "half" / "checkpoints" / "last.ckpt"
     resumed = run(tiny_config(data_root, tmp_path / "resumed", f"ckpt_path={last}"), monkeypatch)
     assert len(full.losses) == 12 and len(first_half.losses) == 6 and len(resumed.losses) == 6
@@ -142,7 +142,7 @@ def test_wandb_logger_works_offline_without_an_account(data_root: Path, tmp_path
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_home"))
     run_dir = tmp_path / "run"
-    run(tiny_config(data_root, run_dir, "logger=wandb", "trainer.max_steps=3"), monkeypatch)
+    run(tiny_config(data_root, run_dir, "logger=wandb", *iterations(1)), monkeypatch)
     runs = list(run_dir.glob("wandb/offline-run-*"))
     assert runs, f"no offline W&B run under {run_dir / 'wandb'}"
     assert list(runs[0].glob("*.wandb"))  # the run's log file, ready for `wandb sync`

@@ -15,20 +15,20 @@ from hydra.utils import instantiate
 from PIL import Image
 from torch import nn
 
-from emca.build import build_generator
-from emca.config import register_resolvers, to_plain
+from emca.build import build, build_generator
+from emca.config import to_plain
 from emca.errors import ConfigError
 from emca.figures import main as figures_main
 from emca.figures import make_figures
 from emca.io import atomic_torch_save
 from emca.networks.attention import ReferenceAttention, SDPAttention
 from emca.networks.attention_recording import record_attention
-from emca.networks.generator import ExtraKeys, XingBlock, XingGenerator
-from emca.networks.multiscale import AttentionScale, MultiScaleXingBlock, ScaleSpec
+from emca.networks.cross_attention import MemoryKeys, XingAttention, to_tokens
+from emca.networks.generator import XingBlock, XingGenerator
+from emca.networks.multiscale import AttentionScale, MultiScaleXingAttention, ScaleSpec
 from emca.networks.xingganpp import XingGANPlusPlusGenerator
 
 REPO = Path(__file__).resolve().parents[1]
-register_resolvers()
 # 32x16 images: an 8x4 token grid; windows of 3 do not divide it, so the shifted last windows are used
 MULTI_SCALE = {"enabled": True, "pool_factors": [2, 4], "window_sizes": [3]}
 ENHANCED = {"enabled": True, "branches": ["pool", "window"], "inner_channels": 4, "heads": 2}
@@ -45,10 +45,17 @@ def random_inputs(batch: int = 2, height: int = 32, width: int = 16, dtype: torc
     return image, poses[0], poses[1]
 
 
+def plus_plus(attention: nn.Module | None = None, **options) -> nn.Module:
+    """XingGAN++ built as from a config: the switches given as mappings (or true / false) are parsed at the
+    edge, by emca.build, into the generator's typed options."""
+    config = {"_target_": "emca.networks.xingganpp.XingGANPlusPlusGenerator", **options}
+    return build("generator", config, "model.generator", attention=attention or ReferenceAttention())
+
+
 def set_gamma(generator: nn.Module, value: float) -> None:
     with torch.no_grad():
         for block in generator.blocks:
-            block.gamma.fill_(value)
+            block.cross_attention.gamma.fill_(value)
 
 
 def switches(multi_scale: bool, enhanced: bool, dense: bool, fusion: str = "softmax") -> dict:
@@ -75,18 +82,16 @@ COMBINATIONS = [(*flags, "softmax") for flags in itertools.product((False, True)
 @pytest.mark.parametrize(("multi_scale", "enhanced", "dense", "fusion"), COMBINATIONS)
 def test_every_switch_combination_runs_forward_and_backward(multi_scale, enhanced, dense, fusion):
     torch.manual_seed(0)
-    generator = XingGANPlusPlusGenerator(
-        ngf=8, num_blocks=2, dropout=0.5, **switches(multi_scale, enhanced, dense, fusion)
-    )
+    generator = plus_plus(ngf=8, num_blocks=2, dropout=0.5, **switches(multi_scale, enhanced, dense, fusion))
     set_gamma(generator, 0.5)  # so every attention parameter gets a gradient
     output = generator(*random_inputs())
     assert output.shape == (2, 3, 32, 16)
     output.square().mean().backward()
     gradients = {name: parameter.grad for name, parameter in generator.named_parameters()}
     assert all(grad is not None and torch.isfinite(grad).all() for grad in gradients.values())
-    assert all(gradients[f"blocks.{i}.gamma"].abs().sum() > 0 for i in range(2))
-    block_type = MultiScaleXingBlock if multi_scale or enhanced else XingBlock
-    assert all(type(block) is block_type for block in generator.blocks)
+    assert all(gradients[f"blocks.{i}.cross_attention.gamma"].abs().sum() > 0 for i in range(2))
+    attention_type = MultiScaleXingAttention if multi_scale or enhanced else XingAttention
+    assert all(type(block.cross_attention) is attention_type for block in generator.blocks)
     assert (generator.stage_aggregation is not None) == dense
     if enhanced:  # EA's learned consensus weights are reached by the loss
         assert any(grad.abs().sum() > 0 for name, grad in gradients.items() if "consensus_weight" in name)
@@ -96,7 +101,7 @@ def test_all_switches_off_is_exactly_xinggan():
     torch.manual_seed(0)
     xinggan = XingGenerator(ngf=8, num_blocks=3).double()
     torch.manual_seed(0)
-    plus = XingGANPlusPlusGenerator(ngf=8, num_blocks=3, **switches(False, False, False)).double()
+    plus = plus_plus(ngf=8, num_blocks=3, **switches(False, False, False)).double()
     assert count_parameters(plus) == count_parameters(xinggan)
     assert plus.state_dict().keys() == xinggan.state_dict().keys()
     for name, tensor in xinggan.state_dict().items():
@@ -113,8 +118,8 @@ def test_all_switches_off_is_exactly_xinggan():
 def test_release_size_parameter_counts():
     with torch.device("meta"):
         xinggan = XingGenerator(ngf=64, num_blocks=9)
-        off = XingGANPlusPlusGenerator(ngf=64, num_blocks=9)
-        full = XingGANPlusPlusGenerator(
+        off = plus_plus(ngf=64, num_blocks=9)
+        full = plus_plus(
             ngf=64,
             num_blocks=9,
             multi_scale={"enabled": True, "window_sizes": [8]},
@@ -139,14 +144,8 @@ def load_shared_weights(target: nn.Module, source: nn.Module) -> set[str]:
 @pytest.mark.parametrize("multi_scale", [True, False])
 def test_enhanced_attention_at_initialisation_changes_nothing(multi_scale):
     torch.manual_seed(0)
-    with_ea = (
-        XingGANPlusPlusGenerator(ngf=8, num_blocks=2, dropout=0.0, **switches(multi_scale, True, False)).double().eval()
-    )
-    without_ea = (
-        XingGANPlusPlusGenerator(ngf=8, num_blocks=2, dropout=0.0, **switches(multi_scale, False, False))
-        .double()
-        .eval()
-    )
+    with_ea = plus_plus(ngf=8, num_blocks=2, dropout=0.0, **switches(multi_scale, True, False)).double().eval()
+    without_ea = plus_plus(ngf=8, num_blocks=2, dropout=0.0, **switches(multi_scale, False, False)).double().eval()
     extra = load_shared_weights(without_ea, with_ea)
     assert extra and all(".enhancement." in name or "scale_logits" in name for name in extra)
     set_gamma(with_ea, 0.7)
@@ -164,7 +163,7 @@ def test_enhanced_attention_at_initialisation_changes_nothing(multi_scale):
 
 def test_dense_fusion_starts_as_the_last_block():
     torch.manual_seed(0)
-    dense = XingGANPlusPlusGenerator(ngf=8, num_blocks=3, dropout=0.0, dense_fusion=True).double().eval()
+    dense = plus_plus(ngf=8, num_blocks=3, dropout=0.0, dense_fusion=True).double().eval()
     plain = XingGenerator(ngf=8, num_blocks=3, dropout=0.0).double().eval()
     assert load_shared_weights(plain, dense) == {
         f"stage_aggregation.{stream}_reduction.{field}"
@@ -180,9 +179,10 @@ def test_dense_fusion_starts_as_the_last_block():
         assert (dense(*inputs) - plain(*inputs)).abs().max() > 1e-4
 
 
-def brute_force_block(block: MultiScaleXingBlock, appearance, shape, logits):
+def brute_force_block(block: XingBlock, appearance, shape, logits):
     """The block's SA / AS written out per direction, with pooling by avg_pool2d and windows as masks."""
     appearance, shape = block.appearance_conv(appearance), block.shape_conv(shape)
+    attention = block.cross_attention
     height, width = appearance.shape[-2:]
     weights = torch.softmax(logits, 0)
 
@@ -201,10 +201,10 @@ def brute_force_block(block: MultiScaleXingBlock, appearance, shape, logits):
         return mask
 
     def attend(updated, guide):
-        query = block.query(updated).flatten(2).transpose(1, 2)  # (B, N, Dk)
-        key_map, value_map = block.key(guide), block.value(updated)
+        query = attention.query(updated).flatten(2).transpose(1, 2)  # (B, N, Dk)
+        key_map, value_map = attention.key(guide), attention.value(updated)
         total = 0
-        for weight, scale in zip(weights, block.scales, strict=True):
+        for weight, scale in zip(weights, attention.scales, strict=True):
             kind, size = scale.spec.kind, scale.spec.size
             key, value = key_map, value_map
             if kind == "pool":
@@ -213,7 +213,7 @@ def brute_force_block(block: MultiScaleXingBlock, appearance, shape, logits):
             if kind == "window":
                 logits_ = logits_.masked_fill(~window_mask(size), float("-inf"))
             total = total + weight * torch.softmax(logits_, -1) @ value.flatten(2).transpose(1, 2)
-        return updated + block.gamma * total.transpose(1, 2).reshape(updated.shape)
+        return updated + attention.gamma * total.transpose(1, 2).reshape(updated.shape)
 
     new_appearance = attend(appearance, shape)
     return new_appearance, torch.cat((new_appearance, attend(shape, appearance)), 1)
@@ -229,11 +229,13 @@ def brute_force_block(block: MultiScaleXingBlock, appearance, shape, logits):
 )
 def test_multi_scale_block_matches_brute_force(height, width, scales):
     torch.manual_seed(0)
-    block = MultiScaleXingBlock(32, 16, 4, "instance", 0.0, "reflect", ReferenceAttention(), scales=scales).double()
+    block = XingBlock(
+        32, 16, "instance", 0.0, "reflect", lambda: MultiScaleXingAttention(16, 4, ReferenceAttention(), scales=scales)
+    ).double()
     logits = torch.linspace(-0.4, 0.5, len(scales), dtype=torch.float64)
     with torch.no_grad():
-        block.gamma.fill_(0.8)
-        block.scale_logits.copy_(logits)
+        block.cross_attention.gamma.fill_(0.8)
+        block.cross_attention.scale_logits.copy_(logits)
     appearance = torch.randn(2, 16, height, width, dtype=torch.float64)
     shape = torch.randn(2, 32, height, width, dtype=torch.float64)
     expected = brute_force_block(block, appearance, shape, logits)
@@ -244,16 +246,12 @@ def test_multi_scale_block_matches_brute_force(height, width, scales):
 def test_attention_backends_agree_on_the_full_model():
     torch.manual_seed(0)
     reference = (
-        XingGANPlusPlusGenerator(
-            ngf=8, num_blocks=2, dropout=0.0, attention=ReferenceAttention(), **switches(True, True, True)
-        )
+        plus_plus(ngf=8, num_blocks=2, dropout=0.0, attention=ReferenceAttention(), **switches(True, True, True))
         .double()
         .eval()
     )
     sdpa = (
-        XingGANPlusPlusGenerator(
-            ngf=8, num_blocks=2, dropout=0.0, attention=SDPAttention(), **switches(True, True, True)
-        )
+        plus_plus(ngf=8, num_blocks=2, dropout=0.0, attention=SDPAttention(), **switches(True, True, True))
         .double()
         .eval()
     )
@@ -267,7 +265,7 @@ def test_attention_backends_agree_on_the_full_model():
 
 def test_same_weights_run_at_any_resolution():
     torch.manual_seed(0)
-    generator = XingGANPlusPlusGenerator(ngf=8, num_blocks=1, **switches(True, True, True)).eval()
+    generator = plus_plus(ngf=8, num_blocks=1, **switches(True, True, True)).eval()
     with torch.no_grad():
         for height, width in ((32, 16), (48, 24), (20, 12), (8, 8)):  # (8, 8): 2x2 tokens, windows of 3 shrink
             assert generator(*random_inputs(1, height, width)).shape == (1, 3, height, width)
@@ -275,7 +273,7 @@ def test_same_weights_run_at_any_resolution():
 
 def test_full_model_overfits_one_batch():
     torch.manual_seed(0)
-    generator = XingGANPlusPlusGenerator(ngf=8, num_blocks=1, dropout=0.0, **switches(True, True, True))
+    generator = plus_plus(ngf=8, num_blocks=1, dropout=0.0, **switches(True, True, True))
     inputs = random_inputs(2, 16, 12, seed=1)
     target = torch.rand(2, 3, 16, 12, generator=torch.Generator().manual_seed(2)) * 2 - 1
     optimizer = torch.optim.Adam(generator.parameters(), lr=2e-3, betas=(0.5, 0.999))
@@ -305,12 +303,12 @@ def test_full_model_overfits_one_batch():
 )
 def test_bad_configuration_names_the_field(options, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
-        XingGANPlusPlusGenerator(ngf=8, num_blocks=1, **options)
+        plus_plus(ngf=8, num_blocks=1, **options)
 
 
 def test_recording_captures_attention_without_changing_the_output():
     torch.manual_seed(0)
-    generator = XingGANPlusPlusGenerator(ngf=8, num_blocks=2, dropout=0.0, **switches(True, True, False)).eval()
+    generator = plus_plus(ngf=8, num_blocks=2, dropout=0.0, **switches(True, True, False)).eval()
     set_gamma(generator, 0.5)
     inputs = random_inputs(3)
     tokens = [0, 13, 31]  # on the 8x4 grid: corner, middle, last
@@ -320,11 +318,15 @@ def test_recording_captures_attention_without_changing_the_output():
             recorded = generator(*inputs)
         # the branch inputs of block 0, to recompute its full attention independently
         block = generator.blocks[0]
-        appearance = generator.appearance_encoder(inputs[0])
-        shape = generator.shape_encoder(torch.cat(inputs[1:], 1))
-        attention_inputs = block.attention_inputs(*block.branches(appearance, shape))
+        appearance = block.appearance_conv(generator.appearance_encoder(inputs[0]))
+        shape = block.shape_conv(generator.shape_encoder(torch.cat(inputs[1:], 1)))
+        attention = block.cross_attention
+        query = to_tokens(attention.query(torch.cat((appearance, shape))))  # stacked SA (rows < 3) then AS
+        key = to_tokens(attention.key(torch.cat((shape, appearance))))
+        after = generator(*inputs)
     torch.testing.assert_close(recorded, plain, rtol=0, atol=0)
-    assert all(scale.recorder is None for block in generator.blocks for scale in block.scales)
+    assert len(recorder.records) == 8, "leaving the context removes the recording hooks"
+    torch.testing.assert_close(after, plain, rtol=0, atol=0)
     names = [(record.block, record.scale) for record in recorder.records]
     assert names == [(b, s) for b in (0, 1) for s in ("full", "pool2", "pool4", "window3")]
     grids = {"full": (8, 4), "pool2": (4, 2), "pool4": (2, 1), "window3": (8, 4)}
@@ -338,7 +340,6 @@ def test_recording_captures_attention_without_changing_the_output():
             assert ((record.attention > 0).sum((-2, -1)) == 9).all()
             assert (record.raw.isnan().sum((-2, -1)) == 32 - 9).all()
     full = recorder.records[0]
-    query, key = attention_inputs.query, attention_inputs.key  # stacked SA (rows < 3) then AS
     for direction, row in enumerate((1, 3 + 1)):
         expected = torch.softmax(query[row, tokens] @ key[row].T, -1).reshape(3, 8, 4)
         torch.testing.assert_close(full.attention[direction], expected)
@@ -350,7 +351,7 @@ def test_recording_refuses_xinggan_and_tokens_off_the_grid():
         record_attention(XingGenerator(ngf=8, num_blocks=1), [0]),
     ):
         pass
-    generator = XingGANPlusPlusGenerator(ngf=8, num_blocks=1, multi_scale=True)
+    generator = plus_plus(ngf=8, num_blocks=1, multi_scale=True)
     with pytest.raises(ConfigError, match="32 tokens"), record_attention(generator, [32]), torch.no_grad():
         generator(*random_inputs(1))  # 32x16 images: an 8x4 grid
 
@@ -363,9 +364,9 @@ def compose_config(*overrides: str):
 @pytest.mark.parametrize(
     ("overrides", "attention_type"),
     [
-        (["model=emca"], ReferenceAttention),
-        (["experiment=emca_deepfashion", "model/attention=sdpa"], SDPAttention),
-        (["experiment=emca_market"], ReferenceAttention),
+        (["model=xingganpp"], ReferenceAttention),
+        (["experiment=xingganpp_deepfashion", "model/attention=sdpa"], SDPAttention),
+        (["experiment=xingganpp_market"], ReferenceAttention),
     ],
 )
 def test_release_configs_build_xingganpp(overrides, attention_type):
@@ -378,17 +379,11 @@ def test_release_configs_build_xingganpp(overrides, attention_type):
     with torch.device("meta"):
         generator = build_generator(model)
     assert isinstance(generator, XingGANPlusPlusGenerator) and len(generator.blocks) == 9
-    assert all(isinstance(block.attention, attention_type) for block in generator.blocks)
-    xinggan = compose_config(*(o.replace("emca_", "xinggan_") for o in overrides if o.startswith("experiment=")))
-    if overrides[0].startswith("experiment="):  # the presets differ from XingGAN's in the model only
-        assert cfg.data == xinggan.data and cfg.trainer == xinggan.trainer
-        assert {k: v for k, v in model.items() if k not in ("generator", "name", "attention")} == {
-            k: v for k, v in to_plain(xinggan.model).items() if k not in ("generator", "name", "attention")
-        }
+    assert all(isinstance(block.cross_attention.backend, attention_type) for block in generator.blocks)
 
 
 def test_small_config_trains_at_the_embedded_default_size():
-    cfg = compose_config("model=emca_small")
+    cfg = compose_config("model=xingganpp_small")
     torch.manual_seed(0)
     generator = build_generator(to_plain(cfg.model))
     assert isinstance(generator, XingGANPlusPlusGenerator) and generator.dense_fusion.enabled
@@ -418,7 +413,7 @@ def is_png(path: Path) -> bool:
 
 def test_figures_of_a_generator(tmp_path: Path):
     torch.manual_seed(0)
-    generator = XingGANPlusPlusGenerator(ngf=8, num_blocks=2, **switches(True, True, True)).eval()
+    generator = plus_plus(ngf=8, num_blocks=2, **switches(True, True, True)).eval()
     written = make_figures(generator, fake_sample(), tmp_path, joints=[1], blocks=[0, -1])
     assert sorted(path.name for path in written) == sorted(
         [
@@ -442,7 +437,7 @@ def test_figure_command_reads_a_checkpoint(tmp_path: Path, capsys):
     root = tmp_path / "data"
     make_dataset(root, height=32, width=16)
     cfg = compose_config(
-        "model=emca_small",
+        "model=xingganpp_small",
         f"data.root={root}",
         "data.height=32",
         "data.width=16",
@@ -473,16 +468,16 @@ def test_figure_command_reads_a_checkpoint(tmp_path: Path, capsys):
 
 
 @pytest.mark.parametrize("spec", [ScaleSpec("full"), ScaleSpec("pool", 2), ScaleSpec("window", 2)], ids=str)
-def test_extra_keys_join_every_query_key_set(spec: ScaleSpec) -> None:
-    """Extra keys / values (personalisation's subject tokens) are attended by every query of a branch: the
-    full grid, the 2x2-pooled grid, or its own 2x2 window, each with the T extra tokens, in fp64."""
+def test_memory_keys_join_every_query_key_set(spec: ScaleSpec) -> None:
+    """Memory keys / values (personalisation's subject tokens) are attended by every query of a branch: the
+    full grid, the 2x2-pooled grid, or its own 2x2 window, each with the T memory tokens, in fp64."""
     torch.manual_seed(0)
-    batch, height, width, extra_tokens = 2, 4, 6, 3
+    batch, height, width, memory_tokens = 2, 4, 6, 3
     query = torch.randn(batch, height * width, 5, dtype=torch.float64)
     key = torch.randn(batch, height * width, 5, dtype=torch.float64)
     value = torch.randn(batch, height * width, 7, dtype=torch.float64)
-    extra = ExtraKeys(*(torch.randn(batch, extra_tokens, width, dtype=torch.float64) for width in (5, 7)))
-    output = AttentionScale(spec)(query, key, value, height, width, ReferenceAttention(), extra)
+    memory = MemoryKeys(*(torch.randn(memory_tokens, width, dtype=torch.float64) for width in (5, 7)))
+    output = AttentionScale(spec, ReferenceAttention())(query, key, value, height, width, memory)
 
     grid_key, grid_value = (t.unflatten(1, (height, width)) for t in (key, value))
     for b, row, col in itertools.product(range(batch), range(height), range(width)):
@@ -494,6 +489,6 @@ def test_extra_keys_join_every_query_key_set(spec: ScaleSpec) -> None:
         else:  # the 2x2 window holding (row, col)
             top, left = row // 2 * 2, col // 2 * 2
             keys, values = (t[b, top : top + 2, left : left + 2].flatten(0, 1) for t in (grid_key, grid_value))
-        keys, values = torch.cat((keys, extra.key[b])), torch.cat((values, extra.value[b]))
+        keys, values = torch.cat((keys, memory.key)), torch.cat((values, memory.value))
         expected = torch.softmax(keys @ query[b, row * width + col], 0) @ values
         torch.testing.assert_close(output[b, row * width + col], expected)

@@ -14,6 +14,8 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
+from emca.data.batch import collate_pairs
+
 from emca.data.dataset import PoseTransferDataset, check_item_options, make_layout
 from emca.data.sampler import ResumableRandomSampler
 from emca.errors import ConfigError
@@ -155,6 +157,7 @@ class PoseTransferDataModule(pl.LightningDataModule):
             # shuffling draws from the global RNG, which training seeds each epoch; a mid-epoch checkpoint
             # records the epoch's order (state_dict) so the resumed run continues it
             sampler=self.train_sampler if train else None,
+            collate_fn=collate_pairs,
             # a partial last batch would give BatchNorm a smaller batch; keep it when it is the only one
             drop_last=train and len(dataset) > batch_size,
             num_workers=self.num_workers,

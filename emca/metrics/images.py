@@ -34,6 +34,11 @@ LOSSY_SUFFIXES = (".jpg", ".jpeg")
 LISTED = 5
 
 
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) images in [-1, 1] -> uint8 0..255, rounded to the nearest level."""
+    return ((images.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+
+
 def _listed(items: Sequence[str]) -> str:
     shown = ", ".join(items[:LISTED])
     return shown + (f" and {len(items) - LISTED} more" if len(items) > LISTED else "")

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from emca.metrics.generate import to_uint8
+from emca.metrics.images import to_uint8
 from emca.metrics.ssim import SSIMWindow, generated_range, pad_white, structural_similarity
 
 

@@ -1,40 +1,31 @@
-"""Cross-attention backends behind one interface.
+"""Attention backends: one call, ``backend(query, key, value) -> softmax(query @ key^T) @ value``.
 
-Every Xing block computes, for both directions at once (stacked along the batch axis),
-
-    output = residual + gamma * softmax(query @ key^T) @ value        (scale 1, softmax over keys)
-
-with tokens laid out channels-last:
+Every branch of a cross-attention module (emca.networks.cross_attention, emca.networks.multiscale)
+hands its tokens to the backend, laid out channels-last:
 
     query    (B, N, Dk)   e.g. Dk = 32
-    key      (B, M, Dk)   M = N for full attention, fewer for pooled key/value sets
+    key      (B, M, Dk)   M = N for full attention, fewer for pooled key sets, N + T with memory tokens
     value    (B, M, Dv)   e.g. Dv = 256
-    residual (B, N, Dv)
-    gamma    ()           learned scalar gate, initialised to 0 in the blocks
-    output   (B, N, Dv)
+    output   (B, N, Dv)   scale 1, softmax over the keys, as the official XingGAN code
 
-Backends are stateless modules picked by config (``model/attention=reference|sdpa|fused``) and shared
-by all blocks of a generator. ``reference`` materialises the (B, N, M) correlation matrix exactly as
-the official XingGAN code (bmm + softmax); ``sdpa`` uses torch's scaled_dot_product_attention; the
-fused Triton kernel (``ext/emca_fused``) never stores the N x M matrix.
+The gate (``residual + gamma * output``) belongs to the cross-attention module, not the backend, so
+every backend does exactly one thing. Backends are stateless modules picked by config
+(``model/attention=reference|sdpa|fused``) and shared by all blocks of a generator: ``reference``
+materialises the (B, N, M) matrix (bmm + softmax, as the official code); ``sdpa`` is torch's
+scaled_dot_product_attention; ``fused`` runs the Triton kernel of the standalone ``emca_fused`` package,
+which never stores the N x M matrix.
 """
 
 from __future__ import annotations
+
+import importlib.util
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-class CrossAttention(nn.Module):
-    """Base class: ``forward`` is the gated residual; subclasses implement ``attend``."""
-
-    def attend(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-        """softmax(query @ key^T) @ value: (B, N, Dk), (B, M, Dk), (B, M, Dv) -> (B, N, Dv)."""
-        raise NotImplementedError
-
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, residual: Tensor, gamma: Tensor) -> Tensor:
-        return residual + gamma * self.attend(query, key, value)
+from emca.errors import ConfigError
 
 
 def correlation_softmax(query: Tensor, key: Tensor) -> Tensor:
@@ -42,18 +33,86 @@ def correlation_softmax(query: Tensor, key: Tensor) -> Tensor:
     return torch.softmax(torch.bmm(query, key.transpose(1, 2)), dim=-1)
 
 
-class ReferenceAttention(CrossAttention):
+class ReferenceAttention(nn.Module):
     """Materialises the N x M attention matrix, as the official code does (memory O(B N M))."""
 
-    def attend(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+    def forward(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
         return torch.bmm(correlation_softmax(query, key), value)
 
 
-class SDPAttention(CrossAttention):
+class SDPAttention(nn.Module):
     """torch.nn.functional.scaled_dot_product_attention with scale 1. Its fused (flash / memory-efficient)
     kernels only take 4-D (batch, heads, tokens, width) inputs, so the tokens get a singleton head axis;
     torch picks the kernel the device, dtype and widths allow."""
 
-    def attend(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+    def forward(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
         heads = (query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1))
         return F.scaled_dot_product_attention(*heads, scale=1.0).squeeze(1)
+
+
+_FUSED_ALTERNATIVES = (
+    "use model/attention=sdpa or model/attention=reference, or set model.attention.allow_reference_fallback=true"
+)
+
+
+def fused_kernel_unavailable_reason() -> str | None:
+    """Why the fused kernel cannot run in this process, or None when it can."""
+    if importlib.util.find_spec("triton") is None:
+        return "Triton is not installed"
+    from emca_fused import launch  # imports Triton: only asked when the fused backend is chosen
+
+    if torch.cuda.is_available() or launch.interpreter_enabled():
+        return None
+    if launch.interpreter_requested_too_late():
+        return (
+            "TRITON_INTERPRET=1 was set after triton had been imported (Triton reads it at import; "
+            "export it before starting Python)"
+        )
+    return "no CUDA GPU is visible to torch"
+
+
+def _fused_kernel_runs_on(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return True
+    from emca_fused import launch
+
+    return launch.interpreter_enabled()
+
+
+class FusedAttention(nn.Module):
+    """The ``emca::xing_attention`` op of ``emca_fused``: FlashAttention-2 tiling, never stores (N, M).
+
+    The kernel runs on CUDA tensors, or on any device when Python was started with ``TRITON_INTERPRET=1``
+    (Triton's slow CPU interpreter, for tests). Where it cannot run, construction raises
+    :class:`ConfigError` unless ``allow_reference_fallback`` is set, in which case it warns once and
+    computes the reference math.
+    """
+
+    def __init__(self, allow_reference_fallback: bool = False) -> None:
+        super().__init__()
+        self.fallback = ReferenceAttention() if allow_reference_fallback else None
+        reason = fused_kernel_unavailable_reason()
+        if reason is None:
+            return
+        if self.fallback is None:
+            raise ConfigError(
+                f"model.attention: the fused attention backend needs a CUDA GPU, but {reason}; {_FUSED_ALTERNATIVES}."
+            )
+        warnings.warn(
+            f"model.attention=fused: {reason}; falling back to the reference attention, which "
+            "stores the N x M attention matrix",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+        if _fused_kernel_runs_on(query.device):
+            from emca_fused.op import xing_attention
+
+            return xing_attention(query, key, value)
+        if self.fallback is not None:
+            return self.fallback(query, key, value)
+        raise ConfigError(
+            f"model.attention: the fused attention kernel got tensors on {query.device}, but it runs "
+            f"on CUDA tensors only; move the model to the GPU, or {_FUSED_ALTERNATIVES}."
+        )

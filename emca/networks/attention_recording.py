@@ -4,9 +4,9 @@
         generator(source_image, source_pose, target_pose)
     for record in recorder.records: ...   # one ScaleRecord per block and scale
 
-Outside the context nothing is recorded and the normal path pays one ``is None`` test per branch.
-While recording, branches without enhanced attention also compute their correlation matrix
-explicitly (the backend does not return it), so recording is for single batches, not training.
+The recorder is a forward hook on every multi-scale branch (emca.networks.multiscale.AttentionScale):
+the networks know nothing about it. The hook recomputes the branch's matrices explicitly from the
+branch's inputs (the backend never returns them), so recording is for single batches, not training.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from emca.errors import ConfigError
-from emca.networks.multiscale import AttentionScale
+from emca.networks.enhanced_attention import correlation
+from emca.networks.multiscale import AttentionScale, KeySet, WindowPartition
 
 DIRECTIONS = ("SA", "AS")  # the stacked batch: shape-guided appearance rows first, then appearance-guided shape
 
@@ -51,9 +53,6 @@ class AttentionRecorder:
         self.sample = sample
         self.records: list[ScaleRecord] = []
 
-    def for_block(self, block: int) -> _BlockRecorder:
-        return _BlockRecorder(self, block)
-
     def add(self, block: int, scale: str, attention: Tensor, raw: Tensor, refined: Tensor | None) -> None:
         """Keep SA and AS rows of the recorded sample from (2B, Q, hk, wk) maps."""
         batch = attention.shape[0] // 2
@@ -71,16 +70,52 @@ class AttentionRecorder:
         )
 
 
-class _BlockRecorder:
-    """The :class:`~emca.networks.multiscale.ScaleRecorder` a branch of block ``block`` calls."""
+def _key_maps(rows: Tensor, tokens: Tensor, keys: KeySet, height: int, width: int, fill: float) -> Tensor:
+    """Rows (B', N', M) of a branch's matrix -> the rows of the query ``tokens`` (Q,) as maps on the key grid
+    (B, Q, hk, wk): the grid or pooled grid, or for windows the full grid with ``fill`` outside each query's
+    window. Memory tokens (keys beyond the grid) are not on any grid and are left out."""
+    if keys.partition is None:
+        grid_keys = keys.key_grid[0] * keys.key_grid[1]
+        return rows[:, tokens, :grid_keys].unflatten(-1, keys.key_grid)
+    partition: WindowPartition = keys.partition
+    window_tokens = partition.window_tokens
+    per_window = rows[..., :window_tokens].reshape(-1, partition.num_windows, window_tokens, window_tokens)
+    windows = partition.query_window[tokens]
+    positions = partition.owner[tokens] - windows * window_tokens
+    selected = per_window[:, windows, positions]  # (B, Q, T)
+    maps = selected.new_full((*selected.shape[:2], height * width), fill)
+    maps.scatter_(-1, partition.token_index[windows].expand_as(selected), selected)
+    return maps.unflatten(-1, (height, width))
 
-    def __init__(self, recorder: AttentionRecorder, block: int) -> None:
-        self.recorder = recorder
-        self.block = block
-        self.query_tokens = recorder.query_tokens
 
-    def __call__(self, scale: str, attention: Tensor, raw: Tensor, refined: Tensor | None) -> None:
-        self.recorder.add(self.block, scale, attention, raw, refined)
+def _recording_hook(recorder: AttentionRecorder, block: int) -> Any:
+    """A forward hook for the branches of block ``block``: records their rows for the recorder's queries."""
+
+    def hook(scale: AttentionScale, args: tuple[Any, ...], output: Tensor) -> None:
+        query, key, value, height, width, *memory = args
+        tokens = recorder.query_tokens.to(query.device)
+        if tokens.min() < 0 or tokens.max() >= height * width:
+            raise ConfigError(
+                f"record_attention: query tokens {tokens.tolist()} must index the block grid of "
+                f"{height * width} tokens (row * width + column at 1/4 resolution)."
+            )
+        with torch.no_grad():
+            keys = scale.key_set(query, key, value, height, width, *memory)
+            if scale.enhancement is not None:
+                raw, refined, _ = scale.enhancement(keys.query, keys.key, keys.value, keys.context_query)
+            else:
+                raw = refined = correlation(keys.query, keys.key)
+            recorder.add(
+                block,
+                scale.spec.name,
+                _key_maps(torch.softmax(refined, -1), tokens, keys, height, width, 0.0),
+                _key_maps(raw, tokens, keys, height, width, float("nan")),
+                _key_maps(refined, tokens, keys, height, width, float("nan"))
+                if scale.enhancement is not None
+                else None,
+            )
+
+    return hook
 
 
 def attention_scales(generator: nn.Module) -> list[tuple[int, AttentionScale]]:
@@ -88,7 +123,8 @@ def attention_scales(generator: nn.Module) -> list[tuple[int, AttentionScale]]:
     return [
         (index, scale)
         for index, block in enumerate(getattr(generator, "blocks", ()))
-        for scale in getattr(block, "scales", ())
+        for scale in block.modules()
+        if isinstance(scale, AttentionScale)
     ]
 
 
@@ -103,10 +139,9 @@ def record_attention(generator: nn.Module, query_tokens: Sequence[int], sample: 
             "with multi_scale and enhanced_attention disabled)."
         )
     recorder = AttentionRecorder(query_tokens, sample)
+    handles = [scale.register_forward_hook(_recording_hook(recorder, block)) for block, scale in scales]
     try:
-        for block, scale in scales:
-            scale.recorder = recorder.for_block(block)
         yield recorder
     finally:
-        for _, scale in scales:
-            scale.recorder = None
+        for handle in handles:
+            handle.remove()

@@ -1,8 +1,9 @@
-"""The XingGAN discriminators: a ResNet trunk whose 256-channel map is the patch prediction.
+"""The XingGAN discriminators: conditional ResNet judges whose 256-channel map is the patch prediction.
 
-Two conditional copies, as released:
-- D_PB (shape consistency) sees cat(image, target_pose): :func:`shape_discriminator`;
-- D_PP (appearance consistency) sees cat(image, source_image): :func:`appearance_discriminator`.
+Two conditional copies, as released, called as ``D(image, condition)``:
+- D_PB, the *pose* discriminator, judges shape consistency: the image with the target pose (18 heatmaps);
+- D_PP, the *appearance* discriminator, judges appearance consistency: the image with the source image.
+:class:`DiscriminatorPair` holds both (emca.build.build_discriminators makes it from a config).
 
 The official code appends a sigmoid for the vanilla GAN and uses BCELoss; here the map stays raw
 (logits) and :class:`emca.losses.GANLoss` applies BCE-with-logits, the same loss computed stably. The
@@ -12,6 +13,7 @@ gets N(0, 0.02)); so do we.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from emca.errors import ConfigError
@@ -19,14 +21,17 @@ from emca.networks.blocks import ResidualBlock, downsampling_encoder
 
 
 class ResnetDiscriminator(nn.Module):
-    """Encoder (conv7x7 -> ndf, two stride-2 convs -> 4 ndf) and ``num_blocks`` residual blocks.
+    """Encoder (conv7x7 -> ndf, two stride-2 convs -> 4 ndf) and ``num_blocks`` residual blocks over
+    cat(image, condition).
 
-    forward(pair (B, input_channels, H, W)) -> prediction map (B, 4 ndf, H/4, W/4), unbounded.
+    forward(image (B, image_channels, H, W), condition (B, condition_channels, H, W))
+    -> prediction map (B, 4 ndf, H/4, W/4), unbounded.
     """
 
     def __init__(
         self,
-        input_channels: int,
+        condition_channels: int,
+        image_channels: int = 3,
         ndf: int = 64,
         num_blocks: int = 3,
         norm: str = "instance",
@@ -34,27 +39,30 @@ class ResnetDiscriminator(nn.Module):
         padding_type: str = "reflect",
     ) -> None:
         super().__init__()
-        self.input_channels = input_channels
+        self.image_channels = image_channels
+        self.condition_channels = condition_channels
         self.model = nn.Sequential(
-            downsampling_encoder(input_channels, ndf, norm, num_downsampling=2),
+            downsampling_encoder(image_channels + condition_channels, ndf, norm, num_downsampling=2),
             *(ResidualBlock(ndf * 4, norm, dropout, padding_type) for _ in range(num_blocks)),
         )
 
-    def forward(self, pair: Tensor) -> Tensor:
-        if pair.dim() != 4 or pair.shape[1] != self.input_channels:
-            raise ConfigError(
-                f"ResnetDiscriminator input has shape {tuple(pair.shape)}; expected (B, {self.input_channels}, H, W), "
-                f"the image concatenated with its condition on the channel axis."
-            )
-        return self.model(pair)
+    def forward(self, image: Tensor, condition: Tensor) -> Tensor:
+        for name, tensor, channels in (
+            ("image", image, self.image_channels),
+            ("condition", condition, self.condition_channels),
+        ):
+            if tensor.dim() != 4 or tensor.shape[1] != channels or tensor.shape[0] != image.shape[0]:
+                raise ConfigError(
+                    f"ResnetDiscriminator input '{name}' has shape {tuple(tensor.shape)}; expected (B, {channels}, "
+                    f"H, W) with the batch size of the image {tuple(image.shape)}."
+                )
+        return self.model(torch.cat((image, condition), 1))
 
 
-def shape_discriminator(image_channels: int = 3, pose_channels: int = 18, **options) -> ResnetDiscriminator:
-    """D_PB: judges cat(image, target_pose), (B, image_channels + pose_channels, H, W).
-    ``options`` are ResnetDiscriminator's ndf, num_blocks, norm, dropout, padding_type."""
-    return ResnetDiscriminator(image_channels + pose_channels, **options)
+class DiscriminatorPair(nn.Module):
+    """D_PB (``pose``: image | target pose) and D_PP (``appearance``: image | source image)."""
 
-
-def appearance_discriminator(image_channels: int = 3, **options) -> ResnetDiscriminator:
-    """D_PP: judges cat(image, source_image), (B, 2 * image_channels, H, W)."""
-    return ResnetDiscriminator(2 * image_channels, **options)
+    def __init__(self, pose: nn.Module, appearance: nn.Module) -> None:
+        super().__init__()
+        self.pose = pose
+        self.appearance = appearance

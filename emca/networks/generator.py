@@ -8,14 +8,14 @@ softmax masks. With ngf 64, 9 blocks and instance norm it has 44.84 M parameters
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from emca.errors import ConfigError
-from emca.networks.attention import CrossAttention, ReferenceAttention
+from emca.networks.attention import ReferenceAttention
 from emca.networks.blocks import (
     conv_block,
     downsampling_encoder,
@@ -24,105 +24,37 @@ from emca.networks.blocks import (
     upsampling_layers,
     uses_bias,
 )
+from emca.networks.cross_attention import XingAttention
 
 NUM_DOWNSAMPLING = 2  # features at 1/4 resolution, as released
 
 
-def to_tokens(features: Tensor) -> Tensor:
-    """(B, C, H, W) -> (B, H*W, C), channels-last tokens in row-major pixel order."""
-    return features.flatten(2).transpose(1, 2)
-
-
-def from_tokens(tokens: Tensor, height: int, width: int) -> Tensor:
-    """(B, H*W, C) -> (B, C, H, W); the inverse of :func:`to_tokens`."""
-    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], height, width)
-
-
-class ExtraKeys(NamedTuple):
-    """Keys and values that every query attends to in addition to the other stream's tokens (the subject
-    tokens of MoA personalisation): key (2B, T, Dk), value (2B, T, C)."""
-
-    key: Tensor
-    value: Tensor
-
-
-def append_extra_keys(key: Tensor, value: Tensor, extra: ExtraKeys | None) -> tuple[Tensor, Tensor]:
-    """(B', M, Dk), (B', M, Dv) -> (B', M + T, ...) with ``extra`` (B', T, ...) appended; unchanged for None."""
-    if extra is None:
-        return key, value
-    return torch.cat((key, extra.key), 1), torch.cat((value, extra.value), 1)
-
-
-class AttentionInputs(NamedTuple):
-    """Both attention directions stacked on the batch axis: rows [0, B) are SA, rows [B, 2B) are AS.
-
-    query (2B, N, Dk), key (2B, N, Dk), value (2B, N, C), residual (2B, N, C), N = h * w.
-    """
-
-    query: Tensor
-    key: Tensor
-    value: Tensor
-    residual: Tensor
-
-
 class XingBlock(nn.Module):
-    """One Xing block: appearance and shape conv branches, then SA and AS cross-attention.
+    """One Xing block: appearance and shape conv branches, then the SA / AS cross-attention step.
 
     forward(appearance (B, C, h, w), shape (B, C_s, h, w)) -> (appearance' (B, C, h, w),
     cat(appearance', shape') (B, 2C, h, w)), with C = ``channels`` and C_s = ``shape_in_channels``
-    (C for the first block, 2C afterwards). SA takes queries and values from appearance and keys from
-    shape; AS the reverse; both share the 1x1 projections and the gate ``gamma`` (initialised to 0, so
-    a fresh block is its conv branches alone).
+    (C for the first block, 2C afterwards). ``make_attention()`` builds the attention step
+    ``cross_attention`` (emca.networks.cross_attention.XingAttention, or XingGAN++'s multi-scale one)
+    after the conv branches, so parameters are made (and drawn from the RNG) in the official order.
     """
 
     def __init__(
         self,
         shape_in_channels: int,
         channels: int,
-        query_key_channels: int,
         norm: str,
         dropout: float,
         padding_type: str,
-        attention: CrossAttention,
+        make_attention: Callable[[], nn.Module],
     ) -> None:
         super().__init__()
         self.appearance_conv = conv_block(channels, channels, norm, dropout, padding_type, final_norm=True)
         self.shape_conv = conv_block(shape_in_channels, channels, norm, dropout, padding_type, final_norm=False)
-        self.query = nn.Conv2d(channels, query_key_channels, 1)
-        self.key = nn.Conv2d(channels, query_key_channels, 1)
-        self.value = nn.Conv2d(channels, channels, 1)
-        self.gamma = nn.Parameter(torch.zeros(1))  # shape (1,) as in the official state dict
-        self.attention = attention
-
-    def branches(self, appearance: Tensor, shape: Tensor) -> tuple[Tensor, Tensor]:
-        """The conv branches: (B, C, h, w), (B, C_s, h, w) -> (B, C, h, w), (B, C, h, w)."""
-        return self.appearance_conv(appearance), self.shape_conv(shape)
-
-    def attention_inputs(self, appearance: Tensor, shape: Tensor) -> AttentionInputs:
-        """Tokens for SA and AS from the branch outputs (each (B, C, h, w)), stacked so one backend call
-        serves both directions."""
-        updated = torch.cat((appearance, shape), 0)  # SA updates appearance, AS updates shape
-        guide = torch.cat((shape, appearance), 0)  # the other stream supplies the keys
-        return AttentionInputs(
-            to_tokens(self.query(updated)),
-            to_tokens(self.key(guide)),
-            to_tokens(self.value(updated)),
-            to_tokens(updated),
-        )
-
-    def cross_attention(
-        self, inputs: AttentionInputs, height: int, width: int, extra: ExtraKeys | None = None
-    ) -> Tensor:
-        """The gated SA / AS step on stacked tokens -> (2B, N, C); XingGAN++ blocks override it. ``extra``
-        keys / values are appended to every query's key set (personalisation's subject tokens)."""
-        key, value = append_extra_keys(inputs.key, inputs.value, extra)
-        return self.attention(inputs.query, key, value, inputs.residual, self.gamma[0])
+        self.cross_attention = make_attention()
 
     def forward(self, appearance: Tensor, shape: Tensor) -> tuple[Tensor, Tensor]:
-        appearance, shape = self.branches(appearance, shape)
-        height, width = appearance.shape[-2:]
-        attended = self.cross_attention(self.attention_inputs(appearance, shape), height, width)
-        appearance, shape = from_tokens(attended, height, width).chunk(2, dim=0)
+        appearance, shape = self.cross_attention(self.appearance_conv(appearance), self.shape_conv(shape))
         return appearance, torch.cat((appearance, shape), 1)
 
 
@@ -195,8 +127,9 @@ class XingGenerator(nn.Module):
     forward(source_image (B, 3, H, W) in [-1, 1], source_pose (B, 18, H, W), target_pose (B, 18, H, W))
     -> generated image (B, 3, H, W); H and W must be divisible by 4. The attention backend (shared by
     all blocks, stateless) only changes how SA / AS are computed, never the parameters.
-    ``query_key_channels`` defaults to channels // 8 (32 for ngf 64), as released. ``block_factory``
-    builds each block from XingBlock's constructor arguments (XingGAN++ passes its multi-scale block).
+    ``query_key_channels`` defaults to channels // 8 (32 for ngf 64), as released. ``attention_factory``
+    builds each block's attention step as ``attention_factory(channels, query_key_channels, backend)``
+    (XingGAN++ passes its multi-scale attention).
     """
 
     def __init__(
@@ -207,10 +140,10 @@ class XingGenerator(nn.Module):
         num_blocks: int = 9,
         norm: str = "instance",
         dropout: float = 0.5,
-        attention: CrossAttention | None = None,
+        attention: nn.Module | None = None,
         query_key_channels: int | None = None,
         padding_type: str = "reflect",
-        block_factory: Callable[..., XingBlock] = XingBlock,
+        attention_factory: Callable[[int, int, nn.Module], nn.Module] = XingAttention,
     ) -> None:
         super().__init__()
         if num_blocks < 1:
@@ -222,14 +155,13 @@ class XingGenerator(nn.Module):
         self.appearance_encoder = downsampling_encoder(image_channels, ngf, norm, NUM_DOWNSAMPLING)
         self.shape_encoder = downsampling_encoder(2 * pose_channels, ngf, norm, NUM_DOWNSAMPLING)
         self.blocks = nn.ModuleList(
-            block_factory(
+            XingBlock(
                 channels if index == 0 else 2 * channels,
                 channels,
-                query_key_channels or channels // 8,
                 norm,
                 dropout,
                 padding_type,
-                attention,
+                functools.partial(attention_factory, channels, query_key_channels or channels // 8, attention),
             )
             for index in range(num_blocks)
         )

@@ -13,42 +13,31 @@ block runs over several scales and sub-regions at once, and their results are fu
   of the regular tiling, the shifted one for the remainder), so there is no padding, nothing to
   mask, and one backend call serves all windows: they are moved to the batch axis.
 
-Every branch without EA goes through the attention backend (``attend`` of the interface in
-emca.networks.attention), so the reference / sdpa / fused backends all apply; a branch with enhanced
-attention (emca.networks.enhanced_attention) computes its matrices explicitly. The branch outputs are
+Every branch without EA goes through the attention backend (emca.networks.attention), so the
+reference / sdpa / fused backends all apply; a branch with enhanced attention
+(emca.networks.enhanced_attention) computes its matrices explicitly. The branch outputs are
 fused by learned softmax weights (initialised equal: their mean) or by a 1x1 convolution over the
-concatenated branches (initialised to the mean too), then gated by the block's ``gamma`` as in XingGAN.
+concatenated branches (initialised to the mean too), then gated by ``gamma`` as in XingGAN.
 Which scales, windows, fusion and EA branches: ``model.generator.multi_scale`` / ``enhanced_attention``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emca.errors import ConfigError
-from emca.networks.attention import CrossAttention
-from emca.networks.enhanced_attention import EnhancedAttention, RefinedAttention, correlation
-from emca.networks.generator import AttentionInputs, ExtraKeys, XingBlock, append_extra_keys, from_tokens, to_tokens
+from emca.networks.cross_attention import MemoryKeys, XingAttention, from_tokens, to_tokens, with_memory
+from emca.networks.enhanced_attention import EnhancedAttention
 
 ScaleKind = Literal["full", "pool", "window"]
 SCALE_KINDS: tuple[str, ...] = ("full", "pool", "window")
 FUSIONS = ("softmax", "conv")
-
-
-class ScaleRecorder(Protocol):
-    """Receives the attention of chosen queries (see emca.networks.attention_recording)."""
-
-    query_tokens: Tensor  # (Q,) flat grid indices of the queries to record
-
-    def __call__(self, scale: str, attention: Tensor, raw: Tensor, refined: Tensor | None) -> None:
-        """attention softmax(E'), raw E and refined E' (None without EA) rows, each (2B, Q, hk, wk)."""
 
 
 @dataclass(frozen=True)
@@ -117,111 +106,69 @@ class WindowPartition:
         return windows.reshape(-1, self.num_windows * self.window_tokens, windows.shape[-1])[:, self.owner]
 
 
+class KeySet(NamedTuple):
+    """What one branch attends over: ``query`` (B', N', Dk) against ``key`` (B', M, Dk) / ``value``
+    (B', M, Dv); windows sit on the batch axis (B' = B * windows) and ``partition`` merges them back.
+    ``context_query`` (B', L, Dk): the pooled queries EA takes its context rows from (pool branches)."""
+
+    query: Tensor
+    key: Tensor
+    value: Tensor
+    context_query: Tensor | None
+    partition: WindowPartition | None
+    key_grid: tuple[int, int]  # the (rows, cols) of the key tokens before memory: the grid, pooled grid or window
+
+
 class AttentionScale(nn.Module):
     """One branch of the multi-scale cross-attention, with optional enhanced attention.
 
-    forward(query (B, N, Dk), key (B, N, Dk), value (B, N, Dv) on a height x width grid, backend)
-    -> softmax-attended values (B, N, Dv), before the gate.
+    forward(query (B, N, Dk), key (B, N, Dk), value (B, N, Dv) on a height x width grid, memory keys)
+    -> softmax-attended values (B, N, Dv), before the gate. Branches without EA go through ``backend``.
     """
 
-    def __init__(self, spec: ScaleSpec, enhancement: EnhancedAttention | None = None) -> None:
+    def __init__(self, spec: ScaleSpec, backend: nn.Module, enhancement: EnhancedAttention | None = None) -> None:
         super().__init__()
         self.spec = spec
+        self.backend = backend
         self.enhancement = enhancement
-        self.recorder: ScaleRecorder | None = None  # set only inside emca.networks.attention_recording
 
-    def attend(
-        self, query: Tensor, key: Tensor, value: Tensor, context_query: Tensor | None, backend: CrossAttention
-    ) -> tuple[Tensor, RefinedAttention | None]:
-        """(B', N', Dk), (B', M, Dk), (B', M, Dv) -> output (B', N', Dv) and, with EA or while recording,
-        the explicit matrices."""
-        if self.enhancement is not None:
-            refined = self.enhancement(query, key, value, context_query)
-            return refined.output, refined
-        output = backend.attend(query, key, value)
-        if self.recorder is None:
-            return output, None
-        raw = correlation(query, key)  # only for the figures
-        return output, RefinedAttention(raw, raw, output)
-
-    def forward(
-        self,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        height: int,
-        width: int,
-        backend: CrossAttention,
-        extra: ExtraKeys | None = None,
-    ) -> Tensor:
-        """``extra`` keys / values (personalisation's subject tokens) join every query's key set: the full
-        grid, the pooled grid, or each window."""
+    def key_set(
+        self, query: Tensor, key: Tensor, value: Tensor, height: int, width: int, memory: MemoryKeys | None
+    ) -> KeySet:
+        """The branch's queries and key set; the memory joins every query's keys (the full grid, the pooled
+        grid or each window)."""
         kind, size = self.spec.kind, self.spec.size
         if kind == "window":
             partition = WindowPartition(height, width, size, query.device)
-            windows = partition.num_windows
-            window_extra = None if extra is None else ExtraKeys(*(t.repeat_interleave(windows, 0) for t in extra))
-            window_key, window_value = append_extra_keys(partition.split(key), partition.split(value), window_extra)
-            output, matrices = self.attend(partition.split(query), window_key, window_value, None, backend)
-            if matrices is not None:
-                self._record(
-                    matrices,
-                    lambda rows, tokens, fill: self._window_maps(rows, tokens, fill, partition, height, width),
-                    height * width,
-                )
-            return partition.merge(output)
+            window_key, window_value = with_memory(partition.split(key), partition.split(value), memory)
+            window_grid = (min(size, height), min(size, width))
+            return KeySet(partition.split(query), window_key, window_value, None, partition, window_grid)
         context_query = None
         key_grid = (height, width)
         if kind == "pool":
             key, value = (pool_tokens(t, height, width, size) for t in (key, value))
             context_query = pool_tokens(query, height, width, size) if self.enhancement is not None else None
             key_grid = pooled_size(height, width, size)
-        key, value = append_extra_keys(key, value, extra)
-        output, matrices = self.attend(query, key, value, context_query, backend)
-        if matrices is not None:
-            self._record(matrices, lambda rows, tokens, fill: rows[:, tokens].unflatten(-1, key_grid), height * width)
-        return output
+        return KeySet(query, *with_memory(key, value, memory), context_query, None, key_grid)
 
-    def _record(
-        self, matrices: RefinedAttention, key_maps: Callable[[Tensor, Tensor, float], Tensor], num_tokens: int
-    ) -> None:
-        """Hand the recorder the rows of its query tokens as key-grid maps (2B, Q, hk, wk)."""
-        if self.recorder is None:
-            return
-        tokens = self.recorder.query_tokens.to(matrices.raw.device)
-        if tokens.min() < 0 or tokens.max() >= num_tokens:
-            raise ConfigError(
-                f"record_attention: query tokens {tokens.tolist()} must index the block grid of "
-                f"{num_tokens} tokens (row * width + column at 1/4 resolution)."
-            )
-        with torch.no_grad():
-            attention = key_maps(torch.softmax(matrices.refined, -1), tokens, 0.0)
-            raw = key_maps(matrices.raw, tokens, float("nan"))
-            refined = key_maps(matrices.refined, tokens, float("nan")) if self.enhancement is not None else None
-        self.recorder(self.spec.name, attention, raw, refined)
-
-    @staticmethod
-    def _window_maps(
-        rows: Tensor, tokens: Tensor, fill: float, partition: WindowPartition, height: int, width: int
+    def forward(
+        self, query: Tensor, key: Tensor, value: Tensor, height: int, width: int, memory: MemoryKeys | None = None
     ) -> Tensor:
-        """Window rows (B * windows, T, T) of the query ``tokens`` (Q,) -> full-grid maps (B, Q, h, w),
-        ``fill`` outside each query's window."""
-        per_window = rows.reshape(-1, partition.num_windows, partition.window_tokens, partition.window_tokens)
-        windows = partition.query_window[tokens]
-        positions = partition.owner[tokens] - windows * partition.window_tokens
-        selected = per_window[:, windows, positions]  # (B, Q, T)
-        maps = selected.new_full((*selected.shape[:2], height * width), fill)
-        maps.scatter_(-1, partition.token_index[windows].expand_as(selected), selected)
-        return maps.unflatten(-1, (height, width))
+        keys = self.key_set(query, key, value, height, width, memory)
+        if self.enhancement is not None:
+            output = self.enhancement(keys.query, keys.key, keys.value, keys.context_query).output
+        else:
+            output = self.backend(keys.query, keys.key, keys.value)
+        return output if keys.partition is None else keys.partition.merge(output)
 
 
-class MultiScaleXingBlock(XingBlock):
-    """A Xing block whose SA / AS attention runs over several scales (EMSA / EMAS), fused.
+class MultiScaleXingAttention(XingAttention):
+    """XingAttention whose SA / AS attention runs over several scales (EMSA / EMAS), fused.
 
-    The conv branches, the projections and the gate are XingBlock's, built first in the same order, so
-    the block's shared weights line up with XingGAN's. Shapes as in :class:`XingBlock`.
+    The projections and the gate are XingAttention's, built first in the same order, so the shared weights
+    line up with XingGAN's. Shapes as in :class:`~emca.networks.cross_attention.XingAttention`.
 
-    Args (after XingBlock's):
+    Args (after XingAttention's):
         scales: the branches, at least one.
         fusion: ``softmax`` (learned weights over the branches) or ``conv`` (1x1 conv over their
             concatenation, C * len(scales) -> C, no bias); both start as the mean of the branches.
@@ -231,13 +178,9 @@ class MultiScaleXingBlock(XingBlock):
 
     def __init__(
         self,
-        shape_in_channels: int,
         channels: int,
         query_key_channels: int,
-        norm: str,
-        dropout: float,
-        padding_type: str,
-        attention: CrossAttention,
+        backend: nn.Module,
         *,
         scales: tuple[ScaleSpec, ...],
         fusion: str = "softmax",
@@ -245,7 +188,7 @@ class MultiScaleXingBlock(XingBlock):
         enhanced_inner_channels: int = 16,
         enhanced_heads: int = 2,
     ) -> None:
-        super().__init__(shape_in_channels, channels, query_key_channels, norm, dropout, padding_type, attention)
+        super().__init__(channels, query_key_channels, backend)
         if not scales:
             raise ConfigError(
                 "Config field 'multi_scale': no attention branch is enabled; enable 'full' or give "
@@ -256,6 +199,7 @@ class MultiScaleXingBlock(XingBlock):
         self.scales = nn.ModuleList(
             AttentionScale(
                 spec,
+                backend,
                 EnhancedAttention(query_key_channels, enhanced_inner_channels, enhanced_heads)
                 if spec.kind in enhanced_kinds
                 else None,
@@ -269,17 +213,12 @@ class MultiScaleXingBlock(XingBlock):
         else:
             self.scale_mixing = nn.Parameter(torch.eye(channels).repeat(1, len(scales)) / len(scales))
 
-    def cross_attention(
-        self, inputs: AttentionInputs, height: int, width: int, extra: ExtraKeys | None = None
+    def attend(
+        self, query: Tensor, key: Tensor, value: Tensor, height: int, width: int, memory: MemoryKeys | None
     ) -> Tensor:
-        """Stacked SA / AS tokens -> residual + gamma * fused multi-scale attention (2B, N, C); ``extra``
-        keys / values join the key set of every branch."""
-        attended = [
-            scale(inputs.query, inputs.key, inputs.value, height, width, self.attention, extra) for scale in self.scales
-        ]
+        """Stacked SA / AS tokens -> the fused multi-scale attention (2B, N, C), before the gate."""
+        attended = [scale(query, key, value, height, width, memory) for scale in self.scales]
         if self.fusion_mode == "softmax":
             weights = torch.softmax(self.scale_logits, 0).to(attended[0].dtype)
-            fused = sum(weight * branch for weight, branch in zip(weights, attended, strict=True))
-        else:
-            fused = F.linear(torch.cat(attended, -1), self.scale_mixing.to(attended[0].dtype))
-        return inputs.residual + self.gamma[0] * fused
+            return sum(weight * branch for weight, branch in zip(weights, attended, strict=True))
+        return F.linear(torch.cat(attended, -1), self.scale_mixing.to(attended[0].dtype))

@@ -26,7 +26,7 @@ from emca.data.dataset import load_image
 from emca.data.keypoints import pose_heatmaps
 from emca.errors import DataError
 from emca.io import atomic_save_image
-from emca.metrics.generate import to_uint8
+from emca.metrics.images import to_uint8
 from emca.personalize.adapter import load_personalized_generator
 from emca.personalize.moa import PERSONAL, PersonalizedGenerator
 
@@ -66,8 +66,8 @@ def router_map_images(personalized: PersonalizedGenerator, height: int, width: i
     """The personalised weight of every block and direction from the latest forward (batch item 0), as
     grayscale images of the output size: {'block0_sa': ..., 'block0_as': ..., ...}."""
     maps = {}
-    for index, block in enumerate(personalized.mixture_blocks):
-        weights = block.routing[:, PERSONAL:].chunk(2, dim=0)  # SA rows, AS rows: (B, 1, h, w) each
+    for index, mixture in enumerate(personalized.mixtures):
+        weights = mixture.routing[:, PERSONAL:].chunk(2, dim=0)  # SA rows, AS rows: (B, 1, h, w) each
         for direction, weight in zip(DIRECTION_NAMES, weights, strict=True):
             upsampled = F.interpolate(weight[:1], size=(height, width), mode="nearest")[0, 0]
             maps[f"block{index}_{direction}"] = Image.fromarray(upsampled.mul(255).round().byte().cpu().numpy())
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         atomic_save_image(result, args.out / "generated.png")
         for name, image in router_map_images(personalized, height, width).items():
             atomic_save_image(image, args.out / f"{name}.png")
-        print(f"wrote generated.png and {2 * len(personalized.mixture_blocks)} router maps to {args.out}")
+        print(f"wrote generated.png and {2 * len(personalized.mixtures)} router maps to {args.out}")
 
 
 if __name__ == "__main__":

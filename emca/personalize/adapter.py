@@ -29,7 +29,7 @@ from emca.personalize.moa import PersonalizedGenerator
 
 ADAPTER_FORMAT = "emca-moa-adapter"
 ADAPTER_VERSION = 1
-SUBJECT_TOKENS_SUFFIX = "personal.subject_tokens"
+SUBJECT_TOKENS_SUFFIX = "cross_attention.subject_tokens"
 
 
 def architecture_fingerprint(generator: nn.Module, model_cfg: dict[str, Any]) -> dict[str, Any]:

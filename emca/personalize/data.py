@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from emca.data.annotations import read_annotations
+from emca.data.batch import collate_pairs
 from emca.data.dataset import PoseTransferDataset, check_images, load_image
 from emca.data.pairs import build_pairs
 from emca.data.skeleton import person_mask
@@ -163,6 +164,7 @@ class SubjectDataModule(pl.LightningDataModule):
             self.pairs,
             batch_size=self.batch_size,
             shuffle=True,
+            collate_fn=collate_pairs,
             num_workers=self.num_workers,
             drop_last=len(self.pairs) > self.batch_size,
         )
@@ -171,5 +173,8 @@ class SubjectDataModule(pl.LightningDataModule):
         count = min(self.val_pairs, len(self.pairs))
         indices = np.linspace(0, len(self.pairs), count, endpoint=False).astype(int).tolist()
         return DataLoader(
-            torch.utils.data.Subset(self.pairs, indices), batch_size=self.batch_size, num_workers=self.num_workers
+            torch.utils.data.Subset(self.pairs, indices),
+            batch_size=self.batch_size,
+            collate_fn=collate_pairs,
+            num_workers=self.num_workers,
         )

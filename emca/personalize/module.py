@@ -20,16 +20,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from emca.build import build_discriminator
+from emca.build import build_discriminators
 from emca.checkpoint import load_generator, read_training_checkpoint
-from emca.data.keypoints import NUM_JOINTS
+from emca.data.batch import PoseTransferBatch
 from emca.errors import CheckpointError, ConfigError
-from emca.losses import GANLoss, PerceptualLoss
+from emca.losses import LossOptions, PoseTransferLoss
 from emca.metrics.validation import ValidationMetrics
+from emca.module import GeneratorModule
+from emca.networks.discriminator import DiscriminatorPair
 from emca.personalize.adapter import adapter_path_in, architecture_fingerprint, save_adapter
 from emca.personalize.moa import PersonalizedGenerator, router_loss, subject_tokens
 
@@ -40,24 +41,18 @@ def masked_l1(generated: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return ((generated - target).abs() * weight).sum() / weight.sum().clamp_min(1.0)
 
 
-def frozen_discriminators(model_cfg: dict[str, Any], base_ckpt: str) -> nn.ModuleDict:
-    """D_PB ('pose') and D_PP ('appearance') of the base checkpoint, frozen."""
+def frozen_discriminators(model_cfg: dict[str, Any], base_ckpt: str) -> DiscriminatorPair:
+    """D_PB and D_PP of the base checkpoint, frozen."""
     state = read_training_checkpoint(base_ckpt)[0]["state_dict"]
-    discriminators = nn.ModuleDict(
-        {
-            "pose": build_discriminator(model_cfg, 3 + NUM_JOINTS, source=base_ckpt),
-            "appearance": build_discriminator(model_cfg, 6, source=base_ckpt),
-        }
-    )
-    for name, discriminator in discriminators.items():
-        prefix = f"{name}_discriminator."
-        try:
-            discriminator.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
-        except RuntimeError as err:
-            raise CheckpointError(
-                f"'{base_ckpt}' has no usable {prefix[:-1]} weights for the adversarial loss "
-                f"({err}); set model.loss.lambda_gan=0 to personalise without it."
-            ) from err
+    discriminators = build_discriminators(model_cfg, source=base_ckpt)
+    prefix = "discriminators."
+    try:
+        discriminators.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"'{base_ckpt}' has no usable discriminator weights for the adversarial loss "
+            f"({err}); set model.loss.lambda_gan=0 to personalise without it."
+        ) from err
     return discriminators.requires_grad_(False).eval()
 
 
@@ -67,7 +62,7 @@ def recoloured(images: Tensor) -> Tensor:
     return images.roll(1, dims=1)
 
 
-class PersonalizationModule(pl.LightningModule):
+class PersonalizationModule(GeneratorModule):
     """MoA personalisation of ``model['base_ckpt']`` (see the module docstring)."""
 
     def __init__(
@@ -84,15 +79,23 @@ class PersonalizationModule(pl.LightningModule):
         base, self.base_hparams = load_generator(model["base_ckpt"])
         self.fingerprint = architecture_fingerprint(base, self.base_hparams["model"])
         token_count = moa["token_grid"][0] * moa["token_grid"][1]
-        placeholder = torch.zeros(token_count, base.blocks[0].value.out_channels)  # set from the photos in setup()
+        channels = base.blocks[0].cross_attention.value.out_channels
+        placeholder = torch.zeros(token_count, channels)  # set from the photos in setup()
         self.personalized = PersonalizedGenerator(base, placeholder, moa["router_hidden"], moa["router_init_prior"])
         self.discriminators = (
             frozen_discriminators(self.base_hparams["model"], model["base_ckpt"])
             if loss_cfg["lambda_gan"] > 0
             else None
         )
-        self.gan_loss = GANLoss(self.base_hparams["model"]["loss"]["gan_mode"])
-        self.perceptual_loss = PerceptualLoss(weights_dir) if loss_cfg["lambda_perceptual"] > 0 else None
+        # the base model's GAN form; the weights of the terms are personalisation's own (model.loss)
+        self.loss = PoseTransferLoss(
+            LossOptions(
+                gan_mode=self.base_hparams["model"]["loss"]["gan_mode"],
+                lambda_perceptual=loss_cfg["lambda_perceptual"],
+                lambda_gan=loss_cfg["lambda_gan"],
+            ),
+            weights_dir,
+        )
         self.val_metrics = ValidationMetrics()
 
     def forward(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor) -> Tensor:
@@ -114,19 +117,24 @@ class PersonalizationModule(pl.LightningModule):
         tokens = subject_tokens(
             self.personalized.generator, datamodule.reference_images(), tuple(self.hparams.model["moa"]["token_grid"])
         )
-        for block in self.personalized.mixture_blocks:
-            block.personal.subject_tokens.data.copy_(tokens)
+        for mixture in self.personalized.mixtures:
+            mixture.subject_tokens.data.copy_(tokens)
+
+    @property
+    def max_optimizer_steps(self) -> int:
+        """The trainer's step budget: one optimizer step per iteration."""
+        return int(self.hparams.model["optim"]["iterations"])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optim = self.hparams.model["optim"]
         trainable = [parameter for parameter in self.personalized.parameters() if parameter.requires_grad]
         return torch.optim.Adam(trainable, lr=optim["lr"], betas=tuple(optim["betas"]))
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: PoseTransferBatch, batch_idx: int) -> Tensor:
         loss_cfg = self.hparams.model["loss"]
-        source, target, mask = batch["source_image"], batch["target_image"], batch["target_mask"]
-        batch_size = source.shape[0]
-        poses = batch["source_pose"], batch["target_pose"]
+        source, target, mask = batch.source_image, batch.target_image, batch.target_mask
+        batch_size = len(batch)
+        poses = batch.source_pose, batch.target_pose
         if loss_cfg["lambda_preservation"] > 0:  # other people: the subject's photos with their colours permuted
             source = torch.cat((source, recoloured(source)))
             poses = tuple(pose.repeat(2, 1, 1, 1) for pose in poses)
@@ -142,29 +150,17 @@ class PersonalizationModule(pl.LightningModule):
             source, generated = source[:batch_size], generated[:batch_size]
         losses["l1"] = masked_l1(generated, target, mask)
         weights["l1"] = loss_cfg["lambda_l1"]
-        if self.perceptual_loss is not None:
-            losses["perceptual"] = self.perceptual_loss(generated * mask, target * mask)
+        if self.loss.perceptual is not None:
+            losses["perceptual"] = self.loss.perceptual(generated * mask, target * mask)
             weights["perceptual"] = loss_cfg["lambda_perceptual"]
         if self.discriminators is not None:
-            losses["gan"] = (
-                self.gan_loss(self.discriminators["pose"](torch.cat([generated, batch["target_pose"]], 1)), True)
-                + self.gan_loss(self.discriminators["appearance"](torch.cat([generated, source], 1)), True)
-            ) / 2
+            adversarial = self.loss.adversarial(self.discriminators, generated, batch)
+            losses["gan"] = (adversarial["gan_pose"] + adversarial["gan_appearance"]) / 2
             weights["gan"] = loss_cfg["lambda_gan"]
         total = sum(weights[name] * value for name, value in losses.items())
         self.log_dict({f"train/{name}": value for name, value in losses.items()}, batch_size=batch_size)
         self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
         return total
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        generated = self(batch["source_image"], batch["source_pose"], batch["target_pose"])
-        target = batch["target_image"]
-        self.val_metrics.update(generated, target)
-
-    def on_validation_epoch_end(self) -> None:
-        results = self.val_metrics.compute()
-        self.log_dict({f"val/{name}": value for name, value in results.items()}, prog_bar=True, sync_dist=True)
-        self.val_metrics.reset()
 
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero:

@@ -20,7 +20,6 @@ from torch import Tensor
 from triton.runtime.interpreter import InterpretedFunction
 
 from emca_fused import triton_kernels
-from emca_fused.op import output_dtypes
 
 TRITON_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
@@ -104,8 +103,11 @@ def launch_config(dtype: torch.dtype, key_width: int, value_width: int) -> Launc
     )
 
 
-def _strides(*tensors: Tensor) -> list[int]:
-    return [stride for tensor in tensors for stride in tensor.stride()]
+def _sizes_and_strides(query: Tensor, key: Tensor, value: Tensor) -> list[int]:
+    """N, M, Dk, Dv and the (batch, token, feature) strides of query, key and value: every kernel's
+    arguments after its pointers."""
+    sizes = [query.shape[1], key.shape[1], query.shape[2], value.shape[2]]
+    return sizes + [stride for tensor in (query, key, value) for stride in tensor.stride()]
 
 
 def _device_guard(tensor: Tensor) -> contextlib.AbstractContextManager:
@@ -113,16 +115,11 @@ def _device_guard(tensor: Tensor) -> contextlib.AbstractContextManager:
     return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
 
 
-def forward(
-    query: Tensor, key: Tensor, value: Tensor, residual: Tensor, gamma: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Return output (B, N, Dv), pre-gate attention (B, N, Dv) and logsumexp (B, N) float32, contiguous;
-    dtypes as :func:`output_dtypes`."""
+def forward(query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+    """Return the attention output (B, N, Dv) in value's dtype and the logsumexp (B, N) float32, contiguous."""
     batch, queries, key_width = query.shape
-    keys, value_width = value.shape[1], value.shape[2]
-    output_dtype, attention_dtype = output_dtypes(value, residual)
-    output = torch.empty((batch, queries, value_width), dtype=output_dtype, device=query.device)
-    attention = torch.empty((batch, queries, value_width), dtype=attention_dtype, device=query.device)
+    value_width = value.shape[2]
+    attention = torch.empty((batch, queries, value_width), dtype=value.dtype, device=query.device)
     logsumexp = torch.empty((batch, queries), dtype=torch.float32, device=query.device)
     _check_kernel_mode()
     config = launch_config(query.dtype, key_width, value_width)
@@ -131,19 +128,12 @@ def forward(
             query,
             key,
             value,
-            residual,
-            gamma.reshape(()),
-            output,
             attention,
             logsumexp,
-            queries,
-            keys,
-            key_width,
-            value_width,
-            *_strides(query, key, value, residual),
+            *_sizes_and_strides(query, key, value),
             **config.launch_options(),
         )
-    return output, attention, logsumexp
+    return attention, logsumexp
 
 
 def backward(
@@ -159,7 +149,7 @@ def backward(
     d_value = torch.empty((batch, keys, value_width), dtype=value.dtype, device=value.device)
     _check_kernel_mode()
     config = launch_config(query.dtype, key_width, value_width)
-    shared = (queries, keys, key_width, value_width, *_strides(query, key, value))
+    shared = _sizes_and_strides(query, key, value)
     with _device_guard(query):
         triton_kernels.backward_key_value_kernel[(triton.cdiv(keys, config.block_m), batch)](
             query, key, value, d_attention, logsumexp, delta, d_key, d_value, *shared, **config.launch_options()

@@ -1,9 +1,9 @@
-"""Triton kernels for the gated cross-attention ``residual + gamma * softmax(query @ key^T) @ value``.
+"""Triton kernels for the attention ``softmax(query @ key^T) @ value`` (scale 1, as XingGAN).
 
 FlashAttention-2 scheme: each program owns a tile of queries (forward, dQ) or keys (dK, dV) of one
 batch element and loops over the other axis, so the (N, M) probability matrix only ever exists one
 (BLOCK_N, BLOCK_M) tile at a time. The forward keeps a running row maximum and row sum (online
-softmax) and saves the pre-gate attention output O and the per-query logsumexp; the backward
+softmax) and saves the attention output O and the per-query logsumexp; the backward
 recomputes the probabilities from the logsumexp tile by tile:
 
     dV = P^T dO,   dP = dO V^T,   dS = P * (dP - delta),   dQ = dS K,   dK = dS^T Q
@@ -37,15 +37,21 @@ def store_tile(base, rows, columns, row_limit, column_limit, tile):
 
 
 @triton.jit
+def load_row_statistics(logsumexp_ptr, delta_ptr, batch, queries, rows):
+    """The saved logsumexp and delta of the query ``rows`` of one batch element (0 for padding rows)."""
+    offsets = batch * queries + rows
+    logsumexp = tl.load(logsumexp_ptr + offsets, mask=rows < queries, other=0.0)
+    delta = tl.load(delta_ptr + offsets, mask=rows < queries, other=0.0)
+    return logsumexp, delta
+
+
+@triton.jit
 def forward_kernel(
     query_ptr,
     key_ptr,
-    value_ptr,
-    residual_ptr,
-    gamma_ptr,  # inputs, strided
-    output_ptr,
+    value_ptr,  # inputs, strided
     attention_ptr,
-    logsumexp_ptr,  # outputs, contiguous (B, N, Dv), (B, N, Dv), (B, N)
+    logsumexp_ptr,  # outputs, contiguous (B, N, Dv), (B, N)
     queries,
     keys,
     key_width,
@@ -59,9 +65,6 @@ def forward_kernel(
     stride_vb,
     stride_vm,
     stride_vd,
-    stride_rb,
-    stride_rn,
-    stride_rd,
     BLOCK_N: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_DK: tl.constexpr,
@@ -101,15 +104,7 @@ def forward_kernel(
         row_max = new_max
 
     attention = accumulator / row_sum[:, None]
-    residual = load_tile(
-        residual_ptr + batch * stride_rb, rows, value_dims, stride_rn, stride_rd, queries, value_width, 0.0
-    )
-    gamma = tl.load(gamma_ptr).to(tl.float32)
-    out_offset = batch * queries * value_width
-    store_tile(attention_ptr + out_offset, rows, value_dims, queries, value_width, attention)
-    store_tile(
-        output_ptr + out_offset, rows, value_dims, queries, value_width, residual.to(tl.float32) + gamma * attention
-    )
+    store_tile(attention_ptr + batch * queries * value_width, rows, value_dims, queries, value_width, attention)
     tl.store(logsumexp_ptr + batch * queries + rows, row_max + tl.log(row_sum), mask=rows < queries)
 
 
@@ -166,8 +161,7 @@ def backward_key_value_kernel(
             DOT_DTYPE
         )
         # Padding queries have zero query and output-gradient rows, so they add nothing to dK or dV.
-        logsumexp = tl.load(logsumexp_ptr + batch * queries + rows, mask=rows < queries, other=0.0)
-        delta = tl.load(delta_ptr + batch * queries + rows, mask=rows < queries, other=0.0)
+        logsumexp, delta = load_row_statistics(logsumexp_ptr, delta_ptr, batch, queries, rows)
         # Transposed (keys x queries) tiles, so the sums over queries are plain matrix products.
         scores_t = tl.dot(key, tl.trans(query), input_precision=INPUT_PRECISION)
         probabilities_t = tl.exp(scores_t - logsumexp[None, :])
@@ -223,8 +217,7 @@ def backward_query_kernel(
     d_attention = load_tile(
         d_attention_ptr + batch * queries * value_width, rows, value_dims, value_width, 1, queries, value_width, 0.0
     ).to(DOT_DTYPE)
-    logsumexp = tl.load(logsumexp_ptr + batch * queries + rows, mask=rows < queries, other=0.0)
-    delta = tl.load(delta_ptr + batch * queries + rows, mask=rows < queries, other=0.0)
+    logsumexp, delta = load_row_statistics(logsumexp_ptr, delta_ptr, batch, queries, rows)
     d_query = tl.zeros([BLOCK_N, BLOCK_DK], tl.float32)
     for start in range(0, keys, BLOCK_M):
         columns = start + tl.arange(0, BLOCK_M)
