@@ -74,8 +74,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ],
         plugins=[checkpoint.SafeCheckpointIO()],
     )
+    if cfg.ckpt_path and cfg.init_ckpt:
+        raise ConfigError(
+            "ckpt_path resumes a run exactly and init_ckpt starts a new one from a checkpoint's weights; give one."
+        )
     if cfg.ckpt_path:
         checkpoint.check_resumable(cfg.ckpt_path, module)
+    if cfg.init_ckpt:
+        if not hasattr(module, "load_initial_weights"):
+            raise ConfigError(f"init_ckpt: {cfg.module} cannot start from a checkpoint's weights.")
+        module.load_initial_weights(checkpoint.initial_weights(cfg.init_ckpt, module))
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     except SIGTERMException as err:

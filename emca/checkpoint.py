@@ -8,6 +8,7 @@ never by instantiating what the file names: a checkpoint from the internet canno
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,11 @@ from emca.io import atomic_torch_save, remove_stale_temporaries, safe_torch_load
 
 GENERATOR_PREFIX = "generator."
 EMA_GENERATOR_PREFIX = "generator_ema.module."
+# an exported model folder (emca.export)
+EXPORT_FORMAT = "emca-model"
+EXPORT_VERSION = 1
+EXPORT_WEIGHTS = "model.safetensors"
+EXPORT_CONFIG = "config.json"
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
@@ -50,12 +56,51 @@ def generator_state(state_dict: dict[str, torch.Tensor], prefer_ema: bool = True
     return {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
 
 
+def read_exported_model(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An exported model folder (``python -m emca.export``: ``model.safetensors`` + ``config.json``) read as a
+    checkpoint: ``({"state_dict": ...}, {"model": ..., "data": ...})``. safetensors holds tensors only, and
+    the config is plain JSON whose architecture :mod:`emca.build` checks against its registry."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config_path, weights_path = folder / EXPORT_CONFIG, folder / EXPORT_WEIGHTS
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise CheckpointError(
+                f"'{folder}' is a folder without '{path.name}'; an exported emca model holds {EXPORT_WEIGHTS} "
+                f"and {EXPORT_CONFIG} (python -m emca.export CKPT --out DIR writes them)."
+            )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"'{config_path}' is not valid JSON ({err}).") from err
+    if not isinstance(config, dict) or config.get("format") != EXPORT_FORMAT:
+        raise CheckpointError(f"'{config_path}' is not an emca model config (no format '{EXPORT_FORMAT}').")
+    if config.get("version") != EXPORT_VERSION:
+        raise CheckpointError(
+            f"'{config_path}' has version {config.get('version')!r}; this emca reads version {EXPORT_VERSION}."
+        )
+    for field in ("model", "data"):
+        if not isinstance(config.get(field), dict):
+            raise CheckpointError(
+                f"'{config_path}', field '{field}': expected a mapping, got {config.get(field)!r:.60}."
+            )
+    try:
+        state = load_file(weights_path)
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"'{weights_path}' is not a readable safetensors file ({err}).") from err
+    return {"state_dict": state}, {"model": config["model"], "data": config["data"]}
+
+
 def read_training_checkpoint(ckpt_path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Safely load an emca training checkpoint and check its structure: ``(checkpoint, hyper_parameters)``.
+    """Safely load an emca training checkpoint, or an exported model folder, and check its structure:
+    ``(checkpoint, hyper_parameters)``.
 
     ``hyper_parameters`` holds ``model`` (and usually ``data``) as plain dicts; ``checkpoint["state_dict"]`` maps
     names to tensors.
     """
+    if Path(ckpt_path).is_dir():
+        return read_exported_model(Path(ckpt_path))
     checkpoint = safe_torch_load(ckpt_path)
     hint = "emca reads the best.ckpt / last.ckpt files that `python train.py` writes."
     if not isinstance(checkpoint, dict):
@@ -127,6 +172,32 @@ def check_resumable(ckpt_path: str | os.PathLike, module: nn.Module) -> None:
             f"({len(differences)} difference(s); first: {differences[0]}). Resume with the config the run was "
             "started with (the checkpoint's model settings are in its run directory's .hydra/config.yaml)."
         )
+
+
+def initial_weights(ckpt_path: str | os.PathLike, module: nn.Module) -> dict[str, torch.Tensor]:
+    """The generator and (when the checkpoint has them) discriminator weights of ``ckpt_path`` for starting a
+    new run of ``module`` from them (fine-tuning, e.g. from a converted official release). Each network the
+    checkpoint holds must fit exactly; the difference is named otherwise."""
+    checkpoint, _ = read_training_checkpoint(ckpt_path)
+    expected = module.state_dict()
+    selected = {}
+    for prefix in ("generator.", "discriminators."):
+        stored = {name: t for name, t in checkpoint["state_dict"].items() if name.startswith(prefix)}
+        if not stored and prefix == "discriminators.":
+            continue  # a generator-only checkpoint: the discriminators start from scratch
+        wanted = {name: t for name, t in expected.items() if name.startswith(prefix)}
+        differences = shape_differences(
+            {n: tuple(t.shape) for n, t in stored.items()}, {n: tuple(t.shape) for n, t in wanted.items()},
+            "the checkpoint", "this model",
+        )  # fmt: skip
+        if differences:
+            raise CheckpointError(
+                f"init_ckpt='{ckpt_path}': its {prefix[:-1]} does not fit the model this config builds "
+                f"({len(differences)} difference(s); first: {differences[0]}). Use the model config it was made "
+                "with (e.g. experiment=xinggan_deepfashion for a converted DeepFashion release)."
+            )
+        selected |= stored
+    return selected
 
 
 class InterruptCheckpoint(Checkpoint):

@@ -155,6 +155,13 @@ class PoseTransferModule(GeneratorModule):
     def forward(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor) -> Tensor:
         return self.inference_generator(source_image, source_pose, target_pose)
 
+    def load_initial_weights(self, weights: dict[str, Tensor]) -> None:
+        """Start from ``weights`` (emca.checkpoint.initial_weights): optimisers, schedule and step start fresh;
+        the EMA generator starts as the loaded generator."""
+        self.load_state_dict(weights, strict=False)
+        if self.generator_ema is not None:
+            self.generator_ema.module.load_state_dict(self.generator.state_dict())
+
     # ---- optimisation ---------------------------------------------------------------------------------
     @property
     def max_optimizer_steps(self) -> int:

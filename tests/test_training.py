@@ -72,6 +72,27 @@ def test_resume_continues_with_the_same_losses(data_root: Path, tmp_path: Path, 
     assert logged_steps(tmp_path / "resumed") == logged_steps(tmp_path / "full")[6:]
 
 
+def test_init_ckpt_starts_a_new_run_from_the_weights(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """Fine-tuning: the new run starts from the checkpoint's generator and discriminators, at step 0, with fresh
+    optimisers (a learning rate of 1e-30 leaves the weights as loaded); a model that does not fit is named."""
+    run(tiny_config(data_root, tmp_path / "base", *iterations(3)), monkeypatch)
+    base = tmp_path / "base" / "checkpoints" / "last.ckpt"
+    fine = run(
+        tiny_config(data_root, tmp_path / "fine", *iterations(1), f"init_ckpt={base}", "model.optim.lr=1e-30"),
+        monkeypatch,
+    )
+    assert [step for step, _, _ in fine.losses] == [3]  # one iteration (3 optimizer steps) from step 0: a new run
+    started = safe_torch_load(base)["state_dict"]
+    after = safe_torch_load(tmp_path / "fine" / "checkpoints" / "last.ckpt")["state_dict"]
+    for name, tensor in started.items():
+        if name.startswith(("generator.", "discriminators.")) and tensor.is_floating_point():
+            torch.testing.assert_close(after[name], tensor, rtol=0, atol=1e-12, msg=name)
+    with pytest.raises(Exception) as err:
+        run(tiny_config(data_root, tmp_path / "wide", f"init_ckpt={base}", "model.generator.ngf=8"), monkeypatch)
+    assert isinstance(find_user_error(err.value), CheckpointError)
+    assert "init_ckpt=" in str(find_user_error(err.value)) and "has shape" in str(find_user_error(err.value))
+
+
 class _RunsCode:
     """Unpickling this calls os.system: what a malicious checkpoint would do."""
 

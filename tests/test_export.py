@@ -1,0 +1,113 @@
+"""python -m emca.export: a shareable folder (safetensors, config.json, model card) that every loader accepts,
+and that cannot make emca run code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _tiny_training import tiny_checkpoint
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from emca.checkpoint import load_generator
+from emca.data.synthetic import render_identity
+from emca.errors import CheckpointError
+from emca.export import export, main
+from emca.infer import main as infer_main
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("tiny"), "model.ema_decay=0.5")
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("exported") / "model"
+    main([str(checkpoint), "--out", str(folder)])
+    return folder
+
+
+def test_folder_holds_the_generator_and_its_ema_and_loads_as_the_checkpoint(checkpoint: Path, exported: Path) -> None:
+    assert {path.name for path in exported.iterdir()} == {"model.safetensors", "config.json", "README.md", "samples.png"}
+    tensors = load_file(exported / "model.safetensors")
+    assert any(name.startswith("generator.") for name in tensors)
+    assert any(name.startswith("generator_ema.module.") for name in tensors)
+    assert not any(name.startswith(("discriminators.", "loss.")) for name in tensors)
+    config = json.loads((exported / "config.json").read_text())
+    assert config["format"] == "emca-model" and config["version"] == 1
+    assert config["model"]["generator"]["_target_"] == "emca.networks.generator.XingGenerator"
+
+    from_checkpoint, hyper_parameters = load_generator(checkpoint)
+    from_folder, folder_parameters = load_generator(exported)
+    assert folder_parameters["data"] == hyper_parameters["data"]
+    generator = torch.Generator().manual_seed(0)
+    inputs = (torch.rand(2, 3, 32, 16, generator=generator) * 2 - 1, *torch.rand(2, 2, 18, 32, 16, generator=generator))
+    with torch.no_grad():
+        assert torch.equal(from_folder(*inputs), from_checkpoint(*inputs))  # both the EMA generator
+        raw, _ = load_generator(exported, prefer_ema=False)
+        assert not torch.equal(raw(*inputs), from_folder(*inputs))
+
+    card = (exported / "README.md").read_text()
+    parameters = sum(p.numel() for p in from_checkpoint.parameters())
+    assert f"{parameters:,} parameters" in card and "32x16 images" in card
+    assert "Not evaluated at export" in card and "![samples](samples.png)" in card
+
+
+def test_model_card_takes_the_eval_report(checkpoint: Path, tmp_path: Path) -> None:
+    report = tmp_path / "metrics.json"
+    report.write_text(json.dumps({"protocol": "patn", "metrics": {"ssim": 0.5, "fid": 12.25}}))
+    export(checkpoint, tmp_path / "model", metrics=report)
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "| ssim | 0.5000 | patn |" in card and "| fid | 12.2500 | patn |" in card
+
+
+def test_infer_runs_from_the_exported_folder(exported: Path, tmp_path: Path) -> None:
+    (image, keypoints), (_, target) = render_identity(seed=3, identity=0, num_poses=2, height=32, width=16)
+    Image.fromarray(image).save(tmp_path / "source.png")
+    for name, points in (("source", keypoints), ("target", target)):
+        xy = [[int(c), int(r)] if r >= 0 else None for r, c in points]
+        (tmp_path / f"{name}.json").write_text(json.dumps({"keypoints": xy, "height": 32, "width": 16}))
+    out = tmp_path / "result.png"
+    infer_main(
+        [
+            f"ckpt={exported}",
+            f"source={tmp_path / 'source.png'}",
+            f"source_pose={tmp_path / 'source.json'}",
+            f"target={tmp_path / 'target.json'}",
+            f"out={out}",
+        ]
+    )
+    with Image.open(out) as result:
+        assert result.size == (16, 32) and np.asarray(result).std() > 0
+
+
+def test_hostile_or_damaged_folders_are_refused(exported: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    save_file(load_file(exported / "model.safetensors"), folder / "model.safetensors")
+    config = json.loads((exported / "config.json").read_text())
+    config["model"]["generator"]["_target_"] = "os.system"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"model.generator._target_.*'os.system' is not one of emca's"):
+        load_generator(folder)
+
+    config["model"]["generator"]["_target_"] = "emca.networks.generator.XingGenerator"
+    config["model"]["generator"]["ngf"] = {"_target_": "builtins.exec"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="not allowed inside options"):
+        load_generator(folder)
+
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="model.safetensors' is not a readable safetensors file"):
+        load_generator(folder)
+    (folder / "config.json").write_text("{broken")
+    with pytest.raises(CheckpointError, match="config.json' is not valid JSON"):
+        load_generator(folder)
+    (folder / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="a folder without 'config.json'"):
+        load_generator(folder)
