@@ -33,7 +33,12 @@ def exported(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 def test_folder_holds_the_generator_and_its_ema_and_loads_as_the_checkpoint(checkpoint: Path, exported: Path) -> None:
-    assert {path.name for path in exported.iterdir()} == {"model.safetensors", "config.json", "README.md", "samples.png"}
+    assert {path.name for path in exported.iterdir()} == {
+        "model.safetensors",
+        "config.json",
+        "README.md",
+        "samples.png",
+    }
     tensors = load_file(exported / "model.safetensors")
     assert any(name.startswith("generator.") for name in tensors)
     assert any(name.startswith("generator_ema.module.") for name in tensors)
