@@ -1,18 +1,22 @@
 """Benchmarks. ``python -m emca.bench attention`` times the cross-attention backends.
 
-For each backend (reference, sdpa, fused) and XingGAN attention shape (both directions stacked on the
-batch axis, so batch 2B; Dk = 32, Dv = 256) it reports the median forward time (no grad), the median
-forward+backward time (gradients of query, key and value) and, on a GPU, the peak
-memory each allocates beyond its inputs (torch.cuda.max_memory_allocated). On the CPU, memory is not
-measured and the fused backend is skipped: its Triton kernels need a CUDA GPU (the CPU interpreter is a
-correctness tool, far too slow to time). Results go to a table and, atomically, to a JSON file.
+For each backend (reference, sdpa, chunked, fused) and XingGAN attention shape (both directions stacked on
+the batch axis, so batch 2B; Dk = 32, Dv = 256) it reports the median forward time (no grad), the median
+forward+backward time (gradients of query, key and value) and the peak memory one call needs beyond its
+inputs: on a GPU torch.cuda.max_memory_allocated; on a Linux CPU the process's peak resident memory
+(VmHWM, reset through /proc/self/clear_refs before the call) above its resident memory before it, which
+also counts what torch's CPU allocator and the BLAS library hold. The fused backend is skipped on the CPU:
+its Triton kernels need a CUDA GPU (the CPU interpreter is a correctness tool, far too slow to time).
+Results go to a table and, atomically, to a JSON file.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -27,7 +31,7 @@ from torch import Tensor, nn
 from emca.cli import user_errors
 from emca.errors import ConfigError
 from emca.io import atomic_write_text
-from emca.networks.attention import FusedAttention, ReferenceAttention, SDPAttention
+from emca.networks.attention import ChunkedAttention, FusedAttention, ReferenceAttention, SDPAttention
 
 KEY_WIDTH = 32
 VALUE_WIDTH = 256
@@ -53,8 +57,11 @@ SHAPES = {
 BACKENDS: dict[str, Callable[[], nn.Module]] = {
     "reference": ReferenceAttention,
     "sdpa": SDPAttention,
+    "chunked": ChunkedAttention,
     "fused": FusedAttention,
 }
+PROC_STATUS = Path("/proc/self/status")
+PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 @dataclasses.dataclass
@@ -105,10 +112,24 @@ def median_milliseconds(step: Callable[[], object], device: torch.device, warmup
     return statistics.median(times)
 
 
+def _status_kib(field: str) -> int:
+    match = re.search(rf"^{field}:\s+(\d+) kB", PROC_STATUS.read_text(), re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"{PROC_STATUS} has no {field} line")
+    return int(match.group(1))
+
+
 def peak_mebibytes(step: Callable[[], object], device: torch.device) -> float | None:
-    """Peak GPU memory one call of ``step`` allocates beyond what was allocated before it; None on CPU."""
+    """Peak memory one call of ``step`` needs beyond what was held before it (see the module docstring);
+    None on a CPU without Linux's /proc peak-memory reset."""
     if device.type != "cuda":
-        return None
+        if not PROC_CLEAR_REFS.exists():
+            return None
+        gc.collect()
+        before = _status_kib("VmRSS")
+        PROC_CLEAR_REFS.write_text("5")  # resets VmHWM, the peak resident set, to the current size
+        step()
+        return (_status_kib("VmHWM") - before) / 1024
     _synchronize(device)
     before = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
@@ -207,8 +228,9 @@ def run_attention_benchmark(args: argparse.Namespace) -> None:
     console.print(render_table(results, title))
     if not on_gpu:
         console.print(
-            "CPU: memory is not measured; fused skipped (its Triton kernels need a CUDA GPU; "
-            "Triton's CPU interpreter is for correctness tests, far too slow to time)"
+            f"CPU, {torch.get_num_threads()} threads: memory is the peak resident set above the one before each call; "
+            "fused skipped (its Triton kernels need a CUDA GPU; Triton's CPU interpreter is for correctness tests, "
+            "far too slow to time)"
         )
     report = {
         "benchmark": "attention",
@@ -219,6 +241,7 @@ def run_attention_benchmark(args: argparse.Namespace) -> None:
         "repetitions": repetitions,
         "warmup": warmup,
         "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
         "results": [dataclasses.asdict(result) for result in results],
     }
     atomic_write_text(args.output, json.dumps(report, indent=2) + "\n")
@@ -228,7 +251,7 @@ def run_attention_benchmark(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m emca.bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    attention = sub.add_parser("attention", help="time reference, sdpa and fused cross-attention")
+    attention = sub.add_parser("attention", help="time reference, sdpa, chunked and fused cross-attention")
     attention.add_argument("--dtype", choices=list(DTYPES), default="float32")
     attention.add_argument("--repetitions", type=int, default=None, help="timed calls (default 20 GPU, 3 CPU)")
     attention.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 5 GPU, 1 CPU)")

@@ -26,7 +26,7 @@ from emca.data.batch import IMAGE_CHANNELS
 from emca.data.datamodule import PoseTransferDataModule
 from emca.data.keypoints import NUM_JOINTS
 from emca.errors import CheckpointError, ConfigError, EmcaError
-from emca.networks.attention import FusedAttention, ReferenceAttention, SDPAttention
+from emca.networks.attention import ChunkedAttention, FusedAttention, ReferenceAttention, SDPAttention
 from emca.networks.discriminator import DiscriminatorPair, ResnetDiscriminator
 from emca.networks.generator import XingGenerator
 from emca.networks.xingganpp import (
@@ -86,6 +86,7 @@ REGISTRY: dict[str, dict[str, Entry]] = {
     "attention": {
         "emca.networks.attention.ReferenceAttention": Entry(ReferenceAttention),
         "emca.networks.attention.SDPAttention": Entry(SDPAttention),
+        "emca.networks.attention.ChunkedAttention": Entry(ChunkedAttention, ranges={"chunk_size": (1, math.inf)}),
         "emca.networks.attention.FusedAttention": Entry(FusedAttention),
     },
     "data": {

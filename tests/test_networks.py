@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from emca.errors import ConfigError
-from emca.networks.attention import ReferenceAttention, SDPAttention
+from emca.networks.attention import ChunkedAttention, ReferenceAttention, SDPAttention
 from emca.networks.cross_attention import XingAttention
 from emca.networks.discriminator import ResnetDiscriminator
 from emca.networks.generator import XingBlock, XingGenerator
@@ -216,3 +216,46 @@ def test_discriminator_rejects_wrong_channel_count():
         judge(torch.zeros(1, 3, 16, 16), torch.zeros(1, 18, 16, 16))
     with pytest.raises(ConfigError, match=r"input 'image' has shape \(1, 21, 16, 16\); expected \(B, 3, H, W\)"):
         judge(torch.zeros(1, 21, 16, 16), torch.zeros(1, 3, 16, 16))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, 1000])  # one query, uneven chunks, several, one chunk
+def test_chunked_attention_equals_reference_in_fp64(chunk_size: int) -> None:
+    generator = torch.Generator().manual_seed(0)
+    query, key = (torch.randn(3, count, 8, generator=generator, dtype=torch.float64) for count in (50, 40))
+    value = torch.randn(3, 40, 12, generator=generator, dtype=torch.float64)
+    grad_output = torch.randn(3, 50, 12, generator=generator, dtype=torch.float64)
+    results = {}
+    for name, backend in (("chunked", ChunkedAttention(chunk_size)), ("reference", ReferenceAttention())):
+        inputs = [t.clone().requires_grad_() for t in (query, key, value)]
+        output = backend(*inputs)
+        results[name] = [output, *torch.autograd.grad(output, inputs, grad_output)]
+        with torch.no_grad():
+            results[name].append(backend(query, key, value))
+    for actual, expected in zip(results["chunked"], results["reference"], strict=True):
+        torch.testing.assert_close(actual, expected, rtol=0, atol=1e-13)
+
+
+def test_chunked_attention_keeps_no_attention_matrix_for_the_backward() -> None:
+    """What autograd saves: the reference backend keeps the (B, N, M) probabilities, the chunked one only its
+    inputs (a chunk's matrix is recomputed in the backward)."""
+    query, key, value = (torch.randn(2, 512, width, requires_grad=True) for width in (8, 8, 16))
+    matrix = 2 * 512 * 512
+
+    def largest_saved(backend: torch.nn.Module) -> int:
+        sizes = []
+
+        def keep(tensor: torch.Tensor) -> torch.Tensor:
+            sizes.append(tensor.numel())
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+            backend(query, key, value).sum().backward()
+        return max(sizes)
+
+    assert largest_saved(ReferenceAttention()) >= matrix
+    assert largest_saved(ChunkedAttention(64)) < matrix // 4
+
+
+def test_chunked_attention_refuses_a_bad_chunk_size() -> None:
+    with pytest.raises(ConfigError, match=r"model.attention.chunk_size' is 0"):
+        ChunkedAttention(0)

@@ -10,10 +10,11 @@ hands its tokens to the backend, laid out channels-last:
 
 The gate (``residual + gamma * output``) belongs to the cross-attention module, not the backend, so
 every backend does exactly one thing. Backends are stateless modules picked by config
-(``model/attention=reference|sdpa|fused``) and shared by all blocks of a generator: ``reference``
+(``model/attention=reference|sdpa|chunked|fused``) and shared by all blocks of a generator: ``reference``
 materialises the (B, N, M) matrix (bmm + softmax, as the official code); ``sdpa`` is torch's
-scaled_dot_product_attention; ``fused`` runs the Triton kernel of the standalone ``emca_fused`` package,
-which never stores the N x M matrix.
+scaled_dot_product_attention; ``chunked`` is the reference math a chunk of queries at a time, recomputed
+in the backward (plain PyTorch, any device); ``fused`` runs the Triton kernel of the standalone
+``emca_fused`` package, which never stores the N x M matrix.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from emca.errors import ConfigError
 
@@ -48,6 +50,39 @@ class SDPAttention(nn.Module):
     def forward(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
         heads = (query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1))
         return F.scaled_dot_product_attention(*heads, scale=1.0).squeeze(1)
+
+
+def _attend_chunk(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+    return torch.bmm(correlation_softmax(query, key), value)
+
+
+class ChunkedAttention(nn.Module):
+    """The reference math over ``chunk_size`` queries at a time, recomputed in the backward.
+
+    Each chunk's (B, chunk, M) matrix exists only while that chunk is computed: in training,
+    torch.utils.checkpoint keeps a chunk's inputs instead of its matrix and recomputes the matrix when
+    the gradient reaches it. Peak memory is that of one chunk rather than (B, N, M). The price is one
+    more forward of the attention in the backward. Plain PyTorch, so it runs wherever torch does: the
+    memory-saving choice on CPUs and GPUs without Triton.
+    """
+
+    def __init__(self, chunk_size: int = 256) -> None:
+        super().__init__()
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ConfigError(
+                f"Config field 'model.attention.chunk_size' is {chunk_size!r}; expected a positive integer."
+            )
+        self.chunk_size = chunk_size
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+        recompute = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+        chunks = []
+        for query_chunk in query.split(self.chunk_size, dim=1):
+            if recompute:
+                chunks.append(checkpoint(_attend_chunk, query_chunk, key, value, use_reentrant=False))
+            else:
+                chunks.append(_attend_chunk(query_chunk, key, value))
+        return torch.cat(chunks, dim=1)
 
 
 _FUSED_ALTERNATIVES = (
