@@ -12,8 +12,8 @@ The gate (``residual + gamma * output``) belongs to the cross-attention module, 
 every backend does exactly one thing. Backends are stateless modules picked by config
 (``model/attention=reference|sdpa|chunked|fused``) and shared by all blocks of a generator: ``reference``
 materialises the (B, N, M) matrix (bmm + softmax, as the official code); ``sdpa`` is torch's
-scaled_dot_product_attention; ``chunked`` is the reference math a chunk of queries at a time, recomputed
-in the backward (plain PyTorch, any device); ``fused`` runs the Triton kernel of the standalone
+scaled_dot_product_attention; ``chunked`` is the reference math a chunk of queries at a time, with
+FlashAttention's recomputing backward in plain PyTorch (any device); ``fused`` runs the Triton kernel of the standalone
 ``emca_fused`` package, which never stores the N x M matrix.
 """
 
@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
+from torch.autograd.function import once_differentiable
 
 from emca.errors import ConfigError
 
@@ -52,18 +53,52 @@ class SDPAttention(nn.Module):
         return F.scaled_dot_product_attention(*heads, scale=1.0).squeeze(1)
 
 
-def _attend_chunk(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-    return torch.bmm(correlation_softmax(query, key), value)
+class _ChunkedAttentionFunction(torch.autograd.Function):
+    """softmax(query @ key^T) @ value a chunk of queries at a time, FlashAttention's backward in plain torch.
+
+    The forward keeps, besides the inputs, only the output and each query's logsumexp (B, N, 1); the backward
+    recomputes a chunk's probabilities from them, so no (B, N, M) tensor ever exists. Shapes as in
+    :class:`ReferenceAttention`.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, query: Tensor, key: Tensor, value: Tensor, chunk_size: int) -> Tensor:
+        outputs, logsumexps = [], []
+        for query_chunk in query.split(chunk_size, dim=1):
+            scores = torch.bmm(query_chunk, key.transpose(1, 2))
+            logsumexp = torch.logsumexp(scores, dim=-1, keepdim=True)
+            outputs.append(torch.bmm(scores.sub_(logsumexp).exp_(), value))
+            logsumexps.append(logsumexp)
+        output = torch.cat(outputs, dim=1)
+        ctx.save_for_backward(query, key, value, output, torch.cat(logsumexps, dim=1))
+        ctx.chunk_size = chunk_size
+        return output
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
+        query, key, value, output, logsumexp = ctx.saved_tensors
+        d_query = torch.empty_like(query)
+        d_key, d_value = torch.zeros_like(key), torch.zeros_like(value)
+        for start in range(0, query.shape[1], ctx.chunk_size):
+            rows = slice(start, start + ctx.chunk_size)
+            query_chunk, grad_chunk = query[:, rows], grad_output[:, rows]
+            probabilities = torch.bmm(query_chunk, key.transpose(1, 2)).sub_(logsumexp[:, rows]).exp_()
+            d_value.baddbmm_(probabilities.transpose(1, 2), grad_chunk)
+            delta = (grad_chunk * output[:, rows]).sum(-1, keepdim=True)  # rowsum(dO * O) = rowsum(P * dP)
+            d_scores = torch.bmm(grad_chunk, value.transpose(1, 2)).sub_(delta).mul_(probabilities)
+            d_query[:, rows] = torch.bmm(d_scores, key)
+            d_key.baddbmm_(d_scores.transpose(1, 2), query_chunk)
+        return d_query, d_key, d_value, None
 
 
 class ChunkedAttention(nn.Module):
-    """The reference math over ``chunk_size`` queries at a time, recomputed in the backward.
+    """The reference math over ``chunk_size`` queries at a time; the backward recomputes each chunk's matrix.
 
-    Each chunk's (B, chunk, M) matrix exists only while that chunk is computed: in training,
-    torch.utils.checkpoint keeps a chunk's inputs instead of its matrix and recomputes the matrix when
-    the gradient reaches it. Peak memory is that of one chunk rather than (B, N, M). The price is one
-    more forward of the attention in the backward. Plain PyTorch, so it runs wherever torch does: the
-    memory-saving choice on CPUs and GPUs without Triton.
+    A chunk's (B, chunk, M) scores exist only while that chunk is computed. For its gradient the forward
+    keeps the output and the per-query logsumexp (FlashAttention's scheme, in plain PyTorch), so peak memory
+    is that of one chunk rather than (B, N, M), for one more query-key product in the backward. It runs
+    wherever torch does: the memory-saving choice on CPUs and on GPUs without Triton.
     """
 
     def __init__(self, chunk_size: int = 256) -> None:
@@ -75,14 +110,7 @@ class ChunkedAttention(nn.Module):
         self.chunk_size = chunk_size
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-        recompute = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
-        chunks = []
-        for query_chunk in query.split(self.chunk_size, dim=1):
-            if recompute:
-                chunks.append(checkpoint(_attend_chunk, query_chunk, key, value, use_reentrant=False))
-            else:
-                chunks.append(_attend_chunk(query_chunk, key, value))
-        return torch.cat(chunks, dim=1)
+        return _ChunkedAttentionFunction.apply(query, key, value, self.chunk_size)
 
 
 _FUSED_ALTERNATIVES = (
