@@ -31,13 +31,12 @@ from torch import Tensor
 
 from emca.build import build_discriminators, build_generator
 from emca.cli import user_errors
-from emca.config import to_plain
+from emca.config import compose_train
 from emca.errors import CheckpointError, ConfigError
 from emca.io import atomic_torch_save, safe_torch_load
 
 DATASETS = ("deepfashion", "market")
 FILES = {"generator": "latest_net_netG.pth", "pose": "latest_net_netD_PB.pth", "appearance": "latest_net_netD_PP.pth"}
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 # (official name prefix, emca name prefix); ``{i}`` is a block index. Indices inside the Sequentials are the
 # same in both (emca builds its layers in the release's order, with dropout as released).
@@ -139,16 +138,8 @@ def convert_state(
 
 def official_configs(dataset: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The model and data configs of ``experiment=xinggan_<dataset>``: the official settings."""
-    from hydra import compose, initialize_config_dir
-
-    if not CONF.is_dir():
-        raise ConfigError(
-            f"emca's configs are not at '{CONF}'; run the converter from an emca checkout installed with "
-            "`pip install -e .`."
-        )
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose("train", overrides=[f"experiment=xinggan_{dataset}", "run_dir=unused"])
-    return to_plain(cfg.model), to_plain(cfg.data)
+    cfg = compose_train([f"experiment=xinggan_{dataset}"])
+    return cfg["model"], cfg["data"]
 
 
 def release_files(path: Path) -> dict[str, Path]:

@@ -333,7 +333,7 @@ def test_compiled_xing_block_with_fused_attention_matches_reference() -> None:
 
 
 def test_attention_benchmark_times_cpu_backends_and_skips_fused_honestly() -> None:
-    from emca.bench import AttentionShape, measure
+    from emca.bench.attention import AttentionShape, measure
 
     tiny = AttentionShape("tiny", batch=1, tokens=16)
     for backend in ("reference", "sdpa"):

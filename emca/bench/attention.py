@@ -1,26 +1,19 @@
-"""Benchmarks. ``python -m emca.bench attention`` times the cross-attention backends.
+"""``python -m emca.bench attention``: time and measure the attention backends on XingGAN's shapes.
 
 For each backend (reference, sdpa, chunked, fused) and XingGAN attention shape (both directions stacked on
 the batch axis, so batch 2B; Dk = 32, Dv = 256) it reports the median forward time (no grad), the median
 forward+backward time (gradients of query, key and value) and the peak memory one call needs beyond its
-inputs: on a GPU torch.cuda.max_memory_allocated; on a Linux CPU the process's peak resident memory
-(VmHWM, reset through /proc/self/clear_refs before the call) above its resident memory before it, which
-also counts what torch's CPU allocator and the BLAS library hold. The fused backend is skipped on the CPU:
-its Triton kernels need a CUDA GPU (the CPU interpreter is a correctness tool, far too slow to time).
-Results go to a table and, atomically, to a JSON file.
+inputs (emca.bench.timing). The fused backend is skipped on the CPU: its Triton kernels need a CUDA GPU (the
+CPU interpreter is a correctness tool, far too slow to time). Results go to a table and, atomically, to a
+JSON file.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import json
-import re
-import statistics
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from rich import box
@@ -28,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
 
-from emca.cli import user_errors
+from emca.bench.timing import median_milliseconds, peak_mebibytes
 from emca.errors import ConfigError
 from emca.io import atomic_write_text
 from emca.networks.attention import ChunkedAttention, FusedAttention, ReferenceAttention, SDPAttention
@@ -60,8 +53,6 @@ BACKENDS: dict[str, Callable[[], nn.Module]] = {
     "chunked": ChunkedAttention,
     "fused": FusedAttention,
 }
-PROC_STATUS = Path("/proc/self/status")
-PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 @dataclasses.dataclass
@@ -84,58 +75,6 @@ def attention_inputs(shape: AttentionShape, dtype: torch.dtype, device: torch.de
     widths = (KEY_WIDTH, KEY_WIDTH, VALUE_WIDTH)
     tensors = [torch.randn(rows, shape.tokens, width, device=device).mul_(width**-0.25).to(dtype) for width in widths]
     return [t.requires_grad_() for t in tensors]
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_milliseconds(step: Callable[[], object], device: torch.device, warmup: int, repetitions: int) -> float:
-    """Median wall time of ``step`` after ``warmup`` untimed calls (CUDA events on a GPU)."""
-    for _ in range(warmup):
-        step()
-    _synchronize(device)
-    times = []
-    for _ in range(repetitions):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            began = time.perf_counter()
-            step()
-            times.append((time.perf_counter() - began) * 1e3)
-    return statistics.median(times)
-
-
-def _status_kib(field: str) -> int:
-    match = re.search(rf"^{field}:\s+(\d+) kB", PROC_STATUS.read_text(), re.MULTILINE)
-    if match is None:
-        raise RuntimeError(f"{PROC_STATUS} has no {field} line")
-    return int(match.group(1))
-
-
-def peak_mebibytes(step: Callable[[], object], device: torch.device) -> float | None:
-    """Peak memory one call of ``step`` needs beyond what was held before it (see the module docstring);
-    None on a CPU without Linux's /proc peak-memory reset."""
-    if device.type != "cuda":
-        if not PROC_CLEAR_REFS.exists():
-            return None
-        gc.collect()
-        before = _status_kib("VmRSS")
-        PROC_CLEAR_REFS.write_text("5")  # resets VmHWM, the peak resident set, to the current size
-        step()
-        return (_status_kib("VmHWM") - before) / 1024
-    _synchronize(device)
-    before = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    step()
-    _synchronize(device)
-    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
 def measure(
@@ -163,6 +102,8 @@ def measure(
         result.forward_backward_peak_mib = peak_mebibytes(forward_backward, device)
     except torch.OutOfMemoryError:
         result.skipped = "out of memory"
+    except ConfigError as error:  # a backend this machine cannot run (fused without Triton)
+        result.skipped = str(error).split(";")[0]
     finally:
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -246,23 +187,3 @@ def run_attention_benchmark(args: argparse.Namespace) -> None:
     }
     atomic_write_text(args.output, json.dumps(report, indent=2) + "\n")
     console.print(f"wrote {args.output}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m emca.bench", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    attention = sub.add_parser("attention", help="time reference, sdpa, chunked and fused cross-attention")
-    attention.add_argument("--dtype", choices=list(DTYPES), default="float32")
-    attention.add_argument("--repetitions", type=int, default=None, help="timed calls (default 20 GPU, 3 CPU)")
-    attention.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 5 GPU, 1 CPU)")
-    attention.add_argument("--backends", default=",".join(BACKENDS), help=f"subset of {','.join(BACKENDS)}")
-    attention.add_argument("--shapes", default=",".join(SHAPES), help=f"subset of {','.join(SHAPES)}")
-    attention.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    attention.add_argument("--output", type=Path, default=Path("bench-attention.json"), help="JSON results file")
-    args = parser.parse_args(argv)
-    with user_errors():
-        run_attention_benchmark(args)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,38 @@
+"""The benchmarks' command line: ``python -m emca.bench attention | training | gpu-report``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from emca.bench.attention import BACKENDS, DTYPES, SHAPES, run_attention_benchmark
+from emca.bench.gpu_report import gpu_report
+from emca.cli import user_errors
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m emca.bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    attention = sub.add_parser("attention", help="time reference, sdpa, chunked and fused cross-attention")
+    attention.add_argument("--dtype", choices=list(DTYPES), default="float32")
+    attention.add_argument("--repetitions", type=int, default=None, help="timed calls (default 20 GPU, 3 CPU)")
+    attention.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 5 GPU, 1 CPU)")
+    attention.add_argument("--backends", default=",".join(BACKENDS), help=f"subset of {','.join(BACKENDS)}")
+    attention.add_argument("--shapes", default=",".join(SHAPES), help=f"subset of {','.join(SHAPES)}")
+    attention.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    attention.add_argument("--output", type=Path, default=Path("bench-attention.json"), help="JSON results file")
+    report = sub.add_parser("gpu-report", help="the GPU tests and every speed / memory figure, in one report")
+    report.add_argument("--out", type=Path, default=Path("gpu-report"), help="folder for report.json and report.md")
+    report.add_argument("--smoke", action="store_true", help="tiny shapes and small models, any device (CPU check)")
+    report.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    args = parser.parse_args(argv)
+    with user_errors():
+        if args.command == "attention":
+            run_attention_benchmark(args)
+        else:
+            paths = gpu_report(args.out, smoke=args.smoke, device_name=args.device)
+            print(f"wrote {paths['json']} and {paths['md']}")
+
+
+if __name__ == "__main__":
+    main()

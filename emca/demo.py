@@ -1,0 +1,503 @@
+"""A web page for pose transfer (Gradio, the ``demo`` extra: ``pip install 'emca[demo]'``).
+
+::
+
+    python -m emca.demo ckpt=RUN/checkpoints/best.ckpt
+    python -m emca.demo ckpt=MODEL_DIR adapter=RUN/adapter.pt host=0.0.0.0 port=7860 device=auto
+
+Arguments are ``key=value`` as for ``python -m emca.infer``: ``ckpt`` (a training checkpoint or an exported model
+folder; required), ``adapter`` (a MoA adapter of that checkpoint; the page then has a scale slider in [0, 1]),
+``host`` (default 127.0.0.1, this machine only; 0.0.0.0 shares the page on the network), ``port`` (7860),
+``device`` (auto: the GPU when there is one, else the CPU), ``dataset_root`` (where the checkpoint's dataset
+lies, when not at the root stored in it), ``dataset_images`` (how many of its test images the pickers offer,
+200), ``framing`` (pad|crop) and ``min_visibility`` as for emca.infer.
+
+The page takes a source photo (an upload, or a test image of the checkpoint's dataset when that is on disk)
+and a target pose (another photo, whose pose MediaPipe detects; a pose JSON, pasted or uploaded, in the format
+``python -m emca.infer`` reads; or a pose of the dataset's gallery), and shows the source as the model sees
+it with its skeleton, the target skeleton, the result and the sheet. A bad input (no person found, hips
+missing, an unreadable image, a malformed JSON) is shown as a message in the page.
+
+Everything the page does is in :class:`PoseTransferDemo`, whose methods take and return plain values and
+which :func:`build_app` only wires to the widgets, so it is tested without a browser. The model loads through
+:mod:`emca.infer`'s :class:`~emca.infer.Transfer` (weights only, networks built from emca's registry), so no
+code from a loaded file runs.
+"""
+
+# no ``from __future__ import annotations``: Gradio reads the (real) annotation gr.SelectData of an event
+# handler defined inside build_app, where gradio is imported
+
+import contextlib
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from PIL import Image
+
+from emca.build import build_datamodule
+from emca.checkpoint import read_training_checkpoint
+from emca.cli import find_user_error, user_errors
+from emca.data.dataset import read_split, select_pairs
+from emca.data.openpose import read_json
+from emca.data.skeleton import draw_skeleton
+from emca.errors import ConfigError, DataError, EmcaError
+from emca.infer import _GIVE_KEYPOINTS, InferOptions, Pose, Transfer, source_keypoints
+from emca.pose.framing import FIT_MODES
+
+# how a photo's keypoints can be given instead of detected, in the page's words (emca.infer names its options)
+_GIVE_KEYPOINTS_IN_PAGE = {
+    "source": "paste the source photo's keypoints (a pose JSON) into 'Source keypoints'",
+    "target": "give the target as a pose JSON instead of a photo",
+}
+PHOTO, DATASET, JSON = "photo", "dataset", "json"
+SOURCE_MODES = ((PHOTO, "uploaded photo"), (DATASET, "test image of the dataset"))
+TARGET_MODES = ((PHOTO, "another photo (MediaPipe)"), (JSON, "pose JSON"), (DATASET, "pose of the dataset"))
+PASTED = {"source": "pasted source keypoints", "target": "pasted target pose"}
+
+
+@dataclass
+class DemoOptions:
+    ckpt: str | None = None
+    adapter: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 7860
+    device: str = "auto"
+    dataset_root: str | None = None
+    dataset_images: int = 200
+    framing: str = "pad"
+    min_visibility: float = 0.5
+
+
+def parse_options(argv: list[str]) -> DemoOptions:
+    """``key=value`` arguments (the grammar of ``python -m emca.infer``) -> checked options."""
+    try:
+        options = OmegaConf.merge(OmegaConf.structured(DemoOptions), OmegaConf.from_cli(argv))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"Bad argument: {err}. Arguments are key=value; see `python -m emca.demo --help`.") from err
+    options = OmegaConf.to_object(options)
+    if not options.ckpt:
+        raise ConfigError("ckpt=CHECKPOINT is required (a training .ckpt or an exported model folder).")
+    if options.framing not in FIT_MODES:
+        raise ConfigError(f"framing={options.framing}: expected one of {', '.join(FIT_MODES)}.")
+    if not 0 <= options.port <= 65535:
+        raise ConfigError(f"port={options.port}: expected a TCP port number in 0..65535.")
+    if options.dataset_images < 1:
+        raise ConfigError(f"dataset_images={options.dataset_images}: expected a positive number of images.")
+    return options
+
+
+@dataclass
+class DatasetImages:
+    """Test images of the checkpoint's dataset with their keypoints (in the images' own frame, ``size``)."""
+
+    image_dir: Path
+    size: tuple[int, int]
+    names: list[str]
+    keypoints: dict[str, np.ndarray]
+
+    def path(self, name: str) -> Path:
+        return self.image_dir / name
+
+    def pose(self, name: str) -> Pose:
+        return Pose(self.keypoints[name], self.size)
+
+
+def read_dataset_images(
+    data_cfg: dict[str, Any] | None, dataset_root: str | None, limit: int, ckpt: str
+) -> tuple[DatasetImages | None, str]:
+    """The test split of the data config a checkpoint stores (``dataset_root`` overriding its root), at most
+    ``limit`` images evenly spaced; or None and why not, in words."""
+    if not data_cfg:
+        return None, "The checkpoint stores no data config, so no dataset images are offered."
+    data_cfg = dict(data_cfg)
+    if dataset_root:
+        data_cfg["root"] = dataset_root
+    try:
+        datamodule = build_datamodule(data_cfg, source=ckpt)
+        root, layout, split = Path(datamodule.root), datamodule.layout, datamodule.test_split
+        for path in (layout.annotation_path(root, split), layout.pairs_path(root, split)):
+            if not path.is_file():
+                return None, (
+                    f"No dataset images: '{path}' does not exist (the checkpoint's dataset is not at '{root}'; "
+                    "give its place with dataset_root=DIR)."
+                )
+        contents = read_split(root, layout, split)
+    except EmcaError as err:
+        return None, f"No dataset images: {err}"
+    # PoseTransferDataModule has a layout; another data module (a subject's photos) is no test split
+    names = [name for name in contents.image_names if (contents.image_dir / name).is_file()]
+    if not names:
+        return None, f"No dataset images: none of the test images is in '{contents.image_dir}'."
+    names = [name for name, _ in select_pairs([(name, name) for name in names], limit, "even")]
+    keypoints = {name: contents.annotations[name] for name in names}
+    return DatasetImages(contents.image_dir, (layout.height, layout.width), names, keypoints), (
+        f"{len(names)} test images of '{root}'."
+    )
+
+
+@dataclass
+class Outcome:
+    """What the page shows after a click: the images, or None each and a message saying what went wrong."""
+
+    message: str
+    ok: bool
+    source: Image.Image | None = None  # the source as the model sees it, its skeleton drawn over it
+    source_skeleton: Image.Image | None = None
+    target_skeleton: Image.Image | None = None
+    result: Image.Image | None = None
+    sheet: Image.Image | None = None
+
+    def images(self) -> tuple[Image.Image | None, ...]:
+        return self.source, self.target_skeleton, self.result, self.sheet
+
+
+def overlay_skeleton(image: np.ndarray, keypoints: np.ndarray) -> Image.Image:
+    """The stick figure of ``keypoints`` drawn over ``image`` (H, W, 3) uint8."""
+    skeleton = draw_skeleton(keypoints, image.shape[0], image.shape[1])
+    drawn = skeleton.any(axis=2, keepdims=True)
+    return Image.fromarray(np.where(drawn, skeleton, image).astype(np.uint8))
+
+
+@contextlib.contextmanager
+def pasted_json(text: str) -> Iterator[Path]:
+    """``text`` in a temporary ``.json`` file, for the readers of emca.infer that take a path."""
+    with tempfile.TemporaryDirectory(prefix="emca-demo-") as folder:
+        path = Path(folder) / "pasted.json"
+        path.write_text(text, encoding="utf-8")
+        yield path
+
+
+def page_message(error: EmcaError, names: dict[str, str]) -> str:
+    """An error's message with temporary paths replaced by what the page calls them (``names``: path -> name)
+    and emca.infer's command-line advice by the page's."""
+    message = str(error)
+    for path, name in sorted(names.items(), key=lambda item: -len(item[0])):  # longest first: no partial hits
+        message = message.replace(path, name)
+    for role, advice in _GIVE_KEYPOINTS.items():
+        message = message.replace(advice, _GIVE_KEYPOINTS_IN_PAGE[role])
+    return message
+
+
+class PoseTransferDemo:
+    """The page's logic on plain values: a loaded model, the dataset's test images, and generation."""
+
+    def __init__(self, options: DemoOptions) -> None:
+        self.options = options
+        self.transfer = Transfer(
+            InferOptions(
+                ckpt=options.ckpt,
+                adapter=options.adapter,
+                framing=options.framing,
+                device=options.device,
+                min_visibility=options.min_visibility,
+            )
+        )
+        self.device = self.transfer.options.device  # "auto" resolved
+        self.size = self.transfer.size
+        _, hyper_parameters = read_training_checkpoint(options.ckpt)
+        self.dataset, self.dataset_note = read_dataset_images(
+            hyper_parameters.get("data"), options.dataset_root, options.dataset_images, str(options.ckpt)
+        )
+        self._lock = threading.Lock()  # one generation at a time: the routing scale is the model's state
+
+    @property
+    def has_adapter(self) -> bool:
+        return bool(self.options.adapter)
+
+    def describe(self) -> str:
+        adapter = f", adapter '{self.options.adapter}'" if self.has_adapter else ""
+        return (
+            f"Model '{self.options.ckpt}'{adapter}: {self.size[0]}x{self.size[1]} (height x width) on "
+            f"{self.device}. {self.dataset_note}"
+        )
+
+    # --- inputs -> the model's inputs (DataError for a bad one) ---
+
+    def source(
+        self, mode: str, photo: str | None, keypoints_json: str | None, name: str | None, names: dict[str, str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The framed source image (H, W, 3) and its keypoints in that frame."""
+        if mode == DATASET:
+            dataset = self._dataset()
+            if not name or name not in dataset.keypoints:
+                raise DataError("Pick a test image of the dataset as the source (or upload a photo).")
+            return self.transfer.framed_source(dataset.path(name), dataset.keypoints[name])
+        if mode != PHOTO:
+            raise DataError(f"Unknown source choice {mode!r}.")
+        if not photo:
+            raise DataError("Upload a source photo (or pick a test image of the dataset).")
+        path = Path(photo)
+        names.setdefault(str(path), path.name)
+        if not (keypoints_json or "").strip():
+            return self.transfer.framed_source(path, None)
+        with pasted_json(keypoints_json) as json_path:
+            names[str(json_path)] = PASTED["source"]
+            keypoints = source_keypoints(InferOptions(source=str(path), source_pose=str(json_path)))
+        return self.transfer.framed_source(path, keypoints)
+
+    def target(
+        self, mode: str, photo: str | None, pose_json: str | None, name: str | None, names: dict[str, str]
+    ) -> np.ndarray:
+        """The target keypoints in the model's frame."""
+        if mode == DATASET:
+            dataset = self._dataset()
+            if not name or name not in dataset.keypoints:
+                raise DataError("Pick a pose in the dataset's gallery as the target.")
+            return self.transfer.framed_pose(dataset.pose(name), f"the dataset pose of '{name}'")
+        if mode == JSON:
+            if not (pose_json or "").strip():
+                raise DataError("Paste a target pose JSON (or upload one), or choose another kind of target.")
+            with pasted_json(pose_json) as json_path:
+                names[str(json_path)] = PASTED["target"]
+                return self.transfer.target_pose(json_path)
+        if mode != PHOTO:
+            raise DataError(f"Unknown target choice {mode!r}.")
+        if not photo:
+            raise DataError("Upload a target photo, or choose a pose JSON or a pose of the dataset as the target.")
+        path = Path(photo)
+        names.setdefault(str(path), path.name)
+        return self.transfer.target_pose(path)
+
+    def _dataset(self) -> DatasetImages:
+        if self.dataset is None:
+            raise DataError(self.dataset_note)
+        return self.dataset
+
+    # --- generation ---
+
+    def generate(self, image: np.ndarray, source_keypoints: np.ndarray, target_keypoints: np.ndarray,
+                 scale: float = 1.0) -> Outcome:  # fmt: skip
+        """Generate on the model's inputs (see :meth:`source` and :meth:`target`)."""
+        if self.has_adapter and not 0.0 <= scale <= 1.0:
+            raise DataError(f"The adapter scale must lie in [0, 1], got {scale}.")
+        start = time.perf_counter()
+        with self._lock:
+            if self.has_adapter:
+                self.transfer.generator.set_routing_scale(scale)
+            source, result, generated = self.transfer(image, source_keypoints, target_keypoints)
+        seconds = time.perf_counter() - start
+        height, width = self.size
+        scaled = f" with the adapter at scale {scale:g}" if self.has_adapter else ""
+        return Outcome(
+            message=f"Generated in {seconds:.2f} s on {self.device}{scaled}.",
+            ok=True,
+            source=overlay_skeleton(image, source_keypoints),
+            source_skeleton=Image.fromarray(draw_skeleton(source_keypoints, height, width)),
+            target_skeleton=Image.fromarray(draw_skeleton(target_keypoints, height, width)),
+            result=result,
+            sheet=self.transfer.sheet(source, source_keypoints, target_keypoints, generated),
+        )
+
+    def run(
+        self,
+        source_mode: str = PHOTO,
+        source_photo: str | None = None,
+        source_keypoints: str | None = None,
+        source_name: str | None = None,
+        target_mode: str = JSON,
+        target_photo: str | None = None,
+        target_json: str | None = None,
+        target_name: str | None = None,
+        scale: float = 1.0,
+    ) -> Outcome:
+        """Everything one click does; a user error becomes the Outcome's message, never an exception."""
+        names: dict[str, str] = {}
+        try:
+            image, framed_source = self.source(source_mode, source_photo, source_keypoints, source_name, names)
+            target_keypoints = self.target(target_mode, target_photo, target_json, target_name, names)
+            return self.generate(image, framed_source, target_keypoints, scale)
+        except Exception as error:  # an EmcaError, however wrapped; anything else is a bug: raised
+            user_error = find_user_error(error)
+            if user_error is None:
+                raise
+            return Outcome(message=page_message(user_error, names), ok=False)
+
+    # --- helpers of the widgets ---
+
+    def photo_preview(self, photo: str | None) -> tuple[Image.Image | None, str]:
+        """An uploaded photo to show, or None and what is wrong with it."""
+        if not photo:
+            return None, ""
+        from emca.pose.extract import read_photo
+
+        try:
+            return Image.fromarray(read_photo(Path(photo))), ""
+        except EmcaError as err:
+            return None, page_message(err, {photo: Path(photo).name})
+
+    def dataset_preview(self, name: str | None) -> Image.Image | None:
+        """A test image of the dataset with its skeleton."""
+        if self.dataset is None or not name or name not in self.dataset.keypoints:
+            return None
+        with Image.open(self.dataset.path(name)) as image:
+            return overlay_skeleton(np.asarray(image.convert("RGB")), self.dataset.keypoints[name])
+
+    def gallery(self) -> list[tuple[Image.Image, str]]:
+        """The dataset's poses as (skeleton, image name)."""
+        if self.dataset is None:
+            return []
+        height, width = self.dataset.size
+        return [
+            (Image.fromarray(draw_skeleton(self.dataset.keypoints[name], height, width)), name)
+            for name in self.dataset.names
+        ]
+
+    def json_file_text(self, path: str | None) -> tuple[str | None, str]:
+        """An uploaded pose JSON as text for the JSON box (None to leave the box), and a message."""
+        if not path:
+            return None, ""
+        try:
+            read_json(Path(path), "pose JSON")  # the message for a file that is not UTF-8 JSON
+            return Path(path).read_text(encoding="utf-8-sig"), ""
+        except EmcaError as err:
+            return None, page_message(err, {path: Path(path).name})
+
+
+def message_markdown(message: str, ok: bool) -> str:
+    return message if ok else f"**Could not generate.** {message}"
+
+
+def import_gradio() -> ModuleType:
+    """The ``gradio`` module, or an EmcaError saying how to install it."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the page reports nothing anywhere
+    try:
+        import gradio
+    except ImportError as err:
+        raise EmcaError(f"The demo page needs Gradio, which cannot be imported ({err}). Install it with "
+                        "pip install 'emca[demo]'.") from err  # fmt: skip
+    return gradio
+
+
+def build_app(options: DemoOptions, demo: PoseTransferDemo | None = None) -> Any:
+    """The page (a ``gr.Blocks``) over ``demo`` (loaded from ``options`` when not given); not yet launched."""
+    gr = import_gradio()
+    demo = demo or PoseTransferDemo(options)
+    has_dataset = demo.dataset is not None
+    gallery_names = demo.dataset.names if has_dataset else []
+
+    with gr.Blocks(title="emca pose transfer", analytics_enabled=False) as app:
+        gr.Markdown(f"# Pose transfer\n{demo.describe()}")
+        with gr.Row():
+            with gr.Column():
+                gr.Markdown("## Source")
+                source_mode = gr.Radio(
+                    [(label, value) for value, label in SOURCE_MODES if has_dataset or value != DATASET],
+                    value=PHOTO,
+                    label="Source from",
+                    elem_id="source-mode",
+                )
+                source_photo = gr.File(label="Source photo", file_types=["image"], elem_id="source-photo")
+                source_keypoints = gr.Textbox(
+                    label="Source keypoints (optional pose JSON in the photo's frame; empty: MediaPipe detects them)",
+                    lines=3,
+                    elem_id="source-keypoints",
+                )
+                source_name = gr.Dropdown(
+                    gallery_names, value=None, label="Test image of the dataset", visible=has_dataset,
+                    elem_id="source-name",
+                )  # fmt: skip
+                source_preview = gr.Image(label="Source photo", interactive=False, format="png")
+            with gr.Column():
+                gr.Markdown("## Target pose")
+                target_mode = gr.Radio(
+                    [(label, value) for value, label in TARGET_MODES if has_dataset or value != DATASET],
+                    value=PHOTO,
+                    label="Target pose from",
+                    elem_id="target-mode",
+                )
+                target_photo = gr.File(label="Target photo", file_types=["image"], elem_id="target-photo")
+                target_json = gr.Textbox(
+                    label="Target pose JSON ({\"keypoints\": [[x, y], ...18], \"height\": H, \"width\": W}, "
+                    "OpenPose, or 18 [x, y])",
+                    lines=4,
+                    elem_id="target-json",
+                )
+                target_json_file = gr.File(label="or upload a pose JSON", file_types=[".json"],
+                                           elem_id="target-json-file")  # fmt: skip
+                target_name = gr.Textbox(label="Pose of the dataset", interactive=False, visible=has_dataset,
+                                         elem_id="target-name")  # fmt: skip
+                pose_gallery = gr.Gallery(
+                    demo.gallery(), label="Poses of the dataset (click one)", visible=has_dataset, columns=8,
+                    allow_preview=False, format="png", elem_id="pose-gallery",
+                )  # fmt: skip
+        scale = gr.Slider(
+            0.0, 1.0, value=1.0, step=0.05, label="Adapter scale (0: the base model, 1: as personalised)",
+            visible=demo.has_adapter, elem_id="adapter-scale",
+        )  # fmt: skip
+        button = gr.Button("Generate", variant="primary", elem_id="generate")
+        message = gr.Markdown(elem_id="message")
+        with gr.Row():
+            source_view = gr.Image(label="Source as the model sees it, with its skeleton", format="png",
+                                   interactive=False, elem_id="source-view")  # fmt: skip
+            target_view = gr.Image(label="Target skeleton", format="png", interactive=False, elem_id="target-view")
+            result_view = gr.Image(label="Result", format="png", interactive=False, elem_id="result")
+        sheet_view = gr.Image(label="Sheet: source | source pose | target pose | result", format="png",
+                              interactive=False, elem_id="sheet")  # fmt: skip
+
+        def warn(text: str) -> str:
+            if text:
+                gr.Warning(text)
+            return text
+
+        def uploaded_source(photo: str | None) -> tuple[Any, ...]:
+            preview, problem = demo.photo_preview(photo)
+            return PHOTO, preview, warn(problem)
+
+        def picked_source(name: str | None) -> tuple[Any, ...]:
+            return DATASET, demo.dataset_preview(name)
+
+        def uploaded_json(path: str | None) -> tuple[Any, ...]:
+            text, problem = demo.json_file_text(path)
+            return JSON, gr.update() if text is None else text, warn(problem)
+
+        def picked_pose(evt: gr.SelectData) -> tuple[Any, ...]:
+            return DATASET, gallery_names[evt.index]
+
+        def clicked(*values: Any) -> tuple[Any, ...]:
+            outcome = demo.run(*values)
+            if not outcome.ok:
+                gr.Warning(outcome.message)
+            return (*outcome.images(), message_markdown(outcome.message, outcome.ok))
+
+        source_photo.upload(uploaded_source, source_photo, [source_mode, source_preview, message])
+        source_name.input(picked_source, source_name, [source_mode, source_preview])
+        source_keypoints.input(lambda: PHOTO, None, source_mode)
+        target_photo.upload(lambda: PHOTO, None, target_mode)
+        target_json.input(lambda: JSON, None, target_mode)
+        target_json_file.upload(uploaded_json, target_json_file, [target_mode, target_json, message])
+        pose_gallery.select(picked_pose, None, [target_mode, target_name])
+        button.click(
+            clicked,
+            [source_mode, source_photo, source_keypoints, source_name,
+             target_mode, target_photo, target_json, target_name, scale],
+            [source_view, target_view, result_view, sheet_view, message],
+        )  # fmt: skip
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(__doc__)
+        return
+    with user_errors():
+        options = parse_options(argv)
+        import_gradio()  # before the model loads, so a missing extra is said at once
+        app = build_app(options)
+    where = "on this machine only" if options.host in ("127.0.0.1", "localhost") else "on the network"
+    print(f"serving the demo {where} at http://{options.host}:{options.port} (Ctrl-C stops it)")
+    app.launch(server_name=options.host, server_port=options.port)
+
+
+if __name__ == "__main__":
+    main()

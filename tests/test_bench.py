@@ -1,0 +1,49 @@
+"""The benchmarks run end to end: ``python -m emca.bench gpu-report --smoke`` on the CPU writes a complete report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from emca.bench.__main__ import main
+from emca.bench.gpu_report import BACKENDS, SMOKE, gpu_report
+from emca.bench.training import PRECISIONS, projected_hours
+from emca.errors import ConfigError
+
+
+@pytest.mark.slow
+def test_smoke_gpu_report_measures_every_model_backend_and_precision(tmp_path: Path) -> None:
+    paths = gpu_report(tmp_path / "report", smoke=True, device_name="cpu")
+    report = json.loads(paths["json"].read_text())
+    assert report["plan"].startswith("smoke") and report["gpu_tests"]["run"] is False
+
+    attention = {(row["backend"], row["dtype"]): row for row in report["attention"]}
+    assert set(attention) == {(backend, dtype) for backend in BACKENDS for dtype in ("float32", "bfloat16")}
+    assert attention["fused", "float32"]["skipped"] == "needs CUDA"  # no GPU here
+    assert all(attention[backend, "float32"]["forward_backward_ms"] > 0 for backend in ("reference", "sdpa", "chunked"))
+
+    for section in ("training", "inference"):
+        rows = {(row["model"], row["backend"], row["precision"]): row for row in report[section]}
+        assert set(rows) == {(m, b, p) for m in SMOKE.models for b in BACKENDS for p in PRECISIONS}
+        for (_, backend, _), row in rows.items():
+            if backend == "fused":
+                assert "needs a CUDA GPU" in row["skipped"]
+            else:
+                assert row["skipped"] is None and row["images_per_second"] > 0
+                assert row["images_per_second"] == pytest.approx(row["batch"] / (row["step_ms"] / 1e3))
+    training = report["training"][0]
+    assert training["projected_hours"] == pytest.approx(projected_hours(training["step_ms"]))
+    assert projected_hours(1000.0) == pytest.approx(37_500 / 3600)  # 37,500 iterations of one second
+
+    markdown = paths["md"].read_text()
+    assert "## One training iteration" in markdown and "| xingganpp | chunked | bf16-mixed |" in markdown
+
+
+def test_full_report_without_a_gpu_says_how_to_run_the_smoke_check(tmp_path: Path, capsys) -> None:
+    with pytest.raises(ConfigError, match="add --smoke"):
+        gpu_report(tmp_path, smoke=False, device_name="cpu")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gpu-report", "--out", str(tmp_path), "--device", "cpu"])
+    assert exit_info.value.code != 0 and "add --smoke" in capsys.readouterr().err
