@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("composition", ("emca.build", "emca.checkpoint", "emca.module", "emca.personalize.adapter",
                      "emca.personalize.module", "emca.run_summary")),
     ("applications", ("emca.evaluate", "emca.infer", "emca.figures", "emca.ablation", "emca.bench", "emca.convert",
-                      "emca.export")),
+                      "emca.export", "emca.demo")),
 ]  # fmt: skip
 PACKAGE_MARKERS = {"emca", "emca.personalize", "emca.data", "emca.pose", "emca.networks", "emca.metrics", "emca_fused"}
 

@@ -47,3 +47,13 @@ def test_full_report_without_a_gpu_says_how_to_run_the_smoke_check(tmp_path: Pat
     with pytest.raises(SystemExit) as exit_info:
         main(["gpu-report", "--out", str(tmp_path), "--device", "cpu"])
     assert exit_info.value.code != 0 and "add --smoke" in capsys.readouterr().err
+
+
+def test_cpu_peak_memory_sees_a_known_allocation() -> None:
+    """64 MiB written inside the call: the peak resident memory above the one before it is about that."""
+    import torch
+
+    from emca.bench.timing import peak_mebibytes
+
+    peak = peak_mebibytes(lambda: torch.empty(16 * 2**20).fill_(1.0), torch.device("cpu"))
+    assert peak == pytest.approx(64, abs=8)

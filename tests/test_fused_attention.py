@@ -340,6 +340,6 @@ def test_attention_benchmark_times_cpu_backends_and_skips_fused_honestly() -> No
         result = measure(backend, tiny, torch.float32, torch.device("cpu"), warmup=0, repetitions=2)
         assert result.skipped is None and result.stacked_batch == 2
         assert result.forward_ms > 0 and result.forward_backward_ms > 0
-        assert result.forward_peak_mib is None and result.forward_backward_peak_mib is None  # not measured
+        assert result.forward_peak_mib >= 0 and result.forward_backward_peak_mib >= 0  # CPU: peak resident memory
     fused = measure("fused", tiny, torch.float32, torch.device("cpu"), warmup=0, repetitions=2)
     assert fused.skipped == "needs CUDA" and fused.forward_ms is None
