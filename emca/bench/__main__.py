@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from emca.bench.attention import BACKENDS, DTYPES, SHAPES, run_attention_benchmark
-from emca.bench.gpu_report import gpu_report
+from emca.bench.gpu_report import gpu_report, run_generator_benchmark
 from emca.cli import user_errors
 
 
@@ -25,10 +25,18 @@ def main(argv: list[str] | None = None) -> None:
     report.add_argument("--out", type=Path, default=Path("gpu-report"), help="folder for report.json and report.md")
     report.add_argument("--smoke", action="store_true", help="tiny shapes and small models, any device (CPU check)")
     report.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    generator = sub.add_parser("generator", help="forward+backward time and activation memory of a full generator")
+    generator.add_argument("--experiment", default="xinggan_market", help="conf/experiment preset (model and size)")
+    generator.add_argument("--batch", type=int, default=4)
+    generator.add_argument("--backends", default="reference,chunked", help="subset of reference,sdpa,chunked,fused")
+    generator.add_argument("--repetitions", type=int, default=3)
+    generator.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     args = parser.parse_args(argv)
     with user_errors():
         if args.command == "attention":
             run_attention_benchmark(args)
+        elif args.command == "generator":
+            run_generator_benchmark(args)
         else:
             paths = gpu_report(args.out, smoke=args.smoke, device_name=args.device)
             print(f"wrote {paths['json']} and {paths['md']}")

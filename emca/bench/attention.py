@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
 
-from emca.bench.timing import median_milliseconds, peak_mebibytes
+from emca.bench.timing import map_large_blocks, median_milliseconds, peak_mebibytes
 from emca.errors import ConfigError
 from emca.io import atomic_write_text
 from emca.networks.attention import ChunkedAttention, FusedAttention, ReferenceAttention, SDPAttention
@@ -145,6 +145,7 @@ def _names(text: str, known: dict, flag: str) -> list[str]:
 
 
 def run_attention_benchmark(args: argparse.Namespace) -> None:
+    map_large_blocks()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: torch sees no CUDA GPU on this machine; use --device cpu")

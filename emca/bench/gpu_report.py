@@ -33,10 +33,12 @@ import torch
 from tqdm import tqdm
 
 from emca.bench.attention import SHAPES, AttentionShape, measure
+from emca.bench.timing import map_large_blocks
 from emca.bench.training import (
     OFFICIAL_DEEPFASHION_ITERATIONS,
     PRECISIONS,
     ModelMeasurement,
+    measure_generator,
     measure_inference,
     measure_training,
     projected_hours,
@@ -239,8 +241,32 @@ class _TrainingRow(ModelMeasurement):
     projected_hours: float | None = None
 
 
+def run_generator_benchmark(args: Any) -> None:
+    """``python -m emca.bench generator``: the full generator of a preset, forward+backward, per backend."""
+    map_large_blocks()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    base = compose_train([f"experiment={args.experiment}"])
+    for backend in [name.strip() for name in args.backends.split(",") if name.strip()]:
+        if backend not in BACKENDS:
+            raise ConfigError(f"--backends: {backend!r} is not one of {list(BACKENDS)}.")
+        attention = compose_train([f"experiment={args.experiment}", f"model/attention={backend}"])["model"]["attention"]
+        data = base["data"]
+        result = measure_generator(
+            args.experiment, with_backend(base["model"], attention), backend, args.batch, data["height"],
+            data["width"], device, 1, args.repetitions,
+        )  # fmt: skip
+        print(
+            f"{args.experiment} generator, {backend}, batch {args.batch} at {data['height']}x{data['width']}, "
+            f"{device} ({torch.get_num_threads()} threads): forward+backward {result.step_ms:,.0f} ms, "
+            f"peak {result.peak_mib:,.0f} MiB beyond weights and gradients"
+            if result.skipped is None
+            else result.skipped
+        )
+
+
 def gpu_report(out: Path, smoke: bool = False, device_name: str | None = None) -> dict[str, Path]:
     """Measure everything of the plan on one device and write ``report.json`` / ``report.md`` into ``out``."""
+    map_large_blocks()
     plan = SMOKE if smoke else FULL
     device = torch.device(device_name or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():

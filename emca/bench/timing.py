@@ -3,11 +3,16 @@
 Time: the median of several calls after untimed warm-up calls (CUDA events on a GPU). Peak memory: what one
 call needs beyond what was held before it. On a GPU that is torch.cuda.max_memory_allocated. On a Linux CPU
 it is the process's peak resident memory (VmHWM, reset through /proc/self/clear_refs before the call) above
-its resident memory before it, which also counts what torch's CPU allocator and the BLAS library hold.
+its resident memory before it. For that to follow the tensors, glibc's malloc is told to map every block of
+64 KiB or more on its own (mallopt M_MMAP_THRESHOLD, fixed): freed tensors then leave the resident set at
+once, instead of being kept for reuse by a threshold that adapts to the program.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import gc
 import re
 import statistics
@@ -19,6 +24,19 @@ import torch
 
 PROC_STATUS = Path("/proc/self/status")
 PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+MMAP_THRESHOLD_BYTES = 64 * 1024
+
+
+@functools.cache
+def map_large_blocks() -> bool:
+    """Fix glibc's mmap threshold (see the module docstring); False where the C library is not glibc. The
+    benchmarks call it before they allocate anything, so no earlier block is reused unseen."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    mallopt = getattr(ctypes.CDLL(name), "mallopt", None)
+    return bool(mallopt and mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
 def _synchronize(device: torch.device) -> None:
@@ -58,7 +76,7 @@ def peak_mebibytes(step: Callable[[], object], device: torch.device) -> float | 
     """Peak memory one call of ``step`` needs beyond what was held before it (see the module docstring);
     None on a CPU without Linux's /proc peak-memory reset."""
     if device.type != "cuda":
-        if not PROC_CLEAR_REFS.exists():
+        if not PROC_CLEAR_REFS.exists() or not map_large_blocks():
             return None
         gc.collect()
         before = _status_kib("VmRSS")

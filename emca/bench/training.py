@@ -150,6 +150,36 @@ def measure_inference(
     return result
 
 
+def measure_generator(
+    name: str,
+    model: dict[str, Any],
+    backend_name: str,
+    batch_size: int,
+    height: int,
+    width: int,
+    device: torch.device,
+    warmup: int,
+    repetitions: int,
+) -> ModelMeasurement:
+    """The generator alone in training mode: forward+backward time and peak memory beyond the weights, the
+    gradient buffers and the batch (the activation memory a training step needs for it)."""
+    result = ModelMeasurement(name, backend_name, "32-true", False, batch_size, height, width)
+    try:
+        generator = build_generator(model).to(device).train()
+        batch = random_batch(batch_size, height, width, device)
+
+        def forward_backward() -> None:
+            generator(batch.source_image, batch.source_pose, batch.target_pose).square().mean().backward()
+
+        forward_backward()  # the gradient buffers exist before anything is measured
+        result.step_ms = median_milliseconds(forward_backward, device, warmup, repetitions)
+        result.images_per_second = batch_size / (result.step_ms / 1e3)
+        result.peak_mib = peak_mebibytes(forward_backward, device)
+    except torch.OutOfMemoryError:
+        result.skipped = "out of memory"
+    return result
+
+
 def projected_hours(step_ms: float, iterations: int = OFFICIAL_DEEPFASHION_ITERATIONS) -> float:
     """Wall time of ``iterations`` training iterations at ``step_ms`` each (data loading and validation aside)."""
     return step_ms * iterations / 3.6e6

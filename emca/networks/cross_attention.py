@@ -83,16 +83,15 @@ class XingAttention(nn.Module):
 
     def forward(self, appearance: Tensor, shape: Tensor, memory: Tensor | None = None) -> tuple[Tensor, Tensor]:
         height, width = appearance.shape[-2:]
-        updated = torch.cat((appearance, shape), 0)  # SA updates appearance, AS updates shape
-        guide = torch.cat((shape, appearance), 0)  # the other stream supplies the keys
+        # each stream is projected on its own and only the projections are stacked (SA rows, then AS rows):
+        # stacking the C-channel streams first would keep two more copies of them for the 1x1 convs' backward
         attended = self.attend(
-            to_tokens(self.query(updated)),
-            to_tokens(self.key(guide)),
-            to_tokens(self.value(updated)),
+            to_tokens(torch.cat((self.query(appearance), self.query(shape)))),
+            to_tokens(torch.cat((self.key(shape), self.key(appearance)))),  # the other stream supplies the keys
+            to_tokens(torch.cat((self.value(appearance), self.value(shape)))),
             height,
             width,
             None if memory is None else self.memory_keys(memory),
         )
-        gated = updated + self.gamma[0] * from_tokens(attended, height, width)
-        appearance, shape = gated.chunk(2, dim=0)
-        return appearance, shape
+        appearance_update, shape_update = (self.gamma[0] * from_tokens(attended, height, width)).chunk(2, dim=0)
+        return appearance + appearance_update, shape + shape_update
