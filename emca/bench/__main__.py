@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from emca.bench.attention import BACKENDS, DTYPES, SHAPES, run_attention_benchmark
 from emca.bench.gpu_report import gpu_report, run_generator_benchmark
+from emca.bench.training import lightning_overhead
 from emca.cli import user_errors
 
 
@@ -31,12 +34,23 @@ def main(argv: list[str] | None = None) -> None:
     generator.add_argument("--backends", default="reference,chunked", help="subset of reference,sdpa,chunked,fused")
     generator.add_argument("--repetitions", type=int, default=3)
     generator.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    overhead = sub.add_parser("lightning", help="seconds per iteration under Lightning against a bare loop")
+    overhead.add_argument("overrides", nargs="*", help="conf/ overrides (default: the embedded default)")
+    overhead.add_argument("--iterations", type=int, default=30)
+    overhead.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)
     with user_errors():
         if args.command == "attention":
             run_attention_benchmark(args)
         elif args.command == "generator":
             run_generator_benchmark(args)
+        elif args.command == "lightning":
+            result = lightning_overhead(args.overrides, args.iterations, args.rounds)
+            print(
+                f"{torch.get_num_threads()} threads: Lightning {result['lightning_s']:.3f} s/iteration, bare loop "
+                f"{result['bare_s']:.3f} s/iteration (medians of {args.rounds} alternating rounds): overhead "
+                f"{100 * result['overhead']:+.1f} %"
+            )
         else:
             paths = gpu_report(args.out, smoke=args.smoke, device_name=args.device)
             print(f"wrote {paths['json']} and {paths['md']}")

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import statistics
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -21,6 +24,7 @@ from emca.build import build_discriminators, build_generator
 from emca.data.batch import IMAGE_CHANNELS, PoseTransferBatch
 from emca.data.keypoints import NUM_JOINTS
 from emca.losses import LossOptions, PoseTransferLoss
+from emca.networks.discriminator import DiscriminatorPair
 from emca.options import parse
 
 PRECISIONS = ("32-true", "bf16-mixed")
@@ -62,6 +66,35 @@ def _autocast(precision: str, device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
 
 
+def train_iteration(
+    generator: Callable[..., Tensor],
+    discriminators: DiscriminatorPair,
+    loss: PoseTransferLoss,
+    optimizers: Sequence[torch.optim.Optimizer],
+    batch: PoseTransferBatch,
+    precision: str,
+    device: torch.device,
+) -> None:
+    """One iteration as the training module takes it: G (discriminators frozen), then D_PP, then D_PB."""
+    discriminators.requires_grad_(False)  # as toggle_optimizer does in the training module
+    with _autocast(precision, device):
+        generated = generator(batch.source_image, batch.source_pose, batch.target_pose)
+        total = loss.generator_terms(discriminators, generated, batch)["loss_generator"]
+    optimizers[0].zero_grad(set_to_none=True)
+    total.backward()
+    optimizers[0].step()
+    discriminators.requires_grad_(True)
+    for judge, condition, optimizer in (
+        (discriminators.appearance, batch.source_image, optimizers[1]),
+        (discriminators.pose, batch.target_pose, optimizers[2]),
+    ):
+        with _autocast(precision, device):
+            judged = loss.discriminator_loss(judge, batch.target_image, generated, condition)
+        optimizer.zero_grad(set_to_none=True)
+        judged.backward()
+        optimizer.step()
+
+
 def measure_training(
     name: str,
     model: dict[str, Any],
@@ -88,23 +121,7 @@ def measure_training(
         batch = random_batch(batch_size, height, width, device)
 
         def iteration() -> None:
-            discriminators.requires_grad_(False)  # as toggle_optimizer does in the training module
-            with _autocast(precision, device):
-                generated = forward(batch.source_image, batch.source_pose, batch.target_pose)
-                total = loss.generator_terms(discriminators, generated, batch)["loss_generator"]
-            optimizers[0].zero_grad(set_to_none=True)
-            total.backward()
-            optimizers[0].step()
-            discriminators.requires_grad_(True)
-            for judge, condition, optimizer in (
-                (discriminators.appearance, batch.source_image, optimizers[1]),
-                (discriminators.pose, batch.target_pose, optimizers[2]),
-            ):
-                with _autocast(precision, device):
-                    judged = loss.discriminator_loss(judge, batch.target_image, generated, condition)
-                optimizer.zero_grad(set_to_none=True)
-                judged.backward()
-                optimizer.step()
+            train_iteration(forward, discriminators, loss, optimizers, batch, precision, device)
 
         result.step_ms = median_milliseconds(iteration, device, warmup, repetitions)
         result.images_per_second = batch_size / (result.step_ms / 1e3)
@@ -183,3 +200,49 @@ def measure_generator(
 def projected_hours(step_ms: float, iterations: int = OFFICIAL_DEEPFASHION_ITERATIONS) -> float:
     """Wall time of ``iterations`` training iterations at ``step_ms`` each (data loading and validation aside)."""
     return step_ms * iterations / 3.6e6
+
+
+def lightning_overhead(overrides: Sequence[str], iterations: int, rounds: int) -> dict[str, Any]:
+    """Seconds per iteration of a config's training module under Lightning and of a bare loop over the same
+    networks, objective and batches, in alternating rounds. The batches are loaded beforehand, so neither
+    side pays for data loading; validation is off."""
+    import pytorch_lightning as pl
+
+    from emca.build import build_datamodule
+    from emca.config import compose_train
+    from emca.module import PoseTransferModule
+
+    cfg = compose_train(overrides)
+    datamodule = build_datamodule(cfg["data"])
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    batches = [batch for batch, _ in zip(datamodule.train_dataloader(), range(iterations), strict=False)]
+    times: dict[str, list[float]] = {"lightning": [], "bare": []}
+
+    class Clock(pl.Callback):
+        def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+            if trainer.global_step == 3:  # after one warm-up iteration
+                self.began = time.perf_counter()
+
+        def on_train_end(self, trainer: pl.Trainer, *args: Any) -> None:
+            times["lightning"].append((time.perf_counter() - self.began) / (len(batches) - 1))
+
+    for _ in range(rounds):
+        module = PoseTransferModule(model=cfg["model"], data=cfg["data"], seed=cfg["seed"])
+        trainer = pl.Trainer(
+            accelerator="cpu", devices=1, max_steps=3 * len(batches), logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+            callbacks=[Clock()],
+        )  # fmt: skip
+        trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+
+        module = PoseTransferModule(model=cfg["model"], data=cfg["data"], seed=cfg["seed"])
+        optimizers = module.configure_optimizers()[0]
+        device = torch.device("cpu")
+        train_iteration(module.generator, module.discriminators, module.loss, optimizers, batches[0], "32-true", device)
+        began = time.perf_counter()
+        for batch in batches[1:]:
+            train_iteration(module.generator, module.discriminators, module.loss, optimizers, batch, "32-true", device)
+        times["bare"].append((time.perf_counter() - began) / (len(batches) - 1))
+    lightning, bare = statistics.median(times["lightning"]), statistics.median(times["bare"])
+    return {"lightning_s": lightning, "bare_s": bare, "overhead": lightning / bare - 1, "rounds": times}
