@@ -22,7 +22,7 @@ from torch import nn
 
 from emca.build import build_generator
 from emca.config import OPTIMIZER_STEPS_PER_ITERATION
-from emca.errors import CheckpointError
+from emca.errors import CheckpointError, ConfigError
 from emca.io import atomic_torch_save, remove_stale_temporaries, safe_torch_load
 
 GENERATOR_PREFIX = "generator."
@@ -32,6 +32,7 @@ EXPORT_FORMAT = "emca-model"
 EXPORT_VERSION = 1
 EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_CONFIG = "config.json"
+HUB_PREFIX = "hf://"  # an exported model on the Hugging Face Hub: hf://OWNER/NAME[@REVISION]
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
@@ -92,6 +93,23 @@ def read_exported_model(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return {"state_dict": state}, {"model": config["model"], "data": config["data"]}
 
 
+def hub_folder(spec: str) -> Path:
+    """The local copy of an exported model on the Hugging Face Hub, ``hf://OWNER/NAME[@REVISION]``: only its
+    safetensors weights, config.json and model card are downloaded (the optional ``hub`` extra)."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as err:
+        raise ConfigError(f"'{spec}' is on the Hugging Face Hub: pip install 'emca[hub]' to download it.") from err
+    repo_id, _, revision = spec[len(HUB_PREFIX) :].partition("@")
+    try:
+        folder = snapshot_download(
+            repo_id=repo_id, revision=revision or None, allow_patterns=[EXPORT_WEIGHTS, EXPORT_CONFIG, "README.md"]
+        )
+    except Exception as err:  # huggingface_hub raises its own errors for network, auth and missing repos
+        raise CheckpointError(f"'{spec}': the download from the Hugging Face Hub failed ({err}).") from err
+    return Path(folder)
+
+
 def read_training_checkpoint(ckpt_path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
     """Safely load an emca training checkpoint, or an exported model folder, and check its structure:
     ``(checkpoint, hyper_parameters)``.
@@ -99,6 +117,8 @@ def read_training_checkpoint(ckpt_path: str | os.PathLike) -> tuple[dict[str, An
     ``hyper_parameters`` holds ``model`` (and usually ``data``) as plain dicts; ``checkpoint["state_dict"]`` maps
     names to tensors.
     """
+    if str(ckpt_path).startswith(HUB_PREFIX):
+        return read_exported_model(hub_folder(str(ckpt_path)))
     if Path(ckpt_path).is_dir():
         return read_exported_model(Path(ckpt_path))
     checkpoint = safe_torch_load(ckpt_path)

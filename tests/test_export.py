@@ -116,3 +116,31 @@ def test_hostile_or_damaged_folders_are_refused(exported: Path, tmp_path: Path) 
     (folder / "config.json").unlink()
     with pytest.raises(CheckpointError, match="a folder without 'config.json'"):
         load_generator(folder)
+
+
+def test_hub_repository_ids_download_only_the_safe_files(exported: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """hf://OWNER/NAME@REV asks huggingface_hub for the weights, config and card only, then loads the folder."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    asked = {}
+
+    def snapshot_download(repo_id: str, revision: str | None, allow_patterns: list[str]) -> str:
+        asked.update(repo_id=repo_id, revision=revision, allow_patterns=allow_patterns)
+        return str(exported)  # stands in for the download: the Hub is not reachable from the test machine
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    from_hub, _ = load_generator("hf://someone/xinggan-market@v1")
+    assert asked == {
+        "repo_id": "someone/xinggan-market",
+        "revision": "v1",
+        "allow_patterns": ["model.safetensors", "config.json", "README.md"],
+    }
+    from_folder, _ = load_generator(exported)
+    for name, tensor in from_folder.state_dict().items():
+        assert torch.equal(tensor, from_hub.state_dict()[name])
+
+    def offline(**_: object) -> str:
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(CheckpointError, match=r"hf://someone/x': the download from the Hugging Face Hub failed"):
+        load_generator("hf://someone/x")
