@@ -29,6 +29,7 @@ code from a loaded file runs.
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -47,11 +48,12 @@ from PIL import Image
 from emca.build import build_datamodule
 from emca.checkpoint import read_training_checkpoint
 from emca.cli import find_user_error, user_errors
+from emca.data.datamodule import PoseTransferDataModule
 from emca.data.dataset import read_split, select_pairs
 from emca.data.openpose import read_json
 from emca.data.skeleton import draw_skeleton
 from emca.errors import ConfigError, DataError, EmcaError
-from emca.infer import _GIVE_KEYPOINTS, InferOptions, Pose, Transfer, source_keypoints
+from emca.infer import GIVE_KEYPOINTS, InferOptions, Pose, Transfer, source_keypoints
 from emca.pose.framing import FIT_MODES
 
 # how a photo's keypoints can be given instead of detected, in the page's words (emca.infer names its options)
@@ -62,6 +64,7 @@ _GIVE_KEYPOINTS_IN_PAGE = {
 PHOTO, DATASET, JSON = "photo", "dataset", "json"
 SOURCE_MODES = ((PHOTO, "uploaded photo"), (DATASET, "test image of the dataset"))
 TARGET_MODES = ((PHOTO, "another photo (MediaPipe)"), (JSON, "pose JSON"), (DATASET, "pose of the dataset"))
+MAX_UPLOAD = "50mb"  # per uploaded file: photos, not archives
 PASTED = {"source": "pasted source keypoints", "target": "pasted target pose"}
 
 
@@ -124,6 +127,8 @@ def read_dataset_images(
         data_cfg["root"] = dataset_root
     try:
         datamodule = build_datamodule(data_cfg, source=ckpt)
+        if not isinstance(datamodule, PoseTransferDataModule):  # e.g. one subject's photos: no test split
+            return None, "The checkpoint's data is not a pose-transfer dataset, so no dataset images are offered."
         root, layout, split = Path(datamodule.root), datamodule.layout, datamodule.test_split
         for path in (layout.annotation_path(root, split), layout.pairs_path(root, split)):
             if not path.is_file():
@@ -134,7 +139,6 @@ def read_dataset_images(
         contents = read_split(root, layout, split)
     except EmcaError as err:
         return None, f"No dataset images: {err}"
-    # PoseTransferDataModule has a layout; another data module (a subject's photos) is no test split
     names = [name for name in contents.image_names if (contents.image_dir / name).is_file()]
     if not names:
         return None, f"No dataset images: none of the test images is in '{contents.image_dir}'."
@@ -183,7 +187,7 @@ def page_message(error: EmcaError, names: dict[str, str]) -> str:
     message = str(error)
     for path, name in sorted(names.items(), key=lambda item: -len(item[0])):  # longest first: no partial hits
         message = message.replace(path, name)
-    for role, advice in _GIVE_KEYPOINTS.items():
+    for role, advice in GIVE_KEYPOINTS.items():
         message = message.replace(advice, _GIVE_KEYPOINTS_IN_PAGE[role])
     return message
 
@@ -363,8 +367,13 @@ class PoseTransferDemo:
             return None, page_message(err, {path: Path(path).name})
 
 
+def markdown_text(text: str) -> str:
+    """``text`` shown as written in Markdown: its markup characters (e.g. ``*`` in a pasted value) escaped."""
+    return re.sub(r"([\\`*_{}\[\]<>()#+!|~])", r"\\\1", text)
+
+
 def message_markdown(message: str, ok: bool) -> str:
-    return message if ok else f"**Could not generate.** {message}"
+    return markdown_text(message) if ok else f"**Could not generate.** {markdown_text(message)}"
 
 
 def import_gradio() -> ModuleType:
@@ -384,6 +393,9 @@ def build_app(options: DemoOptions, demo: PoseTransferDemo | None = None) -> Any
     demo = demo or PoseTransferDemo(options)
     has_dataset = demo.dataset is not None
     gallery_names = demo.dataset.names if has_dataset else []
+
+    def shown(elem_id: str) -> dict[str, Any]:  # an output image: lossless, scaled up from the model's size
+        return {"format": "png", "interactive": False, "height": 320, "elem_id": elem_id}
 
     with gr.Blocks(title="emca pose transfer", analytics_enabled=False) as app:
         gr.Markdown(f"# Pose transfer\n{demo.describe()}")
@@ -417,7 +429,7 @@ def build_app(options: DemoOptions, demo: PoseTransferDemo | None = None) -> Any
                 )
                 target_photo = gr.File(label="Target photo", file_types=["image"], elem_id="target-photo")
                 target_json = gr.Textbox(
-                    label="Target pose JSON ({\"keypoints\": [[x, y], ...18], \"height\": H, \"width\": W}, "
+                    label='Target pose JSON ({"keypoints": [[x, y], ...18], "height": H, "width": W}, '
                     "OpenPose, or 18 [x, y])",
                     lines=4,
                     elem_id="target-json",
@@ -428,7 +440,7 @@ def build_app(options: DemoOptions, demo: PoseTransferDemo | None = None) -> Any
                                          elem_id="target-name")  # fmt: skip
                 pose_gallery = gr.Gallery(
                     demo.gallery(), label="Poses of the dataset (click one)", visible=has_dataset, columns=8,
-                    allow_preview=False, format="png", elem_id="pose-gallery",
+                    allow_preview=False, format="png", height=280, elem_id="pose-gallery",
                 )  # fmt: skip
         scale = gr.Slider(
             0.0, 1.0, value=1.0, step=0.05, label="Adapter scale (0: the base model, 1: as personalised)",
@@ -437,17 +449,15 @@ def build_app(options: DemoOptions, demo: PoseTransferDemo | None = None) -> Any
         button = gr.Button("Generate", variant="primary", elem_id="generate")
         message = gr.Markdown(elem_id="message")
         with gr.Row():
-            source_view = gr.Image(label="Source as the model sees it, with its skeleton", format="png",
-                                   interactive=False, elem_id="source-view")  # fmt: skip
-            target_view = gr.Image(label="Target skeleton", format="png", interactive=False, elem_id="target-view")
-            result_view = gr.Image(label="Result", format="png", interactive=False, elem_id="result")
-        sheet_view = gr.Image(label="Sheet: source | source pose | target pose | result", format="png",
-                              interactive=False, elem_id="sheet")  # fmt: skip
+            source_view = gr.Image(label="Source as the model sees it, with its skeleton", **shown("source-view"))
+            target_view = gr.Image(label="Target skeleton", **shown("target-view"))
+            result_view = gr.Image(label="Result", **shown("result"))
+        sheet_view = gr.Image(label="Sheet: source | source pose | target pose | result", **shown("sheet"))
 
         def warn(text: str) -> str:
             if text:
                 gr.Warning(text)
-            return text
+            return markdown_text(text)
 
         def uploaded_source(photo: str | None) -> tuple[Any, ...]:
             preview, problem = demo.photo_preview(photo)
@@ -470,6 +480,7 @@ def build_app(options: DemoOptions, demo: PoseTransferDemo | None = None) -> Any
             return (*outcome.images(), message_markdown(outcome.message, outcome.ok))
 
         source_photo.upload(uploaded_source, source_photo, [source_mode, source_preview, message])
+        source_photo.clear(lambda: None, None, source_preview)
         source_name.input(picked_source, source_name, [source_mode, source_preview])
         source_keypoints.input(lambda: PHOTO, None, source_mode)
         target_photo.upload(lambda: PHOTO, None, target_mode)
@@ -496,7 +507,7 @@ def main(argv: list[str] | None = None) -> None:
         app = build_app(options)
     where = "on this machine only" if options.host in ("127.0.0.1", "localhost") else "on the network"
     print(f"serving the demo {where} at http://{options.host}:{options.port} (Ctrl-C stops it)")
-    app.launch(server_name=options.host, server_port=options.port)
+    app.launch(server_name=options.host, server_port=options.port, max_file_size=MAX_UPLOAD)
 
 
 if __name__ == "__main__":

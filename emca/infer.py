@@ -173,7 +173,7 @@ def read_pose_json(path: Path, default_size: tuple[int, int]) -> Pose:
 
 PhotoRole = Literal["source", "target"]
 # how to give a photo's keypoints instead of detecting them, for each role in the command
-_GIVE_KEYPOINTS: dict[PhotoRole, str] = {
+GIVE_KEYPOINTS: dict[PhotoRole, str] = {
     "source": "give the source photo's keypoints as a pose JSON with source_pose=POSE.json",
     "target": "give the target as a pose JSON (target=POSE.json) instead of a photo",
 }
@@ -211,7 +211,7 @@ class Transfer:
                 self._extractor = PoseExtractor(self.options.min_visibility)
             return self._extractor(photo)
         except EmcaError as err:  # no person, several people, no MediaPipe: name the photo and the way around
-            raise DataError(f"'{path}': {err} To skip detection, {_GIVE_KEYPOINTS[role]}.") from err
+            raise DataError(f"'{path}': {err} To skip detection, {GIVE_KEYPOINTS[role]}.") from err
 
     def framed_source(self, path: Path, keypoints: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         photo = read_photo(path)

@@ -22,6 +22,8 @@ class RankRecord(pl.Callback):
         record = {
             "world_size": trainer.world_size,
             "names": self.names,
-            "generator": {name: tensor.detach().cpu().clone() for name, tensor in pl_module.generator.state_dict().items()},
+            "generator": {
+                name: tensor.detach().cpu().clone() for name, tensor in pl_module.generator.state_dict().items()
+            },
         }
         torch.save(record, Path(trainer.default_root_dir) / f"rank{trainer.global_rank}.pt")
