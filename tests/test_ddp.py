@@ -14,43 +14,109 @@ from _fake_data import make_dataset
 from _tiny_training import iterations, tiny_overrides
 
 from emca.checkpoint import load_generator
+from emca.config import OPTIMIZER_STEPS_PER_ITERATION
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
 
-@pytest.mark.slow
-def test_two_process_ddp_on_cpu_splits_the_data_and_keeps_the_replicas_equal(tmp_path: Path) -> None:
-    data_root, run_dir = tmp_path / "data", tmp_path / "run"
-    make_dataset(data_root, height=32, width=16)
-    result = subprocess.run(
+def ddp_train(data_root: Path, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """The tiny config as two processes on the CPU (gloo), each recording itself (tests/_ddp.py)."""
+    return subprocess.run(
         [
             sys.executable,
             str(REPO / "train.py"),
             *tiny_overrides(data_root, run_dir),
-            *iterations(3),
             f"hydra.run.dir={run_dir}",
             "trainer=ddp",
             "trainer.accelerator=cpu",  # gloo
             "trainer.devices=2",
             "trainer.enable_progress_bar=false",
             "model.generator.dropout=0.0",  # the replicas draw their own dropout masks; equality needs none
-            "callbacks=[{_target_:_ddp.RankRecord}]",
+            *overrides,
         ],
         capture_output=True,
         text=True,
         timeout=600,
         env={**os.environ, "PYTHONPATH": str(TESTS)},
     )
+
+
+def assert_replicas_equal(records: list[dict]) -> None:
+    # gradients are averaged across the processes, so both replicas took the same steps from the same start
+    for name, tensor in records[0]["generator"].items():
+        assert torch.equal(tensor, records[1]["generator"][name]), name
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_splits_the_data_and_keeps_the_replicas_equal(tmp_path: Path) -> None:
+    data_root, run_dir = tmp_path / "data", tmp_path / "run"
+    make_dataset(data_root, height=32, width=16)
+    result = ddp_train(data_root, run_dir, *iterations(3), "callbacks=[{_target_:_ddp.RankRecord}]")
     assert result.returncode == 0, result.stderr[-3000:]
     records = [torch.load(run_dir / f"rank{rank}.pt") for rank in (0, 1)]
     assert [record["world_size"] for record in records] == [2, 2]
     # 3 iterations of batch 4 each: every process trained on its own half of the shuffled pairs
     assert [len(record["names"]) for record in records] == [12, 12]
     assert records[0]["names"] != records[1]["names"]
-    # gradients are averaged across the processes, so both replicas took the same steps from the same start
-    for name, tensor in records[0]["generator"].items():
-        assert torch.equal(tensor, records[1]["generator"][name]), name
+    assert_replicas_equal(records)
+    # validation metrics are reduced over both processes' images: both ranks log the same values
+    assert records[0]["validation"] and records[0]["validation"] == records[1]["validation"]
     generator, _ = load_generator(run_dir / "checkpoints" / "last.ckpt")  # written once, by rank 0
     for name, tensor in generator.state_dict().items():
         assert torch.equal(tensor, records[0]["generator"][name]), name
+    assert not list(run_dir.glob("**/rank1*.ckpt"))
+
+
+@pytest.mark.slow
+def test_ddp_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
+    """Stopped after 2 of 6 iterations, then resumed from last.ckpt: both processes continue to the end together."""
+    data_root, run_dir = tmp_path / "data", tmp_path / "run"
+    make_dataset(data_root, height=32, width=16)
+    stopped = ddp_train(data_root, run_dir, *iterations(6), "callbacks=[{_target_:_tiny_training.StopAt,iteration:2}]")
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 2 * OPTIMIZER_STEPS_PER_ITERATION
+    resumed = ddp_train(
+        data_root, run_dir, *iterations(6), f"ckpt_path={last}", "callbacks=[{_target_:_ddp.RankRecord}]"
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    records = [torch.load(run_dir / f"rank{rank}.pt") for rank in (0, 1)]
+    assert [record["global_step"] for record in records] == [6 * OPTIMIZER_STEPS_PER_ITERATION] * 2
+    assert [len(record["names"]) for record in records] == [16, 16]  # the 4 iterations after the resume
+    assert_replicas_equal(records)
+
+
+CLUSTERS = {
+    # srun python train.py trainer=ddp trainer.num_nodes=2 trainer.devices=2: the 4th task, on the 2nd node
+    "SLURMEnvironment": {
+        "SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "2", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "42",
+        "SLURM_NODEID": "1", "SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_NODELIST": "node[1-2]",
+    },
+    # torchrun --nnodes 2 --nproc-per-node 2 train.py trainer=ddp ...: the same process
+    "TorchElasticEnvironment": {
+        "TORCHELASTIC_RUN_ID": "run", "RANK": "3", "LOCAL_RANK": "1", "GROUP_RANK": "1", "WORLD_SIZE": "4",
+        "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "node1", "MASTER_PORT": "29500",
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("environment", sorted(CLUSTERS))
+def test_multi_node_launchers_are_recognised(environment: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """conf/trainer/ddp.yaml with 2 nodes of 2 processes, as the README's SLURM and torchrun recipes start it:
+    Lightning finds the cluster environment and this process's ranks (the trainer is built, nothing runs)."""
+    from hydra.utils import instantiate
+
+    from emca.config import compose_train
+
+    for name in ("SLURM_NTASKS", "TORCHELASTIC_RUN_ID", "RANK", "LOCAL_RANK", "WORLD_SIZE", "GROUP_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in CLUSTERS[environment].items():
+        monkeypatch.setenv(name, value)
+    trainer_config = compose_train(
+        ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.num_nodes=2"]
+    )
+    trainer_config = {key: value for key, value in trainer_config["trainer"].items() if key != "max_steps"}
+    trainer = instantiate(trainer_config, max_steps=3, logger=False)
+    assert type(trainer.strategy.cluster_environment).__name__ == environment
+    assert (trainer.world_size, trainer.global_rank, trainer.node_rank, trainer.local_rank) == (4, 3, 1, 1)
