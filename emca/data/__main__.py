@@ -6,6 +6,7 @@
     python -m emca.data pairs ANNOTATIONS.csv --out PAIRS.csv --person-id deepfashion
     python -m emca.data openpose JSON_DIR --out ANNOTATIONS.csv
     python -m emca.data validate ROOT --preset deepfashion
+    python -m emca.data from-video VIDEO [VIDEO ...] --out ROOT --preset market|deepfashion|HxW
 
 A user-fixable problem (EmcaError) prints its message and exits with status 2, without a traceback.
 """
@@ -72,6 +73,34 @@ def _validate(args: argparse.Namespace) -> None:
         )
 
 
+def _from_video(args: argparse.Namespace) -> None:
+    from emca.data.video import FromVideoOptions, build_from_videos  # needs the pose extra
+
+    options = FromVideoOptions(
+        every=args.every,
+        min_gap=args.min_gap,
+        split=args.split,
+        test_fraction=args.test_fraction,
+        min_pose_difference=args.min_pose_difference,
+        min_keypoint_confidence=args.min_keypoint_confidence,
+        margin=args.margin,
+        max_overlap=args.max_overlap,
+        max_upscale=args.max_upscale,
+    )
+    result = build_from_videos(args.videos, args.out, args.preset, options, overwrite=args.overwrite)
+    report = result.report
+    crops, identities, pairs = report["crops"], report["identities"], report["pairs"]
+    rejected = ", ".join(f"{key} {count:,}" for key, count in crops["rejected"].items() if count)
+    print(
+        f"{identities['kept']} identities ({identities['train']} train, {identities['test']} test), "
+        f"{crops['kept']:,} crops ({crops['train']:,} train, {crops['test']:,} test), {pairs['train']:,} train and "
+        f"{pairs['test']:,} test pairs written to {args.out}."
+    )
+    print(f"Rejected crops: {rejected or 'none'}.")
+    print(f"Report: {args.out / 'report.md'}; contact sheet: {args.out / 'contact_sheet.png'}.")
+    print(f"Check it with: {report['validate_command']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m emca.data", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -128,6 +157,35 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--pairs-file")
     validate.add_argument("--splits", nargs="+", default=["train", "test"])
     validate.set_defaults(run=_validate)
+
+    # the defaults are FromVideoOptions' (docs/from_video.md explains each rule); the module needs no OpenCV to import
+    from emca.data.video import FromVideoOptions
+
+    defaults = FromVideoOptions()
+    from_video = commands.add_parser(
+        "from-video", help="build a dataset from videos of people: detect, track, crop, annotate, pair"
+    )
+    from_video.add_argument("videos", type=Path, nargs="+", metavar="VIDEO")
+    from_video.add_argument("--out", type=Path, required=True, help="dataset root to write (new or empty)")
+    from_video.add_argument(
+        "--preset", required=True, help="market (128x64), deepfashion (256x176) or HxW, e.g. 160x80"
+    )
+    for flag, kind, text in (
+        ("--every", int, "read every k-th frame"),
+        ("--min-gap", int, "frames between two crops of one identity"),
+        ("--test-fraction", float, "of the identities (--split identity) or of each identity's crops (--split time)"),
+        ("--min-pose-difference", float, "a pair's mean joint distance, in crop heights"),
+        ("--min-keypoint-confidence", float, "MediaPipe visibility: a joint below it is missing; so is a crop whose "
+         "12 limb joints average below it"),
+        ("--margin", float, "around the person's box on each side, in box heights"),
+        ("--max-overlap", float, "box IoU with another person above which a crop is rejected"),
+        ("--max-upscale", float, "how much a crop may be enlarged to the preset's size"),
+    ):  # fmt: skip
+        default = getattr(defaults, flag[2:].replace("-", "_"))
+        from_video.add_argument(flag, type=kind, default=default, help=f"{text} (default {default})")
+    from_video.add_argument("--split", choices=("identity", "time"), default=defaults.split)
+    from_video.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new is done")
+    from_video.set_defaults(run=_from_video)
     return parser
 
 

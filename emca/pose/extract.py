@@ -107,8 +107,9 @@ class PoseExtractor:
         self._pose.close()
         self._faces.close()
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """Keypoints (18, 2) int64 (row, col) of the one person in ``image`` (H, W, 3) RGB uint8.
+    def landmarks(self, image: np.ndarray) -> np.ndarray:
+        """MediaPipe's 33 pose landmarks (x, y, z, visibility) of the one person in ``image`` (H, W, 3) RGB uint8,
+        x and y in [0, 1] of the width and height.
 
         Raises ImageFailure when nobody, or more than one face, is found.
         """
@@ -126,8 +127,14 @@ class PoseExtractor:
             result = self._pose.process(image)
         if result.pose_landmarks is None:
             raise ImageFailure(NO_PERSON, "MediaPipe Pose found no person.")
-        landmarks = np.array([(mark.x, mark.y, mark.z, mark.visibility) for mark in result.pose_landmarks.landmark])
-        keypoints = landmarks_to_coco(landmarks, image.shape[0], image.shape[1], self.min_visibility)
+        return np.array([(mark.x, mark.y, mark.z, mark.visibility) for mark in result.pose_landmarks.landmark])
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Keypoints (18, 2) int64 (row, col) of the one person in ``image`` (H, W, 3) RGB uint8.
+
+        Raises ImageFailure when nobody, or more than one face, is found.
+        """
+        keypoints = landmarks_to_coco(self.landmarks(image), image.shape[0], image.shape[1], self.min_visibility)
         if not visible(keypoints).any():
             raise ImageFailure(
                 NO_PERSON, f"a person was detected but no joint reached visibility {self.min_visibility}."
