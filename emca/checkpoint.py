@@ -68,8 +68,9 @@ def read_exported_model(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     for path in (config_path, weights_path):
         if not path.is_file():
             raise CheckpointError(
-                f"'{folder}' is a folder without '{path.name}'; an exported emca model holds {EXPORT_WEIGHTS} "
-                f"and {EXPORT_CONFIG} (python -m emca.export CKPT --out DIR writes them)."
+                f"'{folder}' is a directory without '{path.name}': neither a checkpoint file (best.ckpt, last.ckpt) "
+                f"nor an exported emca model, which holds {EXPORT_WEIGHTS} and {EXPORT_CONFIG} "
+                "(python -m emca.export CKPT --out DIR writes them)."
             )
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))

@@ -101,7 +101,24 @@ CLUSTERS = {
 }  # fmt: skip
 
 
+@pytest.fixture()
+def isolated_ranks():  # noqa: ANN201
+    """Building a trainer under a cluster's variables makes Lightning export more of them (LOCAL_RANK, NODE_RANK,
+    ...) and set its process-wide rank; both are put back, or later runs would log as rank 3 (that is, not at all)."""
+    from lightning_fabric.utilities import rank_zero as fabric_rank_zero
+    from pytorch_lightning.utilities import rank_zero as lightning_rank_zero
+
+    environment = dict(os.environ)
+    ranks = [getattr(module.rank_zero_only, "rank", 0) for module in (fabric_rank_zero, lightning_rank_zero)]
+    yield
+    os.environ.clear()
+    os.environ.update(environment)
+    for module, rank in zip((fabric_rank_zero, lightning_rank_zero), ranks, strict=True):
+        module.rank_zero_only.rank = rank
+
+
 @pytest.mark.parametrize("environment", sorted(CLUSTERS))
+@pytest.mark.usefixtures("isolated_ranks")
 def test_multi_node_launchers_are_recognised(environment: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """conf/trainer/ddp.yaml with 2 nodes of 2 processes, as the README's SLURM and torchrun recipes start it:
     Lightning finds the cluster environment and this process's ranks (the trainer is built, nothing runs)."""

@@ -114,7 +114,7 @@ def test_hostile_or_damaged_folders_are_refused(exported: Path, tmp_path: Path) 
     with pytest.raises(CheckpointError, match="config.json' is not valid JSON"):
         load_generator(folder)
     (folder / "config.json").unlink()
-    with pytest.raises(CheckpointError, match="a folder without 'config.json'"):
+    with pytest.raises(CheckpointError, match="a directory without .config.json."):
         load_generator(folder)
 
 
