@@ -95,6 +95,16 @@ def train_iteration(
         optimizer.step()
 
 
+def _timed(
+    result: ModelMeasurement, step: Callable[[], object], device: torch.device, warmup: int, repetitions: int
+) -> ModelMeasurement:
+    """``result`` with the median time of ``step``, the images per second it gives and its peak memory."""
+    result.step_ms = median_milliseconds(step, device, warmup, repetitions)
+    result.images_per_second = result.batch / (result.step_ms / 1e3)
+    result.peak_mib = peak_mebibytes(step, device)
+    return result
+
+
 def measure_training(
     name: str,
     model: dict[str, Any],
@@ -123,15 +133,13 @@ def measure_training(
         def iteration() -> None:
             train_iteration(forward, discriminators, loss, optimizers, batch, precision, device)
 
-        result.step_ms = median_milliseconds(iteration, device, warmup, repetitions)
-        result.images_per_second = batch_size / (result.step_ms / 1e3)
-        result.peak_mib = peak_mebibytes(iteration, device)
+        return _timed(result, iteration, device, warmup, repetitions)
     except torch.OutOfMemoryError:
         result.skipped = "out of memory"
+        return result
     finally:
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    return result
 
 
 def measure_inference(
@@ -156,15 +164,13 @@ def measure_inference(
             with torch.no_grad(), _autocast(precision, device):
                 return generator(batch.source_image, batch.source_pose, batch.target_pose)
 
-        result.step_ms = median_milliseconds(generate, device, warmup, repetitions)
-        result.images_per_second = batch_size / (result.step_ms / 1e3)
-        result.peak_mib = peak_mebibytes(generate, device)
+        return _timed(result, generate, device, warmup, repetitions)
     except torch.OutOfMemoryError:
         result.skipped = "out of memory"
+        return result
     finally:
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    return result
 
 
 def measure_generator(
@@ -189,12 +195,13 @@ def measure_generator(
             generator(batch.source_image, batch.source_pose, batch.target_pose).square().mean().backward()
 
         forward_backward()  # the gradient buffers exist before anything is measured
-        result.step_ms = median_milliseconds(forward_backward, device, warmup, repetitions)
-        result.images_per_second = batch_size / (result.step_ms / 1e3)
-        result.peak_mib = peak_mebibytes(forward_backward, device)
+        return _timed(result, forward_backward, device, warmup, repetitions)
     except torch.OutOfMemoryError:
         result.skipped = "out of memory"
-    return result
+        return result
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def projected_hours(step_ms: float, iterations: int = OFFICIAL_DEEPFASHION_ITERATIONS) -> float:
