@@ -20,7 +20,6 @@ training checkpoint without optimiser state. ``eval.py ckpt_path=``, ``python -m
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ from emca.cli import user_errors
 from emca.config import compose_train
 from emca.errors import CheckpointError, ConfigError
 from emca.io import atomic_torch_save, safe_torch_load
+from emca.weights import file_sha256
 
 DATASETS = ("deepfashion", "market")
 FILES = {"generator": "latest_net_netG.pth", "pose": "latest_net_netD_PB.pth", "appearance": "latest_net_netD_PP.pth"}
@@ -162,14 +162,6 @@ def release_files(path: Path) -> dict[str, Path]:
     return files
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def convert_official(path: str | Path, dataset: str, out: str | Path) -> dict[str, Any]:
     """Convert the release at ``path`` for ``dataset`` into the emca checkpoint ``out``; returns a summary."""
     if dataset not in DATASETS:
@@ -190,7 +182,7 @@ def convert_official(path: str | Path, dataset: str, out: str | Path) -> dict[st
             judge = getattr(discriminators, role)
             converted = convert_state(official_state(files[role]), judge.state_dict(), DISCRIMINATOR_NAMES, files[role])
             state |= {f"discriminators.{role}.{name}": tensor for name, tensor in converted.items()}
-    source = {role: {"file": str(file), "sha256": sha256(file)} for role, file in files.items()}
+    source = {role: {"file": str(file), "sha256": file_sha256(file)} for role, file in files.items()}
     checkpoint = {
         "state_dict": state,
         "hyper_parameters": {"model": model, "data": data, "converted_from": {"release": "xinggan", **source}},
