@@ -42,12 +42,14 @@ class OptimOptions:
 
 @dataclass(frozen=True)
 class TrainingOptions:
-    """``model.ema_decay`` (an EMA generator for validation and export), ``model.grad_clip`` (max norm) and
-    ``model.validation_white_padding`` (40 on DeepFashion: val/ssim then equals eval.py's PATN SSIM)."""
+    """``model.ema_decay`` (an EMA generator for validation and export), ``model.grad_clip`` (max norm),
+    ``model.validation_white_padding`` (40 on DeepFashion: val/ssim then equals eval.py's PATN SSIM) and
+    ``model.compile`` (torch.compile the generator and both discriminators)."""
 
     ema_decay: float | None = bounded(None, kind=float, exclusive_minimum=0, exclusive_maximum=1)
     grad_clip: float | None = bounded(None, kind=float, exclusive_minimum=0)
     validation_white_padding: int = bounded(0, minimum=0)
+    compile: bool = bounded(False)
 
 
 class ConstantThenLinearDecay:
@@ -124,7 +126,7 @@ class PoseTransferModule(GeneratorModule):
         self.optim_options = parse(OptimOptions, model.get("optim"), "model.optim")
         options = parse(
             TrainingOptions,
-            {k: model[k] for k in ("ema_decay", "grad_clip", "validation_white_padding") if k in model},
+            {k: model[k] for k in ("ema_decay", "grad_clip", "validation_white_padding", "compile") if k in model},
             "model",
         )
         self.grad_clip = options.grad_clip
@@ -136,6 +138,10 @@ class PoseTransferModule(GeneratorModule):
             if options.ema_decay
             else None
         )
+        if options.compile:
+            # in place (nn.Module.compile), after the EMA copy: parameter names, so checkpoints, stay the eager ones
+            for network in (self.generator, self.discriminators.appearance, self.discriminators.pose):
+                network.compile()
 
         self.loss = PoseTransferLoss(self.loss_options, weights_dir)
         self.pose_pool = ImagePool(self.loss_options.pool_size, seed=seed)

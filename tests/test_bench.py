@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from emca.bench.__main__ import main
 from emca.bench.gpu_report import BACKENDS, SMOKE, gpu_report
@@ -57,3 +58,25 @@ def test_cpu_peak_memory_sees_a_known_allocation() -> None:
 
     peak = peak_mebibytes(lambda: torch.empty(16 * 2**20).fill_(1.0), torch.device("cpu"))
     assert peak == pytest.approx(64, abs=8)
+
+
+def test_cpu_training_variants_time_each_variant_from_the_same_seed(tmp_path: Path) -> None:
+    from _fake_data import make_dataset
+
+    from emca.bench.training import training_variants
+
+    make_dataset(tmp_path / "data", height=32, width=16)
+    overrides = [
+        f"data.root={tmp_path / 'data'}", "data.height=32", "data.width=16", "data.batch_size=4",
+        "data.generate_if_missing=false", "model.generator.ngf=4", "model.generator.num_blocks=1",
+        "model.discriminator.ndf=4",
+    ]  # fmt: skip
+    threads = torch.get_num_threads()
+    results = training_variants(overrides, ["baseline", "1 thread", "channels_last"], iterations=2, rounds=2)
+    assert list(results) == ["baseline", "1 thread", "channels_last"]
+    assert results["baseline"]["speedup"] == 1.0
+    for result in results.values():
+        assert len(result["rounds"]) == 2 and result["s_per_iteration"] > 0
+        assert result["speedup"] == pytest.approx(results["baseline"]["s_per_iteration"] / result["s_per_iteration"])
+    assert results["1 thread"]["variant"]["threads"] == 1
+    assert torch.get_num_threads() == threads and torch.backends.mkldnn.enabled  # settings restored

@@ -121,3 +121,20 @@ def test_protocol_composes_and_every_definition_parses(protocol: str, preset: st
     parsed = parse_protocol(config, list(cfg.metrics), preset)  # the protocol's default list
     assert [spec.name for spec in parsed.metrics] == list(config["metrics"])
     assert parse_protocol(config, list(definitions), preset).metrics
+
+
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "expected"),
+    [(True, False, "bf16-mixed"), (False, True, "bf16-mixed"), (False, False, "32-true")],
+)
+def test_cpu_trainer_uses_bf16_only_where_the_cpu_computes_it_natively(
+    avx512_bf16: bool, amx: bool, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        cfg = compose("train", overrides=["run_dir=."])
+    assert OmegaConf.to_container(cfg.trainer, resolve=True)["precision"] == expected
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        forced = compose("train", overrides=["run_dir=.", "trainer.precision=32-true"])
+    assert forced.trainer.precision == "32-true"

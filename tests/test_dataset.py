@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import types
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from PIL import Image
 from emca.data.annotations import write_annotations, write_pairs
 from emca.data.batch import PoseTransferBatch
 from emca.data.datamodule import PoseTransferDataModule
-from emca.data.dataset import PoseTransferDataset, make_layout, select_pairs, validate_split
+from emca.data import dataset as dataset_module
+from emca.data.dataset import PoseTransferDataset, load_image, make_layout, select_pairs, validate_split
 from emca.data.keypoints import JOINT_NAMES, pose_heatmaps
 from emca.errors import ConfigError, DataError
 
@@ -59,6 +61,33 @@ def test_item_contents(dataset_root: Path) -> None:
     np.testing.assert_array_equal(item["target_keypoints"].numpy(), keypoints)
     torch.testing.assert_close(item["target_pose"], pose_heatmaps(keypoints, 32, 16, 4.0))
     assert item["source_pose"].shape == (18, 32, 16)
+
+
+@pytest.mark.parametrize("flip_probability", [0.0, 0.5])
+def test_images_and_pose_maps_are_made_once_per_image_with_the_same_items(
+    dataset_root: Path, flip_probability: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def items(dataset: PoseTransferDataset) -> list[dict]:
+        torch.manual_seed(0)  # the same flips on both sides
+        return [dataset[index] for _ in range(3) for index in range(len(dataset))]
+
+    cached = PoseTransferDataset(dataset_root, LAYOUT, "train", sigma=2.0, flip_probability=flip_probability)
+    decoded = []
+    monkeypatch.setattr(dataset_module, "load_image", lambda path, *size: decoded.append(path.name) or load_image(path, *size))
+    cached_items = items(cached)
+    # every image is in 4 of the 36 items' pairs, yet decoded once (once per orientation when flipping)
+    counts = Counter(decoded)
+    assert set(counts) == set(cached.annotations)
+    assert set(counts.values()) <= ({1, 2} if flip_probability else {1})
+    monkeypatch.setattr(dataset_module, "IMAGE_CACHE_BUDGET_BYTES", 0)  # nothing fits: every item made afresh
+    uncached = PoseTransferDataset(dataset_root, LAYOUT, "train", sigma=2.0, flip_probability=flip_probability)
+    decoded.clear()
+    uncached_items = items(uncached)
+    assert len(decoded) == 2 * len(uncached_items)
+    for mine, theirs in zip(cached_items, uncached_items, strict=True):
+        assert mine.keys() == theirs.keys()
+        for key, value in mine.items():
+            assert torch.equal(value, theirs[key]) if isinstance(value, torch.Tensor) else value == theirs[key]
 
 
 def test_subsets_are_deterministic(dataset_root: Path) -> None:

@@ -1,4 +1,5 @@
-"""The benchmarks' command line: ``python -m emca.bench attention | training | gpu-report``."""
+"""The benchmarks' command line: ``python -m emca.bench attention | generator | lightning | cpu-training |
+gpu-report``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 
 from emca.bench.attention import BACKENDS, DTYPES, SHAPES, run_attention_benchmark
 from emca.bench.gpu_report import gpu_report, run_generator_benchmark
-from emca.bench.training import lightning_overhead
+from emca.bench.training import CPU_VARIANTS, lightning_overhead, training_variants
 from emca.cli import user_errors
 
 
@@ -38,6 +39,11 @@ def main(argv: list[str] | None = None) -> None:
     overhead.add_argument("overrides", nargs="*", help="conf/ overrides (default: the embedded default)")
     overhead.add_argument("--iterations", type=int, default=30)
     overhead.add_argument("--rounds", type=int, default=2)
+    variants = sub.add_parser("cpu-training", help="seconds per training iteration of CPU variants, alternated")
+    variants.add_argument("overrides", nargs="*", help="conf/ overrides (default: the embedded default)")
+    variants.add_argument("--variants", default=",".join(CPU_VARIANTS), help=f"subset of {','.join(CPU_VARIANTS)}")
+    variants.add_argument("--iterations", type=int, default=20, help="timed iterations per round")
+    variants.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     with user_errors():
         if args.command == "attention":
@@ -51,6 +57,18 @@ def main(argv: list[str] | None = None) -> None:
                 f"{result['bare_s']:.3f} s/iteration (medians of {args.rounds} alternating rounds): overhead "
                 f"{100 * result['overhead']:+.1f} %"
             )
+        elif args.command == "cpu-training":
+            names = [name.strip() for name in args.variants.split(",")]
+            unknown = sorted(set(names) - set(CPU_VARIANTS))
+            if unknown:
+                parser.error(f"--variants: unknown {', '.join(unknown)}; expected some of {', '.join(CPU_VARIANTS)}")
+            results = training_variants(args.overrides, names, args.iterations, args.rounds)
+            print(f"{torch.get_num_threads()} threads by default; medians of {args.rounds} alternating rounds")
+            for name, result in results.items():
+                print(
+                    f"  {name:14s} {result['s_per_iteration']:.3f} s/iteration  x{result['speedup']:.2f}  "
+                    f"(first 2 iterations {result['warmup_s']:.1f} s)"
+                )
         else:
             paths = gpu_report(args.out, smoke=args.smoke, device_name=args.device)
             print(f"wrote {paths['json']} and {paths['md']}")

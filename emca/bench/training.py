@@ -253,3 +253,90 @@ def lightning_overhead(overrides: Sequence[str], iterations: int, rounds: int) -
         times["bare"].append((time.perf_counter() - began) / (len(batches) - 1))
     lightning, bare = statistics.median(times["lightning"]), statistics.median(times["bare"])
     return {"lightning_s": lightning, "bare_s": bare, "overhead": lightning / bare - 1, "rounds": times}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingVariant:
+    """One way of running the same training iteration on a CPU."""
+
+    threads: int | None = None  # None: torch's current thread count
+    precision: str = "32-true"
+    channels_last: bool = False
+    onednn: bool = True  # torch.backends.mkldnn (oneDNN convolutions); off: torch's own kernels
+    compiled: bool = False  # torch.compile of the generator and both discriminators, as model.compile=true
+
+
+CPU_VARIANTS: dict[str, TrainingVariant] = {
+    "baseline": TrainingVariant(),
+    "1 thread": TrainingVariant(threads=1),
+    "bf16-mixed": TrainingVariant(precision="bf16-mixed"),
+    "channels_last": TrainingVariant(channels_last=True),
+    "bf16 + channels_last": TrainingVariant(precision="bf16-mixed", channels_last=True),
+    "no oneDNN": TrainingVariant(onednn=False),
+    "compiled": TrainingVariant(compiled=True),
+}
+
+
+def training_variants(
+    overrides: Sequence[str], variants: Sequence[str], iterations: int, rounds: int
+) -> dict[str, dict[str, Any]]:
+    """Seconds per training iteration (bare loop, real batches of the config's data, loaded beforehand) of each
+    variant in ``CPU_VARIANTS``, in ``rounds`` alternating rounds; each variant's networks are built once, from
+    the same seed, and warmed up (for ``compiled``: the compile time, reported) before the first round."""
+    from emca.build import build_datamodule
+    from emca.config import compose_train
+
+    cfg = compose_train(overrides)
+    datamodule = build_datamodule(cfg["data"])
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    batches = [batch for batch, _ in zip(datamodule.train_dataloader(), range(iterations), strict=False)]
+    device, default_threads = torch.device("cpu"), torch.get_num_threads()
+    options = dataclasses.replace(parse(LossOptions, cfg["model"].get("loss"), "model.loss"), lambda_perceptual=0.0)
+    loss = PoseTransferLoss(options)
+    built: dict[str, tuple] = {}
+    results: dict[str, dict[str, Any]] = {}
+
+    def run(name: str, variant: TrainingVariant, count: int) -> float:
+        generator, discriminators, optimizers, prepared = built[name]
+        torch.set_num_threads(variant.threads or default_threads)
+        torch.backends.mkldnn.enabled = variant.onednn
+        try:
+            began = time.perf_counter()
+            for batch in prepared[:count]:
+                train_iteration(generator, discriminators, loss, optimizers, batch, variant.precision, device)
+            return (time.perf_counter() - began) / count
+        finally:
+            torch.set_num_threads(default_threads)
+            torch.backends.mkldnn.enabled = True
+
+    for name in variants:
+        variant = CPU_VARIANTS[name]
+        torch.manual_seed(cfg["seed"])
+        generator, discriminators = build_generator(cfg["model"]), build_discriminators(cfg["model"])
+        prepared = batches
+        if variant.channels_last:
+            generator, discriminators = (n.to(memory_format=torch.channels_last) for n in (generator, discriminators))
+            prepared = [_channels_last(batch) for batch in batches]
+        networks = (generator, discriminators.appearance, discriminators.pose)
+        if variant.compiled:
+            for network in networks:
+                network.compile()
+        optimizers = [torch.optim.Adam(network.parameters(), lr=1e-4, betas=(0.5, 0.999)) for network in networks]
+        built[name] = (generator, discriminators, optimizers, prepared)
+        results[name] = {"variant": dataclasses.asdict(variant), "warmup_s": run(name, variant, 2) * 2, "rounds": []}
+    for _ in range(rounds):
+        for name in variants:
+            results[name]["rounds"].append(run(name, CPU_VARIANTS[name], len(batches)))
+    baseline = statistics.median(results[variants[0]]["rounds"])
+    for result in results.values():
+        result["s_per_iteration"] = statistics.median(result["rounds"])
+        result["speedup"] = baseline / result["s_per_iteration"]
+    return results
+
+
+def _channels_last(batch: PoseTransferBatch) -> PoseTransferBatch:
+    images_and_poses = ("source_image", "source_pose", "target_image", "target_pose")
+    return dataclasses.replace(
+        batch, **{field: getattr(batch, field).contiguous(memory_format=torch.channels_last) for field in images_and_poses}
+    )

@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from emca.data.annotations import read_annotations, read_pairs
+from emca.data.batch import IMAGE_CHANNELS
 from emca.data.keypoints import JOINT_NAMES, NUM_JOINTS, flip_keypoints, pose_heatmaps, visible
 from emca.errors import ConfigError, DataError
 
@@ -395,8 +396,14 @@ def check_item_options(sigma: float, flip_probability: float) -> None:
         raise ConfigError(f"data.flip_probability: expected a probability in [0, 1], got {flip_probability!r}.")
 
 
+# decoded images and pose maps of a split are kept when they fit in this much memory (per loader process):
+# every image is in several pairs (the synthetic set: 10), so each is decoded and rendered once, not per pair
+IMAGE_CACHE_BUDGET_BYTES = 256 * 2**20
+
+
 class PoseTransferDataset(Dataset):
-    """(source, target) pairs of one split; pose maps are rendered on the fly.
+    """(source, target) pairs of one split; pose maps are rendered on the fly, once per image (and per flip)
+    where a split's decoded images and maps fit in ``IMAGE_CACHE_BUDGET_BYTES``.
 
     Each item is a dict:
       ``source_image``, ``target_image``: (3, H, W) float32 in [-1, 1];
@@ -433,25 +440,41 @@ class PoseTransferDataset(Dataset):
         self.width: int = layout.width
         self.sigma = sigma
         self.flip_probability = flip_probability
+        self._cache = self._new_cache()
 
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def _new_cache(self) -> dict[tuple[str, bool, float], tuple[torch.Tensor, torch.Tensor, np.ndarray]] | None:
+        """An empty per-image cache if the split's decoded images and pose maps fit in the budget, else None."""
+        per_image = (IMAGE_CHANNELS + NUM_JOINTS) * self.height * self.width * 4 * (2 if self.flip_probability else 1)
+        return {} if per_image * len(self.annotations) <= IMAGE_CACHE_BUDGET_BYTES else None
+
+    def _image_and_pose(self, name: str, flipped: bool) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """(image (3, H, W), pose maps (18, H, W), keypoints (18, 2)) of image ``name``, mirrored if ``flipped``."""
+        key = name, flipped, self.sigma  # a subject's sigma is set after construction
+        if self._cache is not None and key in self._cache:
+            return self._cache[key]
+        image = load_image(self.image_dir / name, self.height, self.width)
+        keypoints = self.annotations[name]
+        if flipped:
+            image, keypoints = image.flip(-1), flip_keypoints(keypoints, self.width)
+        entry = image, pose_heatmaps(keypoints, self.height, self.width, self.sigma), keypoints
+        if self._cache is not None:
+            self._cache[key] = entry
+        return entry
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         source_name, target_name = self.pairs[index]
-        source_image = load_image(self.image_dir / source_name, self.height, self.width)
-        target_image = load_image(self.image_dir / target_name, self.height, self.width)
-        source_keypoints = self.annotations[source_name]
-        target_keypoints = self.annotations[target_name]
-        if self.flip_probability > 0 and torch.rand(()).item() < self.flip_probability:
-            source_image, target_image = source_image.flip(-1), target_image.flip(-1)
-            source_keypoints = flip_keypoints(source_keypoints, self.width)
-            target_keypoints = flip_keypoints(target_keypoints, self.width)
+        # one draw per pair, as before the cache: both images are mirrored together
+        flipped = self.flip_probability > 0 and torch.rand(()).item() < self.flip_probability
+        source_image, source_pose, source_keypoints = self._image_and_pose(source_name, flipped)
+        target_image, target_pose, target_keypoints = self._image_and_pose(target_name, flipped)
         return {
             "source_image": source_image,
-            "source_pose": pose_heatmaps(source_keypoints, self.height, self.width, self.sigma),
+            "source_pose": source_pose,
             "target_image": target_image,
-            "target_pose": pose_heatmaps(target_keypoints, self.height, self.width, self.sigma),
+            "target_pose": target_pose,
             "source_keypoints": torch.as_tensor(source_keypoints, dtype=torch.int64),
             "target_keypoints": torch.as_tensor(target_keypoints, dtype=torch.int64),
             "source_name": source_name,

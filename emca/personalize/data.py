@@ -82,6 +82,7 @@ class SubjectPairs(PoseTransferDataset):
         self.sigma = sigma  # None until the base model's is known (SubjectDataModule.match_base)
         self.flip_probability = 0.0
         self.mask_radius = mask_radius if mask_radius is not None else MASK_RADIUS_PER_HEIGHT * height
+        self._cache = self._new_cache()
 
     def subject_mask(self, keypoints: np.ndarray) -> Tensor:
         """(1, H, W) float person mask of keypoints (18, 2)."""
