@@ -96,13 +96,35 @@ def train_iteration(
 
 
 def _timed(
-    result: ModelMeasurement, step: Callable[[], object], device: torch.device, warmup: int, repetitions: int
+    result: ModelMeasurement,
+    make_step: Callable[[], Callable[[], object]],
+    device: torch.device,
+    warmup: int,
+    repetitions: int,
 ) -> ModelMeasurement:
-    """``result`` with the median time of ``step``, the images per second it gives and its peak memory."""
-    result.step_ms = median_milliseconds(step, device, warmup, repetitions)
-    result.images_per_second = result.batch / (result.step_ms / 1e3)
-    result.peak_mib = peak_mebibytes(step, device)
+    """``result`` with the median time of the step ``make_step`` builds, the images per second it gives and its
+    peak memory; "out of memory" (building or stepping) is recorded as the reason it was skipped."""
+    try:
+        step = make_step()
+        result.step_ms = median_milliseconds(step, device, warmup, repetitions)
+        result.images_per_second = result.batch / (result.step_ms / 1e3)
+        result.peak_mib = peak_mebibytes(step, device)
+    except torch.OutOfMemoryError:
+        result.skipped = "out of memory"
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     return result
+
+
+def _loss_without_perceptual(model: dict[str, Any]) -> PoseTransferLoss:
+    """The model's objective without the VGG19 term (it needs the weights, and costs every variant the same)."""
+    options = parse(LossOptions, model.get("loss"), "model.loss")
+    return PoseTransferLoss(dataclasses.replace(options, lambda_perceptual=0.0))
+
+
+def _optimizers(networks: Sequence[torch.nn.Module]) -> list[torch.optim.Optimizer]:
+    return [torch.optim.Adam(network.parameters(), lr=1e-4, betas=(0.5, 0.999)) for network in networks]
 
 
 def measure_training(
@@ -120,26 +142,17 @@ def measure_training(
 ) -> ModelMeasurement:
     """The median time of one training iteration and its peak memory beyond the networks and the batch."""
     result = ModelMeasurement(name, backend_name, precision, compiled, batch_size, height, width)
-    try:
+
+    def make_iteration() -> Callable[[], None]:
         generator = build_generator(model).to(device)
         discriminators = build_discriminators(model).to(device)
-        options = dataclasses.replace(parse(LossOptions, model.get("loss"), "model.loss"), lambda_perceptual=0.0)
-        loss = PoseTransferLoss(options)
+        loss = _loss_without_perceptual(model)
         forward = torch.compile(generator) if compiled else generator
-        networks = (generator, discriminators.appearance, discriminators.pose)
-        optimizers = [torch.optim.Adam(network.parameters(), lr=1e-4, betas=(0.5, 0.999)) for network in networks]
+        optimizers = _optimizers((generator, discriminators.appearance, discriminators.pose))
         batch = random_batch(batch_size, height, width, device)
+        return lambda: train_iteration(forward, discriminators, loss, optimizers, batch, precision, device)
 
-        def iteration() -> None:
-            train_iteration(forward, discriminators, loss, optimizers, batch, precision, device)
-
-        return _timed(result, iteration, device, warmup, repetitions)
-    except torch.OutOfMemoryError:
-        result.skipped = "out of memory"
-        return result
-    finally:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    return _timed(result, make_iteration, device, warmup, repetitions)
 
 
 def measure_inference(
@@ -156,7 +169,8 @@ def measure_inference(
 ) -> ModelMeasurement:
     """Generated images per second in eval mode without gradients."""
     result = ModelMeasurement(name, backend_name, precision, False, batch_size, height, width)
-    try:
+
+    def make_generate() -> Callable[[], Tensor]:
         generator = build_generator(model).to(device).eval()
         batch = random_batch(batch_size, height, width, device)
 
@@ -164,13 +178,9 @@ def measure_inference(
             with torch.no_grad(), _autocast(precision, device):
                 return generator(batch.source_image, batch.source_pose, batch.target_pose)
 
-        return _timed(result, generate, device, warmup, repetitions)
-    except torch.OutOfMemoryError:
-        result.skipped = "out of memory"
-        return result
-    finally:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        return generate
+
+    return _timed(result, make_generate, device, warmup, repetitions)
 
 
 def measure_generator(
@@ -187,7 +197,8 @@ def measure_generator(
     """The generator alone in training mode: forward+backward time and peak memory beyond the weights, the
     gradient buffers and the batch (the activation memory a training step needs for it)."""
     result = ModelMeasurement(name, backend_name, "32-true", False, batch_size, height, width)
-    try:
+
+    def make_forward_backward() -> Callable[[], None]:
         generator = build_generator(model).to(device).train()
         batch = random_batch(batch_size, height, width, device)
 
@@ -195,18 +206,27 @@ def measure_generator(
             generator(batch.source_image, batch.source_pose, batch.target_pose).square().mean().backward()
 
         forward_backward()  # the gradient buffers exist before anything is measured
-        return _timed(result, forward_backward, device, warmup, repetitions)
-    except torch.OutOfMemoryError:
-        result.skipped = "out of memory"
-        return result
-    finally:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        return forward_backward
+
+    return _timed(result, make_forward_backward, device, warmup, repetitions)
 
 
 def projected_hours(step_ms: float, iterations: int = OFFICIAL_DEEPFASHION_ITERATIONS) -> float:
     """Wall time of ``iterations`` training iterations at ``step_ms`` each (data loading and validation aside)."""
     return step_ms * iterations / 3.6e6
+
+
+def _config_and_batches(overrides: Sequence[str], iterations: int) -> tuple[dict[str, Any], list[PoseTransferBatch]]:
+    """A config's plain containers and its first ``iterations`` training batches, loaded beforehand so that no
+    timed loop pays for data loading."""
+    from emca.build import build_datamodule
+    from emca.config import compose_train
+
+    cfg = compose_train(overrides)
+    datamodule = build_datamodule(cfg["data"])
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return cfg, [batch for batch, _ in zip(datamodule.train_dataloader(), range(iterations), strict=False)]
 
 
 def lightning_overhead(overrides: Sequence[str], iterations: int, rounds: int) -> dict[str, Any]:
@@ -215,15 +235,9 @@ def lightning_overhead(overrides: Sequence[str], iterations: int, rounds: int) -
     side pays for data loading; validation is off."""
     import pytorch_lightning as pl
 
-    from emca.build import build_datamodule
-    from emca.config import compose_train
     from emca.module import PoseTransferModule
 
-    cfg = compose_train(overrides)
-    datamodule = build_datamodule(cfg["data"])
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    batches = [batch for batch, _ in zip(datamodule.train_dataloader(), range(iterations), strict=False)]
+    cfg, batches = _config_and_batches(overrides, iterations)
     times: dict[str, list[float]] = {"lightning": [], "bare": []}
 
     class Clock(pl.Callback):
@@ -283,17 +297,9 @@ def training_variants(
     """Seconds per training iteration (bare loop, real batches of the config's data, loaded beforehand) of each
     variant in ``CPU_VARIANTS``, in ``rounds`` alternating rounds; each variant's networks are built once, from
     the same seed, and warmed up (for ``compiled``: the compile time, reported) before the first round."""
-    from emca.build import build_datamodule
-    from emca.config import compose_train
-
-    cfg = compose_train(overrides)
-    datamodule = build_datamodule(cfg["data"])
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    batches = [batch for batch, _ in zip(datamodule.train_dataloader(), range(iterations), strict=False)]
+    cfg, batches = _config_and_batches(overrides, iterations)
     device, default_threads = torch.device("cpu"), torch.get_num_threads()
-    options = dataclasses.replace(parse(LossOptions, cfg["model"].get("loss"), "model.loss"), lambda_perceptual=0.0)
-    loss = PoseTransferLoss(options)
+    loss = _loss_without_perceptual(cfg["model"])
     built: dict[str, tuple] = {}
     results: dict[str, dict[str, Any]] = {}
 
@@ -322,8 +328,7 @@ def training_variants(
         if variant.compiled:
             for network in networks:
                 network.compile()
-        optimizers = [torch.optim.Adam(network.parameters(), lr=1e-4, betas=(0.5, 0.999)) for network in networks]
-        built[name] = (generator, discriminators, optimizers, prepared)
+        built[name] = (generator, discriminators, _optimizers(networks), prepared)
         results[name] = {"variant": dataclasses.asdict(variant), "warmup_s": run(name, variant, 2) * 2, "rounds": []}
     for _ in range(rounds):
         for name in variants:
@@ -337,6 +342,7 @@ def training_variants(
 
 def _channels_last(batch: PoseTransferBatch) -> PoseTransferBatch:
     images_and_poses = ("source_image", "source_pose", "target_image", "target_pose")
-    return dataclasses.replace(
-        batch, **{field: getattr(batch, field).contiguous(memory_format=torch.channels_last) for field in images_and_poses}
-    )
+    converted = {
+        field: getattr(batch, field).contiguous(memory_format=torch.channels_last) for field in images_and_poses
+    }
+    return dataclasses.replace(batch, **converted)
