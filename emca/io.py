@@ -7,6 +7,8 @@ import errno
 import os
 import pickle
 import re
+import secrets
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +54,28 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
             previous = "the previous version is intact" if path.exists() else "nothing was written"
             raise DiskFull(f"No space left on '{path.parent}' while writing '{path.name}'; {previous}.") from err
+        raise
+
+
+@contextlib.contextmanager
+def atomic_directory(root: str | os.PathLike) -> Iterator[Path]:
+    """A new folder beside ``root`` to fill; on success it becomes ``root`` (an existing ``root`` is replaced only
+    then), and on any exception it is removed, leaving ``root`` as it was."""
+    root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = root.parent / f".{root.name}.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}"
+    staging.mkdir()
+    try:
+        yield staging
+        if root.is_dir():
+            retired = root.parent / f".{root.name}.{secrets.token_hex(4)}.old"
+            os.replace(root, retired)
+            os.replace(staging, root)
+            shutil.rmtree(retired)
+        else:
+            os.replace(staging, root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         raise
 
 

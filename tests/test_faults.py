@@ -20,7 +20,7 @@ from emca import checkpoint as checkpoint_module
 from emca.cli import find_user_error
 from emca.config import OPTIMIZER_STEPS_PER_ITERATION
 from emca.errors import CheckpointError, DiskFull, TrainingDiverged
-from emca.io import safe_torch_load
+from emca.io import atomic_directory, safe_torch_load
 from emca.metrics.validation import ValidationMetrics
 
 TESTS = Path(__file__).resolve().parent
@@ -222,3 +222,19 @@ def test_checkpoints_and_images_follow_the_umask(data_root: Path, tmp_path: Path
     run(tiny_config(data_root, tmp_path / "run", *iterations(1)), monkeypatch)
     for path in [*(tmp_path / "run" / "checkpoints").glob("*.ckpt"), *(tmp_path / "run" / "samples").glob("*.png")]:
         assert path.stat().st_mode & 0o777 == expected, path
+
+
+def test_atomic_directory_replaces_a_folder_only_once_the_new_one_is_complete(tmp_path: Path) -> None:
+    root = tmp_path / "dataset"
+    root.mkdir()
+    (root / "old.txt").write_text("previous")
+    with pytest.raises(RuntimeError, match="midway"), atomic_directory(root) as staging:
+        (staging / "new.txt").write_text("half")
+        raise RuntimeError("midway")
+    assert [path.name for path in tmp_path.iterdir()] == ["dataset"]  # no staging folder left
+    assert [path.name for path in root.iterdir()] == ["old.txt"]
+    with atomic_directory(root) as staging:
+        (staging / "new.txt").write_text("complete")
+        assert (root / "old.txt").is_file()  # the previous one stays until the new one is done
+    assert [path.name for path in tmp_path.iterdir()] == ["dataset"]  # no staging or retired copy left
+    assert [path.name for path in root.iterdir()] == ["new.txt"]

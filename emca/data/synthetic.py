@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import colorsys
 import os
-import secrets
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ from emca.data.annotations import write_annotations, write_pairs
 from emca.data.dataset import make_layout
 from emca.data.keypoints import JOINT_NAMES, MISSING, REQUIRED_FOR_PAIRS, visible
 from emca.errors import ConfigError, DataError
+from emca.io import atomic_directory
 
 DEFAULT_HEIGHT = 64
 DEFAULT_WIDTH = 48
@@ -572,48 +571,33 @@ def generate_synthetic_dataset(
             f"Synthetic data: '{root}' already exists and is not an empty directory; remove it, choose "
             "another root, or pass overwrite=True to replace a previous dataset."
         )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = root.parent / f".{root.name}.{secrets.token_hex(4)}.tmp"
-    staging.mkdir()
     splits = {
         "train": range(num_train_identities),
         "test": range(num_train_identities, num_train_identities + num_test_identities),
     }
-    try:
-        with tqdm(
+    with (
+        atomic_directory(root) as staging,
+        tqdm(
             total=(num_train_identities + num_test_identities) * poses_per_identity,
             desc="synthetic dataset",
             unit="img",
-        ) as progress:
-            for split, identities in splits.items():
-                layout.image_dir_path(staging, split).mkdir()
-                annotations: dict[str, np.ndarray] = {}
-                pairs: list[tuple[str, str]] = []
-                for identity in identities:
-                    usable = []
-                    drawn = render_identity(seed, identity, poses_per_identity, height, width, background)
-                    for pose, (image, keypoints) in enumerate(drawn):
-                        name = image_name(identity, pose)
-                        # no per-file atomic write: the whole directory is renamed into place at the end
-                        Image.fromarray(image).save(layout.image_dir_path(staging, split) / name, format="PNG")
-                        annotations[name] = keypoints
-                        if visible(keypoints)[list(REQUIRED_FOR_PAIRS)].all():
-                            usable.append(name)
-                        progress.update()
-                    pairs += [(source, target) for source in usable for target in usable if source != target]
-                write_annotations(layout.annotation_path(staging, split), annotations)
-                write_pairs(layout.pairs_path(staging, split), pairs)
-        _move_into_place(staging, root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _move_into_place(staging: Path, root: Path) -> None:
-    if not root.exists():
-        os.replace(staging, root)
-        return
-    retired = root.parent / f".{root.name}.{secrets.token_hex(4)}.old"
-    os.replace(root, retired)
-    os.replace(staging, root)
-    shutil.rmtree(retired)
+        ) as progress,
+    ):
+        for split, identities in splits.items():
+            layout.image_dir_path(staging, split).mkdir()
+            annotations: dict[str, np.ndarray] = {}
+            pairs: list[tuple[str, str]] = []
+            for identity in identities:
+                usable = []
+                drawn = render_identity(seed, identity, poses_per_identity, height, width, background)
+                for pose, (image, keypoints) in enumerate(drawn):
+                    name = image_name(identity, pose)
+                    # no per-file atomic write: the whole directory is renamed into place at the end
+                    Image.fromarray(image).save(layout.image_dir_path(staging, split) / name, format="PNG")
+                    annotations[name] = keypoints
+                    if visible(keypoints)[list(REQUIRED_FOR_PAIRS)].all():
+                        usable.append(name)
+                    progress.update()
+                pairs += [(source, target) for source in usable for target in usable if source != target]
+            write_annotations(layout.annotation_path(staging, split), annotations)
+            write_pairs(layout.pairs_path(staging, split), pairs)

@@ -1,13 +1,12 @@
 """The entry point, :func:`build_from_videos`: checks the options and videos, runs the builder over every
 video in a staging folder beside the root, writes the dataset, its report and contact sheet, and moves the folder
-into place (or removes it when anything fails).
+into place, or removes it when anything fails (:func:`emca.io.atomic_directory`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from emca.data.video.detect import KeypointDetector, MediaPipeKeypoints, PersonD
 from emca.data.video.layout import _contact_sheet, _markdown, _place_images, _report, _split
 from emca.data.video.options import FromVideoOptions, Target, import_supervision, parse_preset
 from emca.errors import ConfigError, DataError
-from emca.io import atomic_save_image, atomic_write_text
+from emca.io import atomic_directory, atomic_save_image, atomic_write_text
 
 
 @dataclass
@@ -40,7 +39,7 @@ class FromVideoResult:
         return dict(self.report["pairs"])
 
 
-def _prepare_root(root: Path, overwrite: bool) -> Path:
+def _check_root(root: Path, overwrite: bool) -> None:
     if root.is_file():
         raise DataError(f"--out '{root}' is a file; expected a folder for the dataset.")
     if root.is_dir() and any(root.iterdir()) and not overwrite:
@@ -48,20 +47,6 @@ def _prepare_root(root: Path, overwrite: bool) -> Path:
             f"--out '{root}' already exists and is not empty; choose another folder or pass --overwrite to replace it "
             "once the new dataset is complete."
         )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = root.parent / f".{root.name}.{secrets.token_hex(4)}.tmp"
-    staging.mkdir()
-    return staging
-
-
-def _move_into_place(staging: Path, root: Path) -> None:
-    if root.is_dir():
-        retired = root.parent / f".{root.name}.{secrets.token_hex(4)}.old"
-        os.replace(root, retired)
-        os.replace(staging, root)
-        shutil.rmtree(retired)
-    else:
-        os.replace(staging, root)
 
 
 def build_from_videos(
@@ -90,7 +75,7 @@ def build_from_videos(
     readers = [_VideoReader(path) for path in paths]  # every video is checked before the long work starts
     import_supervision()
     root = Path(root)
-    staging = _prepare_root(root, overwrite)
+    _check_root(root, overwrite)
     if keypoint_detector is None:
         make_keypoints: Callable[[], KeypointDetector] = lambda: MediaPipeKeypoints(options.min_keypoint_confidence)  # noqa: E731
     elif isinstance(keypoint_detector, type) or _takes_no_arguments(keypoint_detector):
@@ -98,7 +83,7 @@ def build_from_videos(
     else:
         make_keypoints = lambda: keypoint_detector  # type: ignore[assignment,return-value]  # noqa: E731
     names = ", ".join(f"'{path}'" for path in paths)
-    try:
+    with atomic_directory(root) as staging:
         builder = _Builder(target, options, staging, person_detector or hog_people_detector(), make_keypoints, progress)
         try:
             for index, (path, reader) in enumerate(zip(paths, readers)):
@@ -122,10 +107,6 @@ def build_from_videos(
             by_identity.setdefault(crop.identity, []).append(crop)
         atomic_save_image(_contact_sheet(by_identity, images, target), staging / "contact_sheet.png")
         shutil.rmtree(builder.crops_dir)
-        _move_into_place(staging, root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return FromVideoResult(root, report, kept)
 
 
