@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from personalize import l1, run_train, ssim, transfer  # bench/personalize.py: same scoring as on synthetic data
 from PIL import Image
 from torch import Tensor, nn
 
@@ -49,10 +50,9 @@ from emca.data.dataset import PoseTransferDataset, make_layout
 from emca.data.keypoints import MISSING, pose_heatmaps
 from emca.data.skeleton import skeleton_images
 from emca.evaluate import evaluate
+from emca.io import safe_torch_load
 from emca.personalize.adapter import adapter_path_in, load_personalized_generator
 from emca.visualize import image_sheet
-
-from personalize import l1, run_train, ssim, transfer  # bench/personalize.py: same scoring as on synthetic data
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -81,7 +81,7 @@ def finished(run_dir: Path, optimizer_steps: int | None) -> bool:
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
         return False
-    step = torch.load(ckpt, map_location="cpu", weights_only=True).get("global_step")
+    step = safe_torch_load(ckpt).get("global_step")
     return optimizer_steps is None or step == optimizer_steps
 
 
@@ -157,7 +157,10 @@ def sample_sheet(root: Path, generators: dict[str, nn.Module], path: Path) -> No
     batch = {key: torch.stack([pick[key] for pick in picks]) for key in ("source_image", "source_pose", "target_pose")}
     target_keypoints = torch.stack([pick["target_keypoints"] for pick in picks])
     with torch.no_grad():
-        outputs = [generator(batch["source_image"], batch["source_pose"], batch["target_pose"]) for generator in generators.values()]
+        outputs = [
+            generator(batch["source_image"], batch["source_pose"], batch["target_pose"])
+            for generator in generators.values()
+        ]
     columns = [
         batch["source_image"],
         skeleton_images(target_keypoints, LAYOUT.height, LAYOUT.width),
@@ -200,11 +203,10 @@ def personalise(root: Path, base_ckpt: Path, workdir: Path, iterations: int, thr
         f"model.optim.iterations={iterations}",
     )
 
+    images = {name: np.asarray(Image.open(image_dir / name)) for name in annotations}  # each crop is in many pairs
+
     def pair(source: str, target: str) -> tuple:
-        return (
-            np.asarray(Image.open(image_dir / source)), annotations[source],
-            np.asarray(Image.open(image_dir / target)), annotations[target],
-        )  # fmt: skip
+        return images[source], annotations[source], images[target], annotations[target]
 
     base, _ = load_generator(base_ckpt)
     personalised, _ = load_personalized_generator(base_ckpt, adapter_path_in(run_dir))
@@ -315,7 +317,9 @@ def main() -> None:
     sample_sheet(root, generators, out / "sheet.png")
     timed("scoring", started)
     started = time.perf_counter()
-    personalisation = personalise(root, checkpoints["xinggan"], out / "personalise", args.personalise_iterations, args.threads)
+    personalisation = personalise(
+        root, checkpoints["xinggan"], out / "personalise", args.personalise_iterations, args.threads
+    )
     timed("personalisation", started)
     report = json.loads((root / "report.json").read_text())
     results = {

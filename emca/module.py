@@ -8,7 +8,7 @@ discriminator D_PB (image, target pose). Manual optimisation; Lightning provides
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +126,7 @@ class PoseTransferModule(GeneratorModule):
         self.optim_options = parse(OptimOptions, model.get("optim"), "model.optim")
         options = parse(
             TrainingOptions,
-            {k: model[k] for k in ("ema_decay", "grad_clip", "validation_white_padding", "compile") if k in model},
+            {field.name: model[field.name] for field in fields(TrainingOptions) if field.name in model},
             "model",
         )
         self.grad_clip = options.grad_clip
