@@ -13,10 +13,10 @@ import torch
 from _fake_data import make_dataset, make_split, random_image
 from PIL import Image
 
+from emca.data import dataset as dataset_module
 from emca.data.annotations import write_annotations, write_pairs
 from emca.data.batch import PoseTransferBatch
 from emca.data.datamodule import PoseTransferDataModule
-from emca.data import dataset as dataset_module
 from emca.data.dataset import PoseTransferDataset, load_image, make_layout, select_pairs, validate_split
 from emca.data.keypoints import JOINT_NAMES, pose_heatmaps
 from emca.errors import ConfigError, DataError
@@ -73,7 +73,9 @@ def test_images_and_pose_maps_are_made_once_per_image_with_the_same_items(
 
     cached = PoseTransferDataset(dataset_root, LAYOUT, "train", sigma=2.0, flip_probability=flip_probability)
     decoded = []
-    monkeypatch.setattr(dataset_module, "load_image", lambda path, *size: decoded.append(path.name) or load_image(path, *size))
+    monkeypatch.setattr(
+        dataset_module, "load_image", lambda path, *size: decoded.append(path.name) or load_image(path, *size)
+    )
     cached_items = items(cached)
     # every image is in 4 of the 36 items' pairs, yet decoded once (once per orientation when flipping)
     counts = Counter(decoded)

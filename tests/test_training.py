@@ -75,7 +75,12 @@ def test_resume_continues_with_the_same_losses(data_root: Path, tmp_path: Path, 
 def test_model_compile_gives_the_losses_of_eager_networks(data_root: Path, tmp_path: Path, monkeypatch) -> None:
     # no dropout: compiled code draws its random masks differently from eager code; fp32: bf16's rounding
     # differs between fused (compiled) and eager kernels by far more than fp32's
-    same = (*iterations(2), "model.generator.dropout=0.0", "model.discriminator.dropout=0.0", "trainer.precision=32-true")
+    same = (
+        *iterations(2),
+        "model.generator.dropout=0.0",
+        "model.discriminator.dropout=0.0",
+        "trainer.precision=32-true",
+    )
     eager = run(tiny_config(data_root, tmp_path / "eager", *same), monkeypatch)
     compiled = run(tiny_config(data_root, tmp_path / "compiled", *same, "model.compile=true"), monkeypatch)
     assert [step for step, *_ in compiled.losses] == [step for step, *_ in eager.losses] == [3, 6]
