@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,11 @@ from PIL import Image
 from emca.data.annotations import write_annotations, write_pairs
 from emca.data.dataset import DatasetLayout, make_layout
 from emca.data.keypoints import MISSING, NUM_JOINTS, REQUIRED_FOR_PAIRS
+from emca.data.synthetic import render_identity
+
+# photos for inference and the demo: larger than the tiny model's 32x16 and of another aspect ratio, so that
+# framing is exercised
+PHOTO_SIZE = (96, 64)
 
 
 def random_keypoints(rng: np.random.Generator, height: int, width: int, missing: int = 3) -> np.ndarray:
@@ -56,3 +62,19 @@ def make_dataset(root: Path, height: int = 32, width: int = 16, seed: int = 0) -
     make_split(root, layout, "train", people=2, images_per_person=3, seed=seed)
     make_split(root, layout, "test", people=3, images_per_person=2, seed=seed + 1)
     return layout
+
+
+def write_person_photos(folder: Path) -> dict[str, np.ndarray]:
+    """Two synthetic photos of one person (p0.png, p1.png, PHOTO_SIZE) -> their keypoints in the photos' frame."""
+    annotations = {}
+    for pose, (image, keypoints) in enumerate(render_identity(3, 0, 2, *PHOTO_SIZE)):
+        Image.fromarray(image).save(folder / f"p{pose}.png")
+        annotations[f"p{pose}.png"] = keypoints
+    return annotations
+
+
+def pose_json_text(keypoints: np.ndarray, size: tuple[int, int] | None = PHOTO_SIZE) -> str:
+    """The ``{"keypoints": [[x, y], ...], "height", "width"}`` pose JSON that emca.infer reads (no size: none)."""
+    points = [[int(c), int(r)] if r >= 0 else None for r, c in keypoints]
+    content = {"keypoints": points} if size is None else {"keypoints": points, "height": size[0], "width": size[1]}
+    return json.dumps(content)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _fake_data import PHOTO_SIZE, pose_json_text, write_person_photos
 from _tiny_training import moved_adapter, tiny_checkpoint
 from PIL import Image
 
@@ -19,12 +20,9 @@ pytest.importorskip("gradio", reason="the demo page needs Gradio, which is not i
 from emca import demo as demo_module  # noqa: E402
 from emca.data.keypoints import JOINT_NAMES  # noqa: E402
 from emca.data.skeleton import draw_skeleton  # noqa: E402
-from emca.data.synthetic import render_identity  # noqa: E402
 from emca.demo import DATASET, JSON, PHOTO, DemoOptions, PoseTransferDemo, build_app, parse_options  # noqa: E402
 from emca.errors import ConfigError  # noqa: E402
 from emca.infer import InferOptions, Pose, Transfer  # noqa: E402
-
-PHOTO_SIZE = (96, 64)  # larger than the tiny model's 32x16 and of another aspect ratio: framing is exercised
 
 
 @pytest.fixture(scope="module")
@@ -39,24 +37,13 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         torch.set_num_threads(threads)
 
 
-def pose_text(keypoints: np.ndarray, size: tuple[int, int] | None = PHOTO_SIZE) -> str:
-    """The ``{"keypoints": [[x, y], ...], "height", "width"}`` pose JSON that emca.infer reads."""
-    points = [[int(c), int(r)] if r >= 0 else None for r, c in keypoints]
-    content = {"keypoints": points} if size is None else {"keypoints": points, "height": size[0], "width": size[1]}
-    return json.dumps(content)
-
-
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
     """Two synthetic photos of one person with their keypoints, their pose JSONs, and an unreadable photo."""
     folder = tmp_path_factory.mktemp("photos")
-    annotations = {}
-    for pose, (image, keypoints) in enumerate(
-        render_identity(seed=3, identity=0, num_poses=2, height=PHOTO_SIZE[0], width=PHOTO_SIZE[1])
-    ):
-        Image.fromarray(image).save(folder / f"p{pose}.png")
-        (folder / f"p{pose}.json").write_text(pose_text(keypoints))
-        annotations[f"p{pose}.png"] = keypoints
+    annotations = write_person_photos(folder)
+    for name, keypoints in annotations.items():
+        (folder / name).with_suffix(".json").write_text(pose_json_text(keypoints))
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     return folder, annotations
 
@@ -108,7 +95,7 @@ def test_main_launches_on_localhost_by_default(monkeypatch: pytest.MonkeyPatch, 
 def test_photo_and_pasted_json_give_what_infer_gives(demo: PoseTransferDemo, transfer: Transfer, photos) -> None:
     folder, annotations = photos
     outcome = demo.run(
-        PHOTO, str(folder / "p0.png"), pose_text(annotations["p0.png"]), None,
+        PHOTO, str(folder / "p0.png"), pose_json_text(annotations["p0.png"]), None,
         JSON, None, (folder / "p1.json").read_text(), None,
     )  # fmt: skip
     assert outcome.ok, outcome.message
@@ -179,7 +166,7 @@ def test_adapter_scale_zero_is_the_base_model(checkpoint: Path, demo: PoseTransf
     adapter = moved_adapter(checkpoint, tmp_path / "adapter.pt")
     personalized = PoseTransferDemo(DemoOptions(ckpt=str(checkpoint), adapter=str(adapter), device="cpu"))
     assert personalized.has_adapter and not demo.has_adapter
-    inputs = (PHOTO, str(folder / "p0.png"), pose_text(annotations["p0.png"]), None,
+    inputs = (PHOTO, str(folder / "p0.png"), pose_json_text(annotations["p0.png"]), None,
               JSON, None, (folder / "p1.json").read_text(), None)  # fmt: skip
     base = pixels(demo.run(*inputs).result)
     results = {scale: personalized.run(*inputs, scale=scale) for scale in (1.0, 0.0)}  # the slider moved down
@@ -193,23 +180,23 @@ def test_adapter_scale_zero_is_the_base_model(checkpoint: Path, demo: PoseTransf
 
 def test_user_errors_become_page_messages(demo: PoseTransferDemo, photos) -> None:
     folder, annotations = photos
-    source = (PHOTO, str(folder / "p0.png"), pose_text(annotations["p0.png"]), None)
+    source = (PHOTO, str(folder / "p0.png"), pose_json_text(annotations["p0.png"]), None)
     no_hips = annotations["p1.png"].copy()
     no_hips[[8, 11]] = -1
 
-    missing_hips = demo.run(*source, JSON, None, pose_text(no_hips), None)
+    missing_hips = demo.run(*source, JSON, None, pose_json_text(no_hips), None)
     assert not missing_hips.ok and missing_hips.result is None
     assert JOINT_NAMES[8] in missing_hips.message and JOINT_NAMES[11] in missing_hips.message
     assert "pasted target pose" in missing_hips.message and "emca-demo-" not in missing_hips.message
 
-    unreadable = demo.run(PHOTO, str(folder / "broken.jpg"), "", None, JSON, None, pose_text(annotations["p1.png"]),
-                          None)  # fmt: skip
+    target_json = pose_json_text(annotations["p1.png"])
+    unreadable = demo.run(PHOTO, str(folder / "broken.jpg"), "", None, JSON, None, target_json, None)
     assert not unreadable.ok and "'broken.jpg'" in unreadable.message and str(folder) not in unreadable.message
 
     bad_json = demo.run(*source, JSON, None, '{"keypoints": [1, 2', None)
     assert not bad_json.ok and "not valid JSON" in bad_json.message and "pasted target pose" in bad_json.message
-    wrong_frame = demo.run(PHOTO, str(folder / "p0.png"), pose_text(annotations["p0.png"], (50, 50)), None,
-                           JSON, None, pose_text(annotations["p1.png"]), None)  # fmt: skip
+    wrong_frame = demo.run(PHOTO, str(folder / "p0.png"), pose_json_text(annotations["p0.png"], (50, 50)), None,
+                           JSON, None, pose_json_text(annotations["p1.png"]), None)  # fmt: skip
     assert not wrong_frame.ok and "pasted source keypoints" in wrong_frame.message
     # the page shows a message as written, whatever markup a pasted value brings
     assert demo_module.message_markdown("got '*x*' [a](b)", False) == r"**Could not generate.** got '\*x\*' \[a\]\(b\)"
@@ -226,7 +213,7 @@ def test_no_person_is_a_page_message(demo: PoseTransferDemo, photos, tmp_path: P
     folder, annotations = photos
     grey = tmp_path / "grey.png"
     Image.new("RGB", (64, 96), (128, 128, 128)).save(grey)
-    outcome = demo.run(PHOTO, str(folder / "p0.png"), pose_text(annotations["p0.png"]), None,
+    outcome = demo.run(PHOTO, str(folder / "p0.png"), pose_json_text(annotations["p0.png"]), None,
                        PHOTO, str(grey), None, None)  # fmt: skip
     assert not outcome.ok and "no person" in outcome.message and "'grey.png'" in outcome.message
     # the way around in the page's words, not emca.infer's option names
@@ -292,7 +279,9 @@ def test_page_in_a_headless_browser(demo: PoseTransferDemo, photos) -> None:
 
         open_page()
         upload("source-photo", folder / "p0.png")
-        driver.find_element(By.CSS_SELECTOR, "#source-keypoints textarea").send_keys(pose_text(annotations["p0.png"]))
+        driver.find_element(By.CSS_SELECTOR, "#source-keypoints textarea").send_keys(
+            pose_json_text(annotations["p0.png"])
+        )
         upload("target-json-file", folder / "p1.json")
         wait.until(lambda page: "keypoints" in page.find_element(By.CSS_SELECTOR, "#target-json textarea")
                    .get_attribute("value"))  # fmt: skip
@@ -302,7 +291,7 @@ def test_page_in_a_headless_browser(demo: PoseTransferDemo, photos) -> None:
         wait.until(lambda page: page.find_elements(By.CSS_SELECTOR, "#result img"))
         assert "Generated" in message()
         shown = shown_result()
-        expected = demo.run(PHOTO, str(folder / "p0.png"), pose_text(annotations["p0.png"]), None,
+        expected = demo.run(PHOTO, str(folder / "p0.png"), pose_json_text(annotations["p0.png"]), None,
                             JSON, None, (folder / "p1.json").read_text(), None).result  # fmt: skip
         np.testing.assert_array_equal(pixels(shown), pixels(expected))  # the page shows the image losslessly
         assert driver.find_elements(By.CSS_SELECTOR, "#sheet img")

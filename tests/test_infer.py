@@ -7,17 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _fake_data import PHOTO_SIZE, pose_json_text, write_person_photos
 from _tiny_training import moved_adapter, tiny_checkpoint
 from PIL import Image
 
 from emca.data.annotations import write_annotations, write_pairs
 from emca.data.keypoints import JOINT_NAMES
-from emca.data.synthetic import render_identity
 from emca.errors import CheckpointError, DataError
 from emca.infer import InferOptions, Transfer, main, read_pose_json
 from emca.io import atomic_torch_save, safe_torch_load
-
-PHOTO_SIZE = (96, 64)  # larger than the tiny model's 32x16 and of another aspect ratio: framing is exercised
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +27,11 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def photos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
     """Two synthetic photos of one person, with their keypoints in the photos' frame."""
     folder = tmp_path_factory.mktemp("photos")
-    annotations = {}
-    for pose, (image, keypoints) in enumerate(
-        render_identity(seed=3, identity=0, num_poses=2, height=PHOTO_SIZE[0], width=PHOTO_SIZE[1])
-    ):
-        Image.fromarray(image).save(folder / f"p{pose}.png")
-        annotations[f"p{pose}.png"] = keypoints
-    return folder, annotations
+    return folder, write_person_photos(folder)
 
 
 def xy_json(path: Path, keypoints: np.ndarray, size: tuple[int, int] | None) -> Path:
-    points = [[int(c), int(r)] if r >= 0 else None for r, c in keypoints]
-    content = {"keypoints": points} if size is None else {"keypoints": points, "height": size[0], "width": size[1]}
-    path.write_text(json.dumps(content))
+    path.write_text(pose_json_text(keypoints, size))
     return path
 
 
