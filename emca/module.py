@@ -43,13 +43,15 @@ class OptimOptions:
 @dataclass(frozen=True)
 class TrainingOptions:
     """``model.ema_decay`` (an EMA generator for validation and export), ``model.grad_clip`` (max norm),
-    ``model.validation_white_padding`` (40 on DeepFashion: val/ssim then equals eval.py's PATN SSIM) and
-    ``model.compile`` (torch.compile the generator and both discriminators)."""
+    ``model.validation_white_padding`` (40 on DeepFashion: val/ssim then equals eval.py's PATN SSIM),
+    ``model.compile`` (torch.compile the generator and both discriminators) and ``model.channels_last``
+    (networks and batches in the channels-last memory layout)."""
 
     ema_decay: float | None = bounded(None, kind=float, exclusive_minimum=0, exclusive_maximum=1)
     grad_clip: float | None = bounded(None, kind=float, exclusive_minimum=0)
     validation_white_padding: int = bounded(0, minimum=0)
     compile: bool = bounded(False)
+    channels_last: bool = bounded(False)
 
 
 class ConstantThenLinearDecay:
@@ -133,6 +135,10 @@ class PoseTransferModule(GeneratorModule):
 
         self.generator = build_generator(model)
         self.discriminators = build_discriminators(model)
+        # a layout, not a value change: the same parameters, and checkpoints load into either layout
+        self.memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
+        self.generator.to(memory_format=self.memory_format)
+        self.discriminators.to(memory_format=self.memory_format)
         self.generator_ema = (
             AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(options.ema_decay), use_buffers=True)
             if options.ema_decay
@@ -210,6 +216,9 @@ class PoseTransferModule(GeneratorModule):
     @property
     def _grad_scaled(self) -> bool:
         return getattr(self.trainer.precision_plugin, "scaler", None) is not None
+
+    def on_after_batch_transfer(self, batch: PoseTransferBatch, dataloader_idx: int) -> PoseTransferBatch:
+        return batch.contiguous(self.memory_format)
 
     def on_train_epoch_start(self) -> None:
         seed_everything(self.hparams.seed + self.current_epoch, workers=True, verbose=False)

@@ -60,17 +60,22 @@ def test_cpu_peak_memory_sees_a_known_allocation() -> None:
     assert peak == pytest.approx(64, abs=8)
 
 
-def test_cpu_training_variants_time_each_variant_from_the_same_seed(tmp_path: Path) -> None:
+def tiny_overrides(tmp_path: Path) -> list[str]:
+    """A 32x16 fake dataset under ``tmp_path`` and the overrides of a model small enough to time in seconds."""
     from _fake_data import make_dataset
 
-    from emca.bench.training import training_variants
-
     make_dataset(tmp_path / "data", height=32, width=16)
-    overrides = [
+    return [
         f"data.root={tmp_path / 'data'}", "data.height=32", "data.width=16", "data.batch_size=4",
         "data.generate_if_missing=false", "model.generator.ngf=4", "model.generator.num_blocks=1",
         "model.discriminator.ndf=4",
     ]  # fmt: skip
+
+
+def test_cpu_training_variants_time_each_variant_from_the_same_seed(tmp_path: Path) -> None:
+    from emca.bench.training import training_variants
+
+    overrides = tiny_overrides(tmp_path)
     threads = torch.get_num_threads()
     results = training_variants(overrides, ["baseline", "1 thread", "channels_last"], iterations=2, rounds=2)
     assert list(results) == ["baseline", "1 thread", "channels_last"]
@@ -80,3 +85,14 @@ def test_cpu_training_variants_time_each_variant_from_the_same_seed(tmp_path: Pa
         assert result["speedup"] == pytest.approx(results["baseline"]["s_per_iteration"] / result["s_per_iteration"])
     assert results["1 thread"]["variant"]["threads"] == 1
     assert torch.get_num_threads() == threads and torch.backends.mkldnn.enabled  # settings restored
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_lightning_overhead_runs_both_loops_in_the_configs_precision_and_layout(tmp_path: Path, precision) -> None:
+    from emca.bench.training import lightning_overhead
+
+    overrides = [*tiny_overrides(tmp_path), f"trainer.precision={precision}", "model.channels_last=true"]
+    result = lightning_overhead(overrides, iterations=3, rounds=2)
+    assert result["precision"] == precision
+    assert len(result["rounds"]["lightning"]) == len(result["rounds"]["bare"]) == 2
+    assert result["overhead"] == pytest.approx(result["lightning_s"] / result["bare_s"] - 1)

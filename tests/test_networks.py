@@ -57,6 +57,22 @@ def test_output_shapes(height, width, norm, padding_type):
     assert judge(fake, target_pose).shape == (2, 32, height // 4, width // 4)
 
 
+@pytest.mark.parametrize("upsampling", ["transposed", "resize"])
+def test_upsampling_choice_keeps_shapes_and_only_resize_avoids_the_checkerboard(upsampling: str) -> None:
+    generator = XingGenerator(ngf=8, num_blocks=1, upsampling=upsampling)
+    image, source_pose, target_pose = random_inputs(2, 32, 24)
+    assert generator(image, source_pose, target_pose).shape == (2, 3, 32, 24)
+    # the first x2 step (its convolution, before the norm) on a constant map: nearest-then-conv keeps it
+    # constant; a stride-2 transposed convolution overlaps its kernel unevenly, a period-2 pattern
+    step = nn.Sequential(*generator.fusion.appearance_decoder[: 3 if upsampling == "resize" else 1])
+    with torch.no_grad():
+        upsampled = step(torch.ones(1, step[-1].in_channels, 4, 3))
+    assert upsampled.shape == (1, 16, 8, 6)
+    interior = upsampled[..., 1:-1, 1:-1]
+    spread = (interior - interior[..., :1, :1]).abs().amax().item()
+    assert (spread < 1e-6) == (upsampling == "resize")
+
+
 def test_xing_block_computes_sa_and_as_as_released():
     """One stacked backend call must equal the two directions written out separately."""
     torch.manual_seed(0)
@@ -203,7 +219,12 @@ def test_generator_rejects_mismatched_inputs(argument, shape):
 
 @pytest.mark.parametrize(
     ("options", "field"),
-    [({"norm": "group"}, "norm"), ({"padding_type": "circular"}, "padding_type"), ({"num_blocks": 0}, "num_blocks")],
+    [
+        ({"norm": "group"}, "norm"),
+        ({"padding_type": "circular"}, "padding_type"),
+        ({"num_blocks": 0}, "num_blocks"),
+        ({"upsampling": "bilinear"}, "upsampling"),
+    ],
 )
 def test_bad_configuration_names_the_field(options, field):
     with pytest.raises(ConfigError, match=field):

@@ -72,7 +72,10 @@ def test_resume_continues_with_the_same_losses(data_root: Path, tmp_path: Path, 
     assert logged_steps(tmp_path / "resumed") == logged_steps(tmp_path / "full")[6:]
 
 
-def test_model_compile_gives_the_losses_of_eager_networks(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("switch", ["model.compile=true", "model.channels_last=true"])
+def test_speed_switches_give_the_losses_of_eager_networks(
+    switch: str, data_root: Path, tmp_path: Path, monkeypatch
+) -> None:
     # no dropout: compiled code draws its random masks differently from eager code; fp32: bf16's rounding
     # differs between fused (compiled) and eager kernels by far more than fp32's
     same = (
@@ -82,15 +85,17 @@ def test_model_compile_gives_the_losses_of_eager_networks(data_root: Path, tmp_p
         "trainer.precision=32-true",
     )
     eager = run(tiny_config(data_root, tmp_path / "eager", *same), monkeypatch)
-    compiled = run(tiny_config(data_root, tmp_path / "compiled", *same, "model.compile=true"), monkeypatch)
-    assert [step for step, *_ in compiled.losses] == [step for step, *_ in eager.losses] == [3, 6]
+    switched = run(tiny_config(data_root, tmp_path / "switched", *same, switch), monkeypatch)
+    assert [step for step, *_ in switched.losses] == [step for step, *_ in eager.losses] == [3, 6]
     eager_values = [value for _, *values in eager.losses for value in values]
-    assert [value for _, *values in compiled.losses for value in values] == pytest.approx(eager_values, rel=1e-4)
-    # compiled in place: the checkpoint has the eager networks' names and loads as any other
-    names = {path.name: safe_torch_load(path / "checkpoints" / "last.ckpt")["state_dict"].keys() for path in
-             (tmp_path / "eager", tmp_path / "compiled")}  # fmt: skip
-    assert set(names["compiled"]) == set(names["eager"])
-    load_generator(tmp_path / "compiled" / "checkpoints" / "last.ckpt")
+    assert [value for _, *values in switched.losses for value in values] == pytest.approx(eager_values, rel=1e-4)
+    # compiled in place, laid out in place: the checkpoint has the eager networks' names and loads as any other
+    states = {path.name: safe_torch_load(path / "checkpoints" / "last.ckpt")["state_dict"] for path in
+              (tmp_path / "eager", tmp_path / "switched")}  # fmt: skip
+    assert set(states["switched"]) == set(states["eager"])
+    first_conv = states["switched"]["generator.appearance_encoder.1.weight"]
+    assert first_conv.is_contiguous(memory_format=torch.channels_last) == (switch == "model.channels_last=true")
+    load_generator(tmp_path / "switched" / "checkpoints" / "last.ckpt")
 
 
 def test_init_ckpt_starts_a_new_run_from_the_weights(data_root: Path, tmp_path: Path, monkeypatch) -> None:

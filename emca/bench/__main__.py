@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "lightning":
             result = lightning_overhead(args.overrides, args.iterations, args.rounds)
             print(
-                f"{torch.get_num_threads()} threads: Lightning {result['lightning_s']:.3f} s/iteration, bare loop "
-                f"{result['bare_s']:.3f} s/iteration (medians of {args.rounds} alternating rounds): overhead "
-                f"{100 * result['overhead']:+.1f} %"
+                f"{torch.get_num_threads()} threads, {result['precision']}: Lightning {result['lightning_s']:.3f} "
+                f"s/iteration, bare loop {result['bare_s']:.3f} s/iteration (medians of {args.rounds} alternating "
+                f"rounds): overhead {100 * result['overhead']:+.1f} %"
             )
         elif args.command == "cpu-training":
             names = [name.strip() for name in args.variants.split(",")]

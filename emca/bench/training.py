@@ -231,13 +231,15 @@ def _config_and_batches(overrides: Sequence[str], iterations: int) -> tuple[dict
 
 def lightning_overhead(overrides: Sequence[str], iterations: int, rounds: int) -> dict[str, Any]:
     """Seconds per iteration of a config's training module under Lightning and of a bare loop over the same
-    networks, objective and batches, in alternating rounds. The batches are loaded beforehand, so neither
-    side pays for data loading; validation is off."""
+    networks, objective, precision (the config's ``trainer.precision``), memory layout and batches, in
+    alternating rounds. The batches are loaded beforehand, so neither side pays for data loading; validation
+    is off."""
     import pytorch_lightning as pl
 
     from emca.module import PoseTransferModule
 
     cfg, batches = _config_and_batches(overrides, iterations)
+    precision = str(cfg["trainer"].get("precision", "32-true"))
     times: dict[str, list[float]] = {"lightning": [], "bare": []}
 
     class Clock(pl.Callback):
@@ -251,7 +253,8 @@ def lightning_overhead(overrides: Sequence[str], iterations: int, rounds: int) -
     for _ in range(rounds):
         module = PoseTransferModule(model=cfg["model"], data=cfg["data"], seed=cfg["seed"])
         trainer = pl.Trainer(
-            accelerator="cpu", devices=1, max_steps=3 * len(batches), logger=False, enable_checkpointing=False,
+            accelerator="cpu", devices=1, precision=precision, max_steps=3 * len(batches), logger=False,
+            enable_checkpointing=False,
             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
             callbacks=[Clock()],
         )  # fmt: skip
@@ -260,13 +263,21 @@ def lightning_overhead(overrides: Sequence[str], iterations: int, rounds: int) -
         module = PoseTransferModule(model=cfg["model"], data=cfg["data"], seed=cfg["seed"])
         optimizers = module.configure_optimizers()[0]
         device = torch.device("cpu")
-        train_iteration(module.generator, module.discriminators, module.loss, optimizers, batches[0], "32-true", device)
+        networks = (module.generator, module.discriminators, module.loss, optimizers)
+        laid_out = [batch.contiguous(module.memory_format) for batch in batches]
+        train_iteration(*networks, laid_out[0], precision, device)
         began = time.perf_counter()
-        for batch in batches[1:]:
-            train_iteration(module.generator, module.discriminators, module.loss, optimizers, batch, "32-true", device)
+        for batch in laid_out[1:]:
+            train_iteration(*networks, batch, precision, device)
         times["bare"].append((time.perf_counter() - began) / (len(batches) - 1))
     lightning, bare = statistics.median(times["lightning"]), statistics.median(times["bare"])
-    return {"lightning_s": lightning, "bare_s": bare, "overhead": lightning / bare - 1, "rounds": times}
+    return {
+        "precision": precision,
+        "lightning_s": lightning,
+        "bare_s": bare,
+        "overhead": lightning / bare - 1,
+        "rounds": times,
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,7 +334,7 @@ def training_variants(
         prepared = batches
         if variant.channels_last:
             generator, discriminators = (n.to(memory_format=torch.channels_last) for n in (generator, discriminators))
-            prepared = [_channels_last(batch) for batch in batches]
+            prepared = [batch.contiguous(torch.channels_last) for batch in batches]
         networks = (generator, discriminators.appearance, discriminators.pose)
         if variant.compiled:
             for network in networks:
@@ -338,11 +349,3 @@ def training_variants(
         result["s_per_iteration"] = statistics.median(result["rounds"])
         result["speedup"] = baseline / result["s_per_iteration"]
     return results
-
-
-def _channels_last(batch: PoseTransferBatch) -> PoseTransferBatch:
-    images_and_poses = ("source_image", "source_pose", "target_image", "target_pose")
-    converted = {
-        field: getattr(batch, field).contiguous(memory_format=torch.channels_last) for field in images_and_poses
-    }
-    return dataclasses.replace(batch, **converted)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor
 from torch.utils.data import default_collate
 
@@ -46,6 +47,19 @@ class PoseTransferBatch:
         """The first ``count`` pairs."""
         return PoseTransferBatch(
             **{field.name: _first(getattr(self, field.name), count) for field in dataclasses.fields(self)}
+        )
+
+    def contiguous(self, memory_format: torch.memory_format) -> PoseTransferBatch:
+        """The same pairs with the images, pose maps and mask laid out in ``memory_format`` (channels_last
+        lets oneDNN / cuDNN convolutions skip a layout conversion on every layer)."""
+        maps = ("source_image", "source_pose", "target_image", "target_pose", "target_mask")
+        return dataclasses.replace(
+            self,
+            **{
+                name: getattr(self, name).contiguous(memory_format=memory_format)
+                for name in maps
+                if getattr(self, name) is not None
+            },
         )
 
 

@@ -16,6 +16,9 @@ from emca.errors import ConfigError
 
 NORMS = ("instance", "batch")
 PADDINGS = ("reflect", "replicate", "zero")
+# transposed: the official stride-2 transposed 3x3 convolutions; resize: nearest x2 then a reflect-padded 3x3
+# convolution, which cannot make the transposed convolution's checkerboard (its uneven kernel overlap)
+UPSAMPLINGS = ("transposed", "resize")
 
 
 def check_choice(field: str, value: str, choices: tuple[str, ...]) -> None:
@@ -102,19 +105,26 @@ def downsampling_encoder(in_channels: int, base_channels: int, norm: str, num_do
     return nn.Sequential(*layers)
 
 
-def upsampling_layers(channels: list[int], norm: str) -> list[nn.Module]:
-    """ConvTranspose3x3 stride 2, norm, ReLU for each step channels[i] -> channels[i + 1].
+def upsampling_layers(channels: list[int], norm: str, upsampling: str = "transposed") -> list[nn.Module]:
+    """A x2 upsampling convolution (``upsampling``, one of UPSAMPLINGS), norm, ReLU for each step
+    channels[i] -> channels[i + 1].
 
     (B, channels[0], h, w) -> (B, channels[-1], h * 2**steps, w * 2**steps).
     """
+    check_choice("upsampling", upsampling, UPSAMPLINGS)
     bias = uses_bias(norm)
     layers: list[nn.Module] = []
     for in_channels, out_channels in pairwise(channels):
-        layers += [
-            nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1, bias=bias),
-            norm_layer(norm, out_channels),
-            nn.ReLU(True),
-        ]
+        if upsampling == "transposed":
+            layers.append(
+                nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1, bias=bias)
+            )
+        else:
+            layers += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                *padded_conv3x3(in_channels, out_channels, "reflect", bias),
+            ]
+        layers += [norm_layer(norm, out_channels), nn.ReLU(True)]
     return layers
 
 

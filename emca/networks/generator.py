@@ -58,11 +58,13 @@ class XingBlock(nn.Module):
         return appearance, torch.cat((appearance, shape), 1)
 
 
-def candidate_decoder(in_channels: int, ngf: int, norm: str, image_channels: int, num_candidates: int) -> nn.Sequential:
+def candidate_decoder(
+    in_channels: int, ngf: int, norm: str, image_channels: int, num_candidates: int, upsampling: str
+) -> nn.Sequential:
     """Two x2 upsamplings then conv7x7 and tanh:
     (B, in_channels, h, w) -> (B, num_candidates * image_channels, 4h, 4w) in [-1, 1]."""
     return nn.Sequential(
-        *upsampling_layers([in_channels, ngf * 2, ngf], norm),
+        *upsampling_layers([in_channels, ngf * 2, ngf], norm, upsampling),
         nn.ReflectionPad2d(3),
         nn.Conv2d(ngf, num_candidates * image_channels, 7),
         nn.Tanh(),
@@ -75,7 +77,7 @@ class CoAttentionFusion(nn.Module):
     Appearance features give ``candidates_per_branch`` candidate images, shape features (reduced by a
     1x1 transposed conv) as many more, and cat(appearance, shape) gives 2k + 1 softmax masks; the output
     is the mask-weighted sum of the candidates and the source image (the last mask), a per-pixel convex
-    blend.
+    blend. ``upsampling`` picks the decoders' x2 steps (emca.networks.blocks.UPSAMPLINGS).
     """
 
     def __init__(
@@ -86,20 +88,23 @@ class CoAttentionFusion(nn.Module):
         norm: str,
         image_channels: int = 3,
         candidates_per_branch: int = 10,
+        upsampling: str = "transposed",
     ) -> None:
         super().__init__()
         self.image_channels = image_channels
         self.appearance_decoder = candidate_decoder(
-            appearance_channels, ngf, norm, image_channels, candidates_per_branch
+            appearance_channels, ngf, norm, image_channels, candidates_per_branch, upsampling
         )
         self.shape_reduce = nn.Sequential(
             nn.ConvTranspose2d(shape_channels, appearance_channels, 1, bias=uses_bias(norm)),
             norm_layer(norm, appearance_channels),
             nn.ReLU(True),
         )
-        self.shape_decoder = candidate_decoder(appearance_channels, ngf, norm, image_channels, candidates_per_branch)
+        self.shape_decoder = candidate_decoder(
+            appearance_channels, ngf, norm, image_channels, candidates_per_branch, upsampling
+        )
         self.mask_decoder = nn.Sequential(
-            *upsampling_layers([appearance_channels + shape_channels, ngf * 4, ngf * 2], norm),
+            *upsampling_layers([appearance_channels + shape_channels, ngf * 4, ngf * 2], norm, upsampling),
             nn.ConvTranspose2d(ngf * 2, 2 * candidates_per_branch + 1, 1, bias=uses_bias(norm)),
         )
 
@@ -129,7 +134,8 @@ class XingGenerator(nn.Module):
     all blocks, stateless) only changes how SA / AS are computed, never the parameters.
     ``query_key_channels`` defaults to channels // 8 (32 for ngf 64), as released. ``attention_factory``
     builds each block's attention step as ``attention_factory(channels, query_key_channels, backend)``
-    (XingGAN++ passes its multi-scale attention).
+    (XingGAN++ passes its multi-scale attention). ``upsampling`` is the fusion head's x2 step: ``transposed``
+    as released, or ``resize`` (nearest, then a convolution; no checkerboard).
     """
 
     def __init__(
@@ -144,6 +150,7 @@ class XingGenerator(nn.Module):
         query_key_channels: int | None = None,
         padding_type: str = "reflect",
         attention_factory: Callable[[int, int, nn.Module], nn.Module] = XingAttention,
+        upsampling: str = "transposed",
     ) -> None:
         super().__init__()
         if num_blocks < 1:
@@ -165,7 +172,7 @@ class XingGenerator(nn.Module):
             )
             for index in range(num_blocks)
         )
-        self.fusion = CoAttentionFusion(channels, 2 * channels, ngf, norm, image_channels)
+        self.fusion = CoAttentionFusion(channels, 2 * channels, ngf, norm, image_channels, upsampling=upsampling)
         init_normal_(self)
 
     def check_inputs(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor) -> None:

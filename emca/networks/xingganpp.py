@@ -117,6 +117,7 @@ class XingGANPlusPlusGenerator(XingGenerator):
         multi_scale: MultiScaleOptions | None = None,
         enhanced_attention: EnhancedAttentionOptions | None = None,
         dense_fusion: DenseFusionOptions | None = None,
+        upsampling: str = "transposed",
     ) -> None:
         multi_scale_options = multi_scale or MultiScaleOptions()
         enhanced_options = enhanced_attention or EnhancedAttentionOptions()
@@ -132,6 +133,7 @@ class XingGANPlusPlusGenerator(XingGenerator):
             query_key_channels,
             padding_type,
             attention_factory=attention_factory(multi_scale_options, enhanced_options),
+            upsampling=upsampling,
         )
         self.multi_scale = multi_scale_options
         self.enhanced_attention = enhanced_options
