@@ -263,12 +263,12 @@ def lightning_overhead(overrides: Sequence[str], iterations: int, rounds: int) -
         module = PoseTransferModule(model=cfg["model"], data=cfg["data"], seed=cfg["seed"])
         optimizers = module.configure_optimizers()[0]
         device = torch.device("cpu")
-        networks = (module.generator, module.discriminators, module.loss, optimizers)
+        trained = (module.generator, module.discriminators, module.loss, optimizers)
         laid_out = [batch.contiguous(module.memory_format) for batch in batches]
-        train_iteration(*networks, laid_out[0], precision, device)
+        train_iteration(*trained, laid_out[0], precision, device)
         began = time.perf_counter()
         for batch in laid_out[1:]:
-            train_iteration(*networks, batch, precision, device)
+            train_iteration(*trained, batch, precision, device)
         times["bare"].append((time.perf_counter() - began) / (len(batches) - 1))
     lightning, bare = statistics.median(times["lightning"]), statistics.median(times["bare"])
     return {
