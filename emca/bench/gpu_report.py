@@ -38,6 +38,7 @@ from emca.bench.training import (
     OFFICIAL_DEEPFASHION_ITERATIONS,
     PRECISIONS,
     ModelMeasurement,
+    Workload,
     measure_generator,
     measure_inference,
     measure_training,
@@ -127,11 +128,6 @@ def model_configs(plan: Plan) -> dict[tuple[str, str], dict[str, Any] | str]:
     return configs
 
 
-def _skip_unbuildable(measurement: ModelMeasurement, error: ConfigError) -> ModelMeasurement:
-    measurement.skipped = str(error).split(";")[0]
-    return measurement
-
-
 def measure_models(plan: Plan, device: torch.device, progress: tqdm) -> tuple[list[ModelMeasurement], ...]:
     training, inference = [], []
     runs: list[tuple[str, str, str, bool]] = [
@@ -140,43 +136,17 @@ def measure_models(plan: Plan, device: torch.device, progress: tqdm) -> tuple[li
     if plan.compile:
         runs += [(model, backend, "bf16-mixed", True) for model in plan.models for backend in COMPILED_BACKENDS]
     configs = model_configs(plan)
-    shape = (plan.batch, plan.height, plan.width)
     for model, backend, precision, compiled in runs:
+        workload = Workload(
+            model, configs[model, backend], backend, plan.batch, plan.height, plan.width, device, plan.warmup,
+            plan.repetitions,
+        )  # fmt: skip
         progress.set_description(f"training {model} {backend} {precision}{' compiled' if compiled else ''}")
-        try:
-            training.append(
-                measure_training(
-                    model,
-                    configs[model, backend],
-                    backend,
-                    precision,
-                    compiled,
-                    *shape,
-                    device,
-                    plan.warmup,
-                    plan.repetitions,
-                )  # fmt: skip
-            )
-        except ConfigError as error:
-            training.append(_skip_unbuildable(ModelMeasurement(model, backend, precision, compiled, *shape), error))
+        training.append(measure_training(workload, precision, compiled))
         progress.update()
         if not compiled:
             progress.set_description(f"inference {model} {backend} {precision}")
-            try:
-                inference.append(
-                    measure_inference(
-                        model,
-                        configs[model, backend],
-                        backend,
-                        precision,
-                        *shape,
-                        device,
-                        plan.warmup,
-                        plan.repetitions,
-                    )
-                )
-            except ConfigError as error:
-                inference.append(_skip_unbuildable(ModelMeasurement(model, backend, precision, False, *shape), error))
+            inference.append(measure_inference(workload, precision))
             progress.update()
     return training, inference
 
@@ -251,10 +221,11 @@ def run_generator_benchmark(args: Any) -> None:
             raise ConfigError(f"--backends: {backend!r} is not one of {list(BACKENDS)}.")
         attention = compose_train([f"experiment={args.experiment}", f"model/attention={backend}"])["model"]["attention"]
         data = base["data"]
-        result = measure_generator(
+        workload = Workload(
             args.experiment, with_backend(base["model"], attention), backend, args.batch, data["height"],
             data["width"], device, 1, args.repetitions,
         )  # fmt: skip
+        result = measure_generator(workload)
         print(
             f"{args.experiment} generator, {backend}, batch {args.batch} at {data['height']}x{data['width']}, "
             f"{device} ({torch.get_num_threads()} threads): forward+backward {result.step_ms:,.0f} ms, "

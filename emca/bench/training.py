@@ -23,6 +23,7 @@ from emca.bench.timing import median_milliseconds, peak_mebibytes
 from emca.build import build_discriminators, build_generator
 from emca.data.batch import IMAGE_CHANNELS, PoseTransferBatch
 from emca.data.keypoints import NUM_JOINTS
+from emca.errors import ConfigError
 from emca.losses import LossOptions, PoseTransferLoss
 from emca.networks.discriminator import DiscriminatorPair
 from emca.options import parse
@@ -95,20 +96,39 @@ def train_iteration(
         optimizer.step()
 
 
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """What one whole-model measurement runs: a model config (with its attention backend), a batch shape, a
+    device, and how many warm-up and timed repetitions."""
+
+    name: str
+    model: dict[str, Any]
+    backend: str
+    batch: int
+    height: int
+    width: int
+    device: torch.device
+    warmup: int
+    repetitions: int
+
+    def measurement(self, precision: str, compiled: bool = False) -> ModelMeasurement:
+        return ModelMeasurement(self.name, self.backend, precision, compiled, self.batch, self.height, self.width)
+
+
 def _timed(
-    result: ModelMeasurement,
-    make_step: Callable[[], Callable[[], object]],
-    device: torch.device,
-    warmup: int,
-    repetitions: int,
+    workload: Workload, result: ModelMeasurement, make_step: Callable[[], Callable[[], object]]
 ) -> ModelMeasurement:
     """``result`` with the median time of the step ``make_step`` builds, the images per second it gives and its
-    peak memory; "out of memory" (building or stepping) is recorded as the reason it was skipped."""
+    peak memory. A model that cannot be built (an invalid combination of options) or that runs out of memory is
+    recorded as skipped, with the reason."""
+    device = workload.device
     try:
         step = make_step()
-        result.step_ms = median_milliseconds(step, device, warmup, repetitions)
+        result.step_ms = median_milliseconds(step, device, workload.warmup, workload.repetitions)
         result.images_per_second = result.batch / (result.step_ms / 1e3)
         result.peak_mib = peak_mebibytes(step, device)
+    except ConfigError as error:
+        result.skipped = str(error).split(";")[0]
     except torch.OutOfMemoryError:
         result.skipped = "out of memory"
     finally:
@@ -127,80 +147,45 @@ def _optimizers(networks: Sequence[torch.nn.Module]) -> list[torch.optim.Optimiz
     return [torch.optim.Adam(network.parameters(), lr=1e-4, betas=(0.5, 0.999)) for network in networks]
 
 
-def measure_training(
-    name: str,
-    model: dict[str, Any],
-    backend_name: str,
-    precision: str,
-    compiled: bool,
-    batch_size: int,
-    height: int,
-    width: int,
-    device: torch.device,
-    warmup: int,
-    repetitions: int,
-) -> ModelMeasurement:
+def measure_training(workload: Workload, precision: str, compiled: bool) -> ModelMeasurement:
     """The median time of one training iteration and its peak memory beyond the networks and the batch."""
-    result = ModelMeasurement(name, backend_name, precision, compiled, batch_size, height, width)
+    device = workload.device
 
     def make_iteration() -> Callable[[], None]:
-        generator = build_generator(model).to(device)
-        discriminators = build_discriminators(model).to(device)
-        loss = _loss_without_perceptual(model)
+        generator = build_generator(workload.model).to(device)
+        discriminators = build_discriminators(workload.model).to(device)
+        loss = _loss_without_perceptual(workload.model)
         forward = torch.compile(generator) if compiled else generator
         optimizers = _optimizers((generator, discriminators.appearance, discriminators.pose))
-        batch = random_batch(batch_size, height, width, device)
+        batch = random_batch(workload.batch, workload.height, workload.width, device)
         return lambda: train_iteration(forward, discriminators, loss, optimizers, batch, precision, device)
 
-    return _timed(result, make_iteration, device, warmup, repetitions)
+    return _timed(workload, workload.measurement(precision, compiled), make_iteration)
 
 
-def measure_inference(
-    name: str,
-    model: dict[str, Any],
-    backend_name: str,
-    precision: str,
-    batch_size: int,
-    height: int,
-    width: int,
-    device: torch.device,
-    warmup: int,
-    repetitions: int,
-) -> ModelMeasurement:
+def measure_inference(workload: Workload, precision: str) -> ModelMeasurement:
     """Generated images per second in eval mode without gradients."""
-    result = ModelMeasurement(name, backend_name, precision, False, batch_size, height, width)
 
     def make_generate() -> Callable[[], Tensor]:
-        generator = build_generator(model).to(device).eval()
-        batch = random_batch(batch_size, height, width, device)
+        generator = build_generator(workload.model).to(workload.device).eval()
+        batch = random_batch(workload.batch, workload.height, workload.width, workload.device)
 
         def generate() -> Tensor:
-            with torch.no_grad(), _autocast(precision, device):
+            with torch.no_grad(), _autocast(precision, workload.device):
                 return generator(batch.source_image, batch.source_pose, batch.target_pose)
 
         return generate
 
-    return _timed(result, make_generate, device, warmup, repetitions)
+    return _timed(workload, workload.measurement(precision), make_generate)
 
 
-def measure_generator(
-    name: str,
-    model: dict[str, Any],
-    backend_name: str,
-    batch_size: int,
-    height: int,
-    width: int,
-    device: torch.device,
-    warmup: int,
-    repetitions: int,
-) -> ModelMeasurement:
-    """The generator alone in training mode: forward+backward time and peak memory beyond the weights, the
-    gradient buffers and the batch (the activation memory a training step needs for it)."""
-    result = ModelMeasurement(name, backend_name, "32-true", False, batch_size, height, width)
+def measure_generator(workload: Workload) -> ModelMeasurement:
+    """The generator alone in training mode, in fp32: forward+backward time and peak memory beyond the weights,
+    the gradient buffers and the batch (the activation memory a training step needs for it)."""
 
     def make_forward_backward() -> Callable[[], None]:
-        generator = build_generator(model).to(device).train()
-        batch = random_batch(batch_size, height, width, device)
+        generator = build_generator(workload.model).to(workload.device).train()
+        batch = random_batch(workload.batch, workload.height, workload.width, workload.device)
 
         def forward_backward() -> None:
             generator(batch.source_image, batch.source_pose, batch.target_pose).square().mean().backward()
@@ -208,7 +193,7 @@ def measure_generator(
         forward_backward()  # the gradient buffers exist before anything is measured
         return forward_backward
 
-    return _timed(result, make_forward_backward, device, warmup, repetitions)
+    return _timed(workload, workload.measurement("32-true"), make_forward_backward)
 
 
 def projected_hours(step_ms: float, iterations: int = OFFICIAL_DEEPFASHION_ITERATIONS) -> float:
