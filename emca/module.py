@@ -79,13 +79,22 @@ def _gradients_finite(network: nn.Module) -> bool:
 
 
 class GeneratorModule(pl.LightningModule):
-    """What both of emca's LightningModules share: validation of the generator ``self(...)`` returns.
+    """What both of emca's LightningModules share: validation of the generator ``self(...)`` returns, also
+    after the last iteration of the step budget.
 
     Subclasses set ``self.val_metrics`` (a :class:`~emca.metrics.validation.ValidationMetrics`) and define
     ``forward(source_image, source_pose, target_pose)``. Logged as ``val/<metric>`` after each validation.
     """
 
     val_metrics: ValidationMetrics
+    max_optimizer_steps: int  # the step budget (Trainer.max_steps), a property of each subclass
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # a budget that ends mid-epoch would end without validating the final weights (max_steps stops the
+        # loop first); stopping through should_stop makes Lightning validate this last iteration, so the last
+        # weights are scored, drawn in a sample grid and can become best.ckpt
+        if self.global_step >= self.max_optimizer_steps:
+            self.trainer.should_stop = True
 
     def validation_step(self, batch: PoseTransferBatch, batch_idx: int) -> Tensor:
         generated = self(batch.source_image, batch.source_pose, batch.target_pose)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import types
 from collections import Counter
@@ -239,11 +240,11 @@ def test_datamodule_generates_missing_synthetic_data(tmp_path: Path, monkeypatch
     )
     root = tmp_path / "synthetic"
     module = PoseTransferDataModule(
-        str(root), height=32, width=16, seed=7, generate_if_missing=True, synthetic={"people": 5}
+        str(root), height=32, width=16, seed=7, generate_if_missing=True, synthetic={"num_train_identities": 5}
     )
     module.prepare_data()
     module.prepare_data()  # the data now exists: not generated again
-    assert calls == [(root, 32, 16, 7, {"people": 5})]
+    assert calls == [(root, 32, 16, 7, {"num_train_identities": 5})]
     module.setup("fit")
     assert len(module.train_dataset) == 12
 
@@ -253,6 +254,10 @@ def test_datamodule_config_errors(tmp_path: Path) -> None:
         PoseTransferDataModule(str(tmp_path), preset="market", generate_if_missing=True)
     with pytest.raises(ConfigError, match="data.batch_size"):
         PoseTransferDataModule(str(tmp_path), height=8, width=8, batch_size=0)
+    with pytest.raises(ConfigError, match=r"data.synthetic.identities: not an option .*num_train_identities"):
+        PoseTransferDataModule(
+            str(tmp_path), height=8, width=8, generate_if_missing=True, synthetic={"identities": 600}
+        )
 
 
 def test_datamodule_is_hydra_instantiable(dataset_root: Path) -> None:
@@ -268,12 +273,12 @@ def test_datamodule_is_hydra_instantiable(dataset_root: Path) -> None:
             "width": 16,
             "batch_size": 2,
             "num_workers": 0,
-            "synthetic": {"people": 3},
+            "synthetic": {"poses_per_identity": 3},
         }
     )
     module = instantiate(config)
     assert isinstance(module, PoseTransferDataModule)
-    assert (module.height, module.width, module.synthetic_kwargs) == (32, 16, {"people": 3})
+    assert (module.height, module.width, module.synthetic_kwargs) == (32, 16, {"poses_per_identity": 3})
 
 
 def test_annotations_unused_by_pairs_need_no_image(dataset_root: Path) -> None:
@@ -282,3 +287,13 @@ def test_annotations_unused_by_pairs_need_no_image(dataset_root: Path) -> None:
     write_pairs(pairs_file(dataset_root), [("person00_0.png", "person00_0.png")])
     contents = validate_split(dataset_root, LAYOUT, "train")
     assert contents.image_names == ["person00_0.png"]
+
+
+def test_datamodule_synthetic_options_are_the_generators() -> None:
+    """data.synthetic is checked against a list kept beside the datamodule: it must name what the generator takes."""
+    from emca.data.datamodule import SYNTHETIC_OPTIONS
+    from emca.data.synthetic import generate_synthetic_dataset
+
+    set_by_the_datamodule = {"root", "height", "width", "seed", "overwrite", "preset"}
+    parameters = set(inspect.signature(generate_synthetic_dataset).parameters) - set_by_the_datamodule
+    assert parameters == set(SYNTHETIC_OPTIONS)

@@ -193,3 +193,23 @@ def test_wandb_logger_works_offline_without_an_account(data_root: Path, tmp_path
     runs = list(run_dir.glob("wandb/offline-run-*"))
     assert runs, f"no offline W&B run under {run_dir / 'wandb'}"
     assert list(runs[0].glob("*.wandb"))  # the run's log file, ready for `wandb sync`
+
+
+def test_a_budget_that_ends_mid_epoch_validates_its_last_iteration(
+    data_root: Path, tmp_path: Path, monkeypatch, caplog
+) -> None:
+    """12 training pairs in batches of 4 are 3 iterations per epoch: a 5-iteration run ends inside the second."""
+    run_dir = tmp_path / "run"
+    caplog.set_level(logging.INFO, logger="emca.progress")
+    run(tiny_config(data_root, run_dir, *iterations(5)), monkeypatch)
+    validated = [
+        record.getMessage().split(" (")[0]
+        for record in caplog.records
+        if record.name == "emca.progress" and record.getMessage().startswith("validation")
+    ]
+    assert validated == ["validation after iteration 3", "validation after iteration 5"]
+    assert sorted(path.name for path in (run_dir / "samples").glob("iteration_*.png")) == [
+        "iteration_0000003.png",
+        "iteration_0000005.png",
+    ]
+    assert safe_torch_load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 5 * 3

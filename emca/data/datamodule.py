@@ -32,6 +32,11 @@ def _check_count(field: str, value: object, minimum: int, meaning: str, none_mea
         )
 
 
+# the options of emca.data.synthetic.generate_synthetic_dataset that data.synthetic may set (the module is
+# imported only when a dataset is generated, so they are named here and checked on construction)
+SYNTHETIC_OPTIONS = ("num_train_identities", "num_test_identities", "poses_per_identity", "background")
+
+
 class PoseTransferDataModule(pl.LightningDataModule):
     """Dataloaders for one dataset root.
 
@@ -75,6 +80,12 @@ class PoseTransferDataModule(pl.LightningDataModule):
             raise ConfigError(
                 f"data.generate_if_missing only works with the 'synthetic' preset (got '{preset}'): real "
                 "datasets must be downloaded and converted with `python -m emca.data prepare`."
+            )
+        unknown = sorted(set(synthetic or {}) - set(SYNTHETIC_OPTIONS))
+        if unknown:
+            raise ConfigError(
+                f"data.synthetic.{unknown[0]}: not an option of the synthetic dataset; expected some of "
+                f"{', '.join(SYNTHETIC_OPTIONS)}."
             )
         _check_count("batch_size", batch_size, 1, "training pairs per batch")
         _check_count("eval_batch_size", eval_batch_size, 1, "pairs per evaluation batch", "data.batch_size")
