@@ -48,6 +48,15 @@ def test_synthetic_command_calls_the_generator(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setitem(sys.modules, "emca.data.synthetic", fake)
     assert main(["synthetic", str(tmp_path), "--height", "48", "--width", "24", "--seed", "3"]) == 0
     assert calls == [(tmp_path, {"height": 48, "width": 24, "seed": 3, "preset": "synthetic"})]
+    calls.clear()
+    assert main(["synthetic", str(tmp_path), "--train-identities", "600", "--poses", "4"]) == 0
+    assert calls == [
+        (
+            tmp_path,
+            {"height": 64, "width": 48, "seed": 0, "preset": "synthetic", "num_train_identities": 600,
+             "poses_per_identity": 4},
+        )
+    ]  # fmt: skip
 
 
 def test_module_entry_point(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """``python -m emca.data``: generate, convert, pair, annotate and check datasets.
 
-    python -m emca.data synthetic ROOT --height 64 --width 48 --seed 0
+    python -m emca.data synthetic ROOT --height 64 --width 48 --seed 0 [--train-identities 600]
     python -m emca.data prepare deepfashion RAW OUT [--keypoints-cropped]
     python -m emca.data prepare market RAW OUT
     python -m emca.data pairs ANNOTATIONS.csv --out PAIRS.csv --person-id deepfashion
@@ -21,15 +21,21 @@ from pathlib import Path
 from emca.cli import run_command
 from emca.data.annotations import read_annotations, write_pairs
 from emca.data.dataset import PRESETS, make_layout, validate_split
+from emca.data.synthetic import DEFAULT_NUM_TEST_IDENTITIES, DEFAULT_NUM_TRAIN_IDENTITIES, DEFAULT_POSES_PER_IDENTITY
 
 
 def _synthetic(args: argparse.Namespace) -> None:
-    from emca.data.synthetic import generate_synthetic_dataset  # only this command needs it
+    from emca.data.synthetic import generate_synthetic_dataset  # looked up here, so a test can stand in for it
 
     layout = PRESETS[args.preset]
     height = args.height or layout.height or 64
     width = args.width or layout.width or 48
-    generate_synthetic_dataset(args.root, height=height, width=width, seed=args.seed, preset=args.preset)
+    counts = {
+        option: getattr(args, option)
+        for option in ("num_train_identities", "num_test_identities", "poses_per_identity")
+        if getattr(args, option) is not None
+    }
+    generate_synthetic_dataset(args.root, height=height, width=width, seed=args.seed, preset=args.preset, **counts)
     print(f"Synthetic dataset ({height}x{width}, {args.preset} file names) written to {args.root}.")
 
 
@@ -116,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--height", type=int, default=None, help="default: the preset's (synthetic: 64)")
     synthetic.add_argument("--width", type=int, default=None, help="default: the preset's (synthetic: 48)")
     synthetic.add_argument("--seed", type=int, default=0)
+    for flag, option, meaning in (
+        ("--train-identities", "num_train_identities", f"people in the training split (default "
+         f"{DEFAULT_NUM_TRAIN_IDENTITIES}; train.py's embedded default generates 600, conf/data/synthetic.yaml)"),
+        ("--test-identities", "num_test_identities",
+         f"people in the test split (default {DEFAULT_NUM_TEST_IDENTITIES})"),
+        ("--poses", "poses_per_identity", f"images of each person (default {DEFAULT_POSES_PER_IDENTITY})"),
+    ):  # fmt: skip
+        synthetic.add_argument(flag, dest=option, metavar="N", type=int, default=None, help=meaning)
     synthetic.set_defaults(run=_synthetic)
 
     prepare = commands.add_parser("prepare", help="convert a raw DeepFashion / Market-1501 release")
