@@ -66,3 +66,13 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> 
     except SystemExit as exit_:
         return int(exit_.code or 0)
     return 0
+
+
+def key_value_arguments(argv: Sequence[str] | None, doc: str) -> list[str] | None:
+    """The ``key=value`` arguments of a command (``sys.argv[1:]`` when ``argv`` is None); None after printing
+    ``doc`` for ``-h`` / ``--help``, which such a command answers instead of parsing."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if any(argument in ("-h", "--help") for argument in arguments):
+        print(doc)
+        return None
+    return arguments

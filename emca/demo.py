@@ -30,7 +30,6 @@ code from a loaded file runs.
 import contextlib
 import os
 import re
-import sys
 import tempfile
 import threading
 import time
@@ -47,7 +46,7 @@ from PIL import Image
 
 from emca.build import build_datamodule
 from emca.checkpoint import read_training_checkpoint
-from emca.cli import find_user_error, user_errors
+from emca.cli import find_user_error, key_value_arguments, user_errors
 from emca.data.datamodule import PoseTransferDataModule
 from emca.data.dataset import read_split, select_pairs
 from emca.data.openpose import read_json
@@ -497,9 +496,8 @@ def build_app(options: DemoOptions, demo: PoseTransferDemo | None = None) -> Any
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(arg in ("-h", "--help") for arg in argv):
-        print(__doc__)
+    argv = key_value_arguments(argv, __doc__)
+    if argv is None:
         return
     with user_errors():
         options = parse_options(argv)

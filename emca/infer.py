@@ -29,7 +29,6 @@ or field (``out`` and ``sheet`` must end in an image suffix such as ``.png``).
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -41,7 +40,7 @@ from omegaconf.errors import OmegaConfBaseException
 from PIL import Image
 from tqdm import tqdm
 
-from emca.cli import user_errors
+from emca.cli import key_value_arguments, user_errors
 from emca.data.annotations import read_annotations, read_pairs
 from emca.data.keypoints import JOINT_NAMES, MISSING, NUM_JOINTS, REQUIRED_FOR_PAIRS, pose_heatmaps, visible
 from emca.data.openpose import openpose_keypoints, read_json
@@ -368,9 +367,8 @@ def parse_options(argv: list[str]) -> InferOptions:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(arg in ("-h", "--help") for arg in argv):
-        print(__doc__)
+    argv = key_value_arguments(argv, __doc__)
+    if argv is None:
         return
     with user_errors():
         options = parse_options(argv)

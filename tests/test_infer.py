@@ -198,3 +198,12 @@ def test_adapter_applies_personalisation_and_scale_zero_is_the_base(tmp_path: Pa
     assert np.abs(written["scale1"].astype(int) - written["base"].astype(int)).max() > 0
     with pytest.raises(SystemExit):
         main([*common, f"adapter={adapter}", "adapter_scale=2", f"out={tmp_path / 'bad.png'}"])
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_help_prints_the_usage_and_runs_nothing(flag: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import emca.infer
+
+    main([f"out={tmp_path / 'never.png'}", flag])
+    assert capsys.readouterr().out.strip() == emca.infer.__doc__.strip()
+    assert not list(tmp_path.iterdir())
