@@ -1,8 +1,8 @@
 """The embedded default, measured: train `python train.py` (or take a checkpoint) and compare it with
 copying the source image, on the synthetic test split, under the PATN protocol (SSIM) and L1.
 
-    python bench/embedded_default.py                      # trains the default first (timed)
-    python bench/embedded_default.py --ckpt RUN/checkpoints/best.ckpt
+    python reproduce/embedded_default.py                      # trains the default first (timed)
+    python reproduce/embedded_default.py --ckpt RUN/checkpoints/best.ckpt
 
 Copy-the-source is scored by the same evaluator as the model: it is the "generator" that returns its
 source image. Also printed: the mean displacement of the joints visible in both images of a pair, i.e. how

@@ -13,7 +13,7 @@
    over the test pairs of the other test identities, the mean absolute difference between the personalised
    and the base generator's outputs ([-1, 1] units), with their SSIM for scale.
 
-    python bench/personalize.py [--workdir DIR] [--base-ckpt CKPT] [--base-model xinggan_small]
+    python reproduce/personalize.py [--workdir DIR] [--base-ckpt CKPT] [--base-model xinggan_small]
                                 [--base-iterations 800] [--iterations 600]
                                 [train.py overrides for the personalisation, e.g. model.optim.lr=1e-3]
 """

@@ -21,7 +21,7 @@
 Writes results.json, results.md, sheet.png (source | target pose | XingGAN | XingGAN++ | embedded default |
 target, for real test pairs) and infer_sheet.png into --out.
 
-    python bench/real_pedestrians.py [--out outputs/real_pedestrians] [--iterations 1200]
+    python reproduce/real_pedestrians.py [--out outputs/real_pedestrians] [--iterations 1200]
                                      [--video PATH] [--data ROOT] [--default-ckpt CKPT] [--threads 2]
 """
 
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
-from personalize import l1, run_train, ssim, transfer  # bench/personalize.py: same scoring as on synthetic data
+from personalize import l1, run_train, ssim, transfer  # reproduce/personalize.py: same scoring as on synthetic data
 from PIL import Image
 from torch import Tensor, nn
 
