@@ -290,10 +290,9 @@ def test_annotations_unused_by_pairs_need_no_image(dataset_root: Path) -> None:
 
 
 def test_datamodule_synthetic_options_are_the_generators() -> None:
-    """data.synthetic is checked against a list kept beside the datamodule: it must name what the generator takes."""
-    from emca.data.datamodule import SYNTHETIC_OPTIONS
-    from emca.data.synthetic import generate_synthetic_dataset
+    """data.synthetic is checked against GENERATOR_OPTIONS: it must name what the generator takes."""
+    from emca.data.synthetic import GENERATOR_OPTIONS, generate_synthetic_dataset
 
     set_by_the_datamodule = {"root", "height", "width", "seed", "overwrite", "preset"}
     parameters = set(inspect.signature(generate_synthetic_dataset).parameters) - set_by_the_datamodule
-    assert parameters == set(SYNTHETIC_OPTIONS)
+    assert parameters == set(GENERATOR_OPTIONS)

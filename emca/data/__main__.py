@@ -23,6 +23,14 @@ from emca.data.annotations import read_annotations, write_pairs
 from emca.data.dataset import PRESETS, make_layout, validate_split
 from emca.data.synthetic import DEFAULT_NUM_TEST_IDENTITIES, DEFAULT_NUM_TRAIN_IDENTITIES, DEFAULT_POSES_PER_IDENTITY
 
+# `synthetic`'s count flags: flag, the generator's option, help; unset ones keep the generator's default
+_COUNT_FLAGS = (
+    ("--train-identities", "num_train_identities", f"people in the training split (default "
+     f"{DEFAULT_NUM_TRAIN_IDENTITIES}; train.py's embedded default generates 600, conf/data/synthetic.yaml)"),
+    ("--test-identities", "num_test_identities", f"people in the test split (default {DEFAULT_NUM_TEST_IDENTITIES})"),
+    ("--poses", "poses_per_identity", f"images of each person (default {DEFAULT_POSES_PER_IDENTITY})"),
+)  # fmt: skip
+
 
 def _synthetic(args: argparse.Namespace) -> None:
     from emca.data.synthetic import generate_synthetic_dataset  # looked up here, so a test can stand in for it
@@ -30,11 +38,7 @@ def _synthetic(args: argparse.Namespace) -> None:
     layout = PRESETS[args.preset]
     height = args.height or layout.height or 64
     width = args.width or layout.width or 48
-    counts = {
-        option: getattr(args, option)
-        for option in ("num_train_identities", "num_test_identities", "poses_per_identity")
-        if getattr(args, option) is not None
-    }
+    counts = {option: getattr(args, option) for _, option, _ in _COUNT_FLAGS if getattr(args, option) is not None}
     generate_synthetic_dataset(args.root, height=height, width=width, seed=args.seed, preset=args.preset, **counts)
     print(f"Synthetic dataset ({height}x{width}, {args.preset} file names) written to {args.root}.")
 
@@ -122,13 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--height", type=int, default=None, help="default: the preset's (synthetic: 64)")
     synthetic.add_argument("--width", type=int, default=None, help="default: the preset's (synthetic: 48)")
     synthetic.add_argument("--seed", type=int, default=0)
-    for flag, option, meaning in (
-        ("--train-identities", "num_train_identities", f"people in the training split (default "
-         f"{DEFAULT_NUM_TRAIN_IDENTITIES}; train.py's embedded default generates 600, conf/data/synthetic.yaml)"),
-        ("--test-identities", "num_test_identities",
-         f"people in the test split (default {DEFAULT_NUM_TEST_IDENTITIES})"),
-        ("--poses", "poses_per_identity", f"images of each person (default {DEFAULT_POSES_PER_IDENTITY})"),
-    ):  # fmt: skip
+    for flag, option, meaning in _COUNT_FLAGS:
         synthetic.add_argument(flag, dest=option, metavar="N", type=int, default=None, help=meaning)
     synthetic.set_defaults(run=_synthetic)
 

@@ -18,6 +18,7 @@ from emca.data.batch import collate_pairs
 
 from emca.data.dataset import PoseTransferDataset, check_item_options, make_layout
 from emca.data.sampler import ResumableRandomSampler
+from emca.data.synthetic import GENERATOR_OPTIONS
 from emca.errors import ConfigError
 
 
@@ -30,11 +31,6 @@ def _check_count(field: str, value: object, minimum: int, meaning: str, none_mea
         raise ConfigError(
             f"data.{field}: expected the number of {meaning}, an integer >= {minimum}{alternative}; got {value!r}."
         )
-
-
-# the options of emca.data.synthetic.generate_synthetic_dataset that data.synthetic may set (the module is
-# imported only when a dataset is generated, so they are named here and checked on construction)
-SYNTHETIC_OPTIONS = ("num_train_identities", "num_test_identities", "poses_per_identity", "background")
 
 
 class PoseTransferDataModule(pl.LightningDataModule):
@@ -81,11 +77,11 @@ class PoseTransferDataModule(pl.LightningDataModule):
                 f"data.generate_if_missing only works with the 'synthetic' preset (got '{preset}'): real "
                 "datasets must be downloaded and converted with `python -m emca.data prepare`."
             )
-        unknown = sorted(set(synthetic or {}) - set(SYNTHETIC_OPTIONS))
+        unknown = sorted(set(synthetic or {}) - set(GENERATOR_OPTIONS))
         if unknown:
             raise ConfigError(
                 f"data.synthetic.{unknown[0]}: not an option of the synthetic dataset; expected some of "
-                f"{', '.join(SYNTHETIC_OPTIONS)}."
+                f"{', '.join(GENERATOR_OPTIONS)}."
             )
         _check_count("batch_size", batch_size, 1, "training pairs per batch")
         _check_count("eval_batch_size", eval_batch_size, 1, "pairs per evaluation batch", "data.batch_size")
@@ -133,7 +129,7 @@ class PoseTransferDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         """Generate the synthetic dataset when asked to and its files are missing (runs on one process)."""
         if self.generate_if_missing and not self._dataset_present():
-            from emca.data.synthetic import generate_synthetic_dataset  # only this path needs it
+            from emca.data.synthetic import generate_synthetic_dataset  # looked up here, so a test can stand in
 
             generate_synthetic_dataset(
                 self.root, height=self.height, width=self.width, seed=self.seed, **self.synthetic_kwargs

@@ -44,6 +44,9 @@ DEFAULT_NUM_TRAIN_IDENTITIES = 60
 DEFAULT_NUM_TEST_IDENTITIES = 12
 DEFAULT_POSES_PER_IDENTITY = 6
 BACKGROUND_CHOICES = ("mixed", "plain", "textured")
+# the keyword options of generate_synthetic_dataset that a config may set (data.synthetic); the rest
+# (root, size, seed, preset) come from the data config's own fields
+GENERATOR_OPTIONS = ("num_train_identities", "num_test_identities", "poses_per_identity", "background")
 MIN_SIZE = 16
 
 _SKIN_TONES = (
