@@ -9,6 +9,7 @@ import pickle
 import re
 import secrets
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,5 +141,7 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
             "than tensors and plain containers could run code. Only load checkpoints written by emca, or "
             "re-save the file's state_dict from a trusted session."
         ) from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    # a malformed pickle stream makes torch's weights-only unpickler fail in many ways (an empty stack: IndexError,
+    # an unknown memo key: KeyError, bad operands: TypeError or struct.error); all mean a damaged file
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError, struct.error) as err:
         raise CheckpointError(f"{damaged} ({str(err).splitlines()[0] or type(err).__name__}).") from err

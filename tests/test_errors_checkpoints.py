@@ -223,6 +223,8 @@ def _damaged(base: Path, tmp_path: Path) -> dict[str, tuple[Path, str]]:
     files = {
         "empty": (b"", "empty (0 bytes)"),
         "random_bytes": (os.urandom(4096), "damaged or truncated"),
+        # a pickle opcode on an empty stack: the unpickler fails with IndexError, as some random files do
+        "bad_pickle_stream": (b"\x80\x02s.", "damaged or truncated"),
         "truncated_half": (data[: len(data) // 2], "damaged or truncated"),
         "truncated_tail": (data[:-10], "damaged or truncated"),
     }
@@ -234,7 +236,7 @@ def _damaged(base: Path, tmp_path: Path) -> dict[str, tuple[Path, str]]:
     return written
 
 
-@pytest.mark.parametrize("name", ["empty", "random_bytes", "truncated_half", "truncated_tail"])
+@pytest.mark.parametrize("name", ["empty", "random_bytes", "bad_pickle_stream", "truncated_half", "truncated_tail"])
 def test_damaged_checkpoint_is_named_as_damaged(name: str, base: Path, tmp_path: Path, capsys) -> None:
     path, expected = _damaged(base, tmp_path)[name]
     message = refusal(infer_call(path, tmp_path), capsys)
