@@ -8,6 +8,7 @@ from torch import nn
 
 from emca.errors import ConfigError
 from emca.networks.attention import ChunkedAttention, ReferenceAttention, SDPAttention
+from emca.networks.blocks import PointwiseConvTranspose2d
 from emca.networks.cross_attention import XingAttention
 from emca.networks.discriminator import ResnetDiscriminator
 from emca.networks.generator import XingBlock, XingGenerator
@@ -144,6 +145,24 @@ def test_output_is_a_convex_blend_of_candidates_and_source():
         output <= candidates.max(1).values + tolerance
     ).all()
     assert output.abs().max() <= 1 + tolerance
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_pointwise_transposed_convolution_equals_torchs_in_fp64(bias: bool) -> None:
+    torch.manual_seed(0)
+    released = nn.ConvTranspose2d(12, 7, 1, bias=bias).double()
+    pointwise = PointwiseConvTranspose2d(12, 7, bias=bias).double()
+    pointwise.load_state_dict(released.state_dict())  # the same keys and shapes: released weights load as they are
+    features = torch.randn(3, 12, 5, 4, dtype=torch.float64)
+    outputs = []
+    for layer in (released, pointwise):
+        layer.zero_grad()
+        given = features.clone().requires_grad_()
+        output = layer(given)
+        (output * torch.linspace(-1, 1, output.numel(), dtype=torch.float64).view_as(output)).sum().backward()
+        outputs.append((output, given.grad, *(parameter.grad for parameter in layer.parameters())))
+    for expected, actual in zip(*outputs, strict=True):
+        torch.testing.assert_close(actual, expected, rtol=0, atol=1e-12)
 
 
 @torch.no_grad()

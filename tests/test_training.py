@@ -17,6 +17,7 @@ from emca.checkpoint import load_generator
 from emca.cli import find_user_error
 from emca.errors import CheckpointError, DataError, WeightsError
 from emca.io import safe_torch_load
+from emca.module import adam
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,6 +97,29 @@ def test_speed_switches_give_the_losses_of_eager_networks(
     first_conv = states["switched"]["generator.appearance_encoder.1.weight"]
     assert first_conv.is_contiguous(memory_format=torch.channels_last) == (switch == "model.channels_last=true")
     load_generator(tmp_path / "switched" / "checkpoints" / "last.ckpt")
+
+
+def test_adam_is_fused_on_cpu_and_updates_as_torchs_per_parameter_loop() -> None:
+    torch.manual_seed(0)
+    start = [torch.randn(5, 3), torch.randn(7)]
+    steps = [[torch.randn_like(parameter) for parameter in start] for _ in range(3)]
+    makers = {
+        "emca": lambda parameters: adam(parameters, 1e-2, (0.5, 0.999)),
+        "loop": lambda parameters: torch.optim.Adam(parameters, lr=1e-2, betas=(0.5, 0.999), foreach=False),
+    }
+    trained = {}
+    for name, make in makers.items():
+        parameters = [torch.nn.Parameter(tensor.clone()) for tensor in start]
+        optimizer = make(parameters)
+        for gradients in steps:
+            for parameter, gradient in zip(parameters, gradients, strict=True):
+                parameter.grad = gradient.clone()
+            optimizer.step()
+        trained[name] = (optimizer, parameters)
+    assert trained["emca"][0].defaults["fused"] is True
+    for fused, loop, initial in zip(trained["emca"][1], trained["loop"][1], start, strict=True):
+        assert not torch.equal(fused, initial)  # the steps moved it
+        torch.testing.assert_close(fused, loop, rtol=1e-6, atol=1e-7)
 
 
 def test_init_ckpt_starts_a_new_run_from_the_weights(data_root: Path, tmp_path: Path, monkeypatch) -> None:

@@ -25,6 +25,7 @@ from emca.data.batch import IMAGE_CHANNELS, PoseTransferBatch
 from emca.data.keypoints import NUM_JOINTS
 from emca.errors import ConfigError
 from emca.losses import LossOptions, PoseTransferLoss
+from emca.module import adam
 from emca.networks.discriminator import DiscriminatorPair
 from emca.options import parse
 
@@ -144,7 +145,7 @@ def _loss_without_perceptual(model: dict[str, Any]) -> PoseTransferLoss:
 
 
 def _optimizers(networks: Sequence[torch.nn.Module]) -> list[torch.optim.Optimizer]:
-    return [torch.optim.Adam(network.parameters(), lr=1e-4, betas=(0.5, 0.999)) for network in networks]
+    return [adam(network.parameters(), 1e-4, (0.5, 0.999)) for network in networks]
 
 
 def measure_training(workload: Workload, precision: str, compiled: bool) -> ModelMeasurement:

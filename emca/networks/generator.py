@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from emca.errors import ConfigError
 from emca.networks.attention import ReferenceAttention
 from emca.networks.blocks import (
+    PointwiseConvTranspose2d,
     conv_block,
     downsampling_encoder,
     init_normal_,
@@ -96,7 +97,7 @@ class CoAttentionFusion(nn.Module):
             appearance_channels, ngf, norm, image_channels, candidates_per_branch, upsampling
         )
         self.shape_reduce = nn.Sequential(
-            nn.ConvTranspose2d(shape_channels, appearance_channels, 1, bias=uses_bias(norm)),
+            PointwiseConvTranspose2d(shape_channels, appearance_channels, bias=uses_bias(norm)),
             norm_layer(norm, appearance_channels),
             nn.ReLU(True),
         )
@@ -105,7 +106,7 @@ class CoAttentionFusion(nn.Module):
         )
         self.mask_decoder = nn.Sequential(
             *upsampling_layers([appearance_channels + shape_channels, ngf * 4, ngf * 2], norm, upsampling),
-            nn.ConvTranspose2d(ngf * 2, 2 * candidates_per_branch + 1, 1, bias=uses_bias(norm)),
+            PointwiseConvTranspose2d(ngf * 2, 2 * candidates_per_branch + 1, bias=uses_bias(norm)),
         )
 
     def candidates_and_masks(self, appearance: Tensor, shape: Tensor, source_image: Tensor) -> tuple[Tensor, Tensor]:
