@@ -71,12 +71,14 @@ class ConstantThenLinearDecay:
         return max(0.0, 1.0 - (iteration - self.constant) / self.decay)
 
 
-def adam(parameters: Iterable[nn.Parameter], lr: float, betas: tuple[float, ...]) -> torch.optim.Adam:
-    """Adam, with torch's fused kernel on CPU and CUDA: one kernel over all parameters instead of a Python loop
-    over them (torch's CPU default), which made the three optimizer steps of an embedded-default iteration
-    about 2-3x faster. The update is the same up to floating-point rounding."""
+def adam(
+    parameters: Iterable[nn.Parameter], lr: float, betas: tuple[float, ...], fused: bool = True
+) -> torch.optim.Adam:
+    """Adam, with torch's fused kernel on CPU and CUDA unless ``fused`` is false: one kernel over all parameters
+    instead of a Python loop over them (torch's CPU default), which made the three optimizer steps of an
+    embedded-default iteration about 2-3x faster. The update is the same up to floating-point rounding."""
     parameters = list(parameters)
-    fused = all(parameter.device.type in ("cpu", "cuda") for parameter in parameters)
+    fused = fused and all(parameter.device.type in ("cpu", "cuda") for parameter in parameters)
     return torch.optim.Adam(parameters, lr=lr, betas=betas, fused=fused)
 
 
@@ -204,7 +206,9 @@ class PoseTransferModule(GeneratorModule):
     def configure_optimizers(self) -> tuple[list, list]:
         optim = self.optim_options
         networks = (self.generator, self.discriminators.appearance, self.discriminators.pose)
-        optimizers = [adam(net.parameters(), optim.lr, optim.betas) for net in networks]
+        # Lightning refuses to clip the gradients of a fused optimizer under AMP (it would unscale them itself)
+        fused = not self.grad_clip
+        optimizers = [adam(net.parameters(), optim.lr, optim.betas, fused) for net in networks]
         schedule = ConstantThenLinearDecay(optim.constant_iterations, optim.decay_iterations)
         schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in optimizers]
         return optimizers, schedulers

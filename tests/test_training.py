@@ -122,6 +122,17 @@ def test_adam_is_fused_on_cpu_and_updates_as_torchs_per_parameter_loop() -> None
         torch.testing.assert_close(fused, loop, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize(("grad_clip", "fused"), [(None, True), (1.0, False)])
+def test_gradient_clipping_trains_with_the_unfused_adam(grad_clip: float | None, fused: bool) -> None:
+    # Lightning's AMP plugins refuse to clip a fused optimizer's gradients, so clipping picks the per-parameter loop
+    from emca.config import compose_train
+    from emca.module import PoseTransferModule
+
+    model = compose_train([f"model.grad_clip={grad_clip or 'null'}"])["model"]
+    optimizers = PoseTransferModule(model=model).configure_optimizers()[0]
+    assert [optimizer.defaults["fused"] for optimizer in optimizers] == [fused] * 3
+
+
 def test_init_ckpt_starts_a_new_run_from_the_weights(data_root: Path, tmp_path: Path, monkeypatch) -> None:
     """Fine-tuning: the new run starts from the checkpoint's generator and discriminators, at step 0, with fresh
     optimisers (a learning rate of 1e-30 leaves the weights as loaded); a model that does not fit is named."""
