@@ -29,7 +29,7 @@ from emca.data.batch import PoseTransferBatch
 from emca.errors import CheckpointError, ConfigError
 from emca.losses import LossOptions, PoseTransferLoss
 from emca.metrics.validation import ValidationMetrics
-from emca.module import GeneratorModule
+from emca.module import GeneratorModule, adam
 from emca.networks.discriminator import DiscriminatorPair
 from emca.personalize.adapter import adapter_path_in, architecture_fingerprint, save_adapter
 from emca.personalize.moa import PersonalizedGenerator, router_loss, subject_tokens
@@ -128,7 +128,7 @@ class PersonalizationModule(GeneratorModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optim = self.hparams.model["optim"]
         trainable = [parameter for parameter in self.personalized.parameters() if parameter.requires_grad]
-        return torch.optim.Adam(trainable, lr=optim["lr"], betas=tuple(optim["betas"]))
+        return adam(trainable, optim["lr"], tuple(optim["betas"]))
 
     def training_step(self, batch: PoseTransferBatch, batch_idx: int) -> Tensor:
         loss_cfg = self.hparams.model["loss"]
