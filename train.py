@@ -30,6 +30,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from emca import checkpoint
+    from emca.allocator import retain_freed_memory
     from emca.build import build_datamodule
     from emca.config import OPTIMIZER_STEPS_PER_ITERATION, to_plain
     from emca.errors import ConfigError, RunInterrupted
@@ -46,6 +47,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int) or cfg.threads < 1:
             raise ConfigError(f"Config field 'threads' is {cfg.threads!r}; expected a positive number of threads.")
         torch.set_num_threads(cfg.threads)
+    if not isinstance(cfg.retain_freed_memory, bool):
+        raise ConfigError(f"Config field 'retain_freed_memory' is {cfg.retain_freed_memory!r}; expected true or false.")
+    if cfg.retain_freed_memory:
+        retain_freed_memory()
     if cfg.trainer.get("accelerator") == "gpu" and not torch.cuda.is_available():
         raise ConfigError(
             "trainer.accelerator=gpu, but torch sees no CUDA GPU on this machine. Add trainer=cpu to train on the "

@@ -1,4 +1,5 @@
-"""Test-suite setup: the tests import train.py and eval.py from the repository root."""
+"""Test-suite setup: the tests import train.py and eval.py from the repository root, and run under the allocator
+settings train.py uses by default (emca.allocator)."""
 
 import sys
 from pathlib import Path
@@ -6,7 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from emca.allocator import retain_freed_memory
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+retain_freed_memory()
 
 
 @pytest.fixture()

@@ -16,7 +16,7 @@ PACKAGES = {"emca": REPO / "emca", "emca_fused": REPO / "ext" / "emca_fused"}
 # lowest first; a module belongs to the first layer with a prefix of its name (most specific prefix wins)
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("emca.errors", "emca.io", "emca.options", "emca.config", "emca.cli", "emca.progress",
-                    "emca.weights")),
+                    "emca.weights", "emca.allocator")),
     ("libraries", ("emca.data", "emca.pose", "emca.networks", "emca.losses", "emca.metrics", "emca.visualize",
                    "emca.personalize.moa", "emca.personalize.data", "emca_fused")),
     ("composition", ("emca.build", "emca.checkpoint", "emca.module", "emca.personalize.adapter",

@@ -43,6 +43,8 @@ CASES = {
     "+model.generator.colour=3": ("'model.generator.colour'", "no option 'colour'"),
     "data.val_subset=0": ("data.val_subset", "got 0"),
     "data.batch_size=0": ("data.batch_size", "an integer >= 1; got 0"),
+    "threads=0": ("'threads' is 0", "a positive number of threads"),
+    "retain_freed_memory=sometimes": ("'retain_freed_memory' is 'sometimes'", "true or false"),
     # the module sets the Trainer's step budget from the schedule
     "trainer.max_steps=9": ("trainer.max_steps is 9", "model.optim.constant_iterations"),
 }

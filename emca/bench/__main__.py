@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from emca.allocator import retain_freed_memory
 from emca.bench.attention import BACKENDS, DTYPES, SHAPES, run_attention_benchmark
 from emca.bench.gpu_report import gpu_report, run_generator_benchmark
 from emca.bench.training import CPU_VARIANTS, lightning_overhead, training_variants
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     variants.add_argument("--iterations", type=int, default=20, help="timed iterations per round")
     variants.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.command in ("lightning", "cpu-training"):
+        retain_freed_memory()  # as train.py does by default, so the loops are timed as they train
     with user_errors():
         if args.command == "attention":
             run_attention_benchmark(args)
