@@ -8,15 +8,14 @@ default once set.
 from __future__ import annotations
 
 import json
-import platform
 import subprocess
 import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(
-    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="the thresholds are glibc's"
-)
+from emca.allocator import uses_glibc
+
+pytestmark = pytest.mark.skipif(not uses_glibc(), reason="the thresholds are glibc's")
 
 # glibc's own accounting (mallinfo2, glibc >= 2.33) of one 20 MB malloc and its free; torch is not imported, so
 # the child starts from glibc's initial 128 KiB mmap threshold
