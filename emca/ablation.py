@@ -1,11 +1,11 @@
 """Gathering an ablation sweep into a table and a chart.
 
-    python train.py -m experiment=ablation              # variants x seeds, one run directory each
-    python -m emca.ablation outputs/multirun/<time>     # -> ablation.md, ablation.png, ablation_runs.csv
+    emca train -m experiment=ablation              # variants x seeds, one run directory each
+    emca ablation outputs/multirun/<time>     # -> ablation.md, ablation.png, ablation_runs.csv
 
 Every run directory holds ``run_summary.json`` (written by emca.run_summary.RunSummary: variant, seed,
 final val/ssim and val/l1, generator parameters, mean step time). When an evaluation was run into the
-run directory (``python eval.py ckpt_path=<run>/checkpoints/best.ckpt out_dir=<run>/eval``), LPIPS and
+run directory (``emca eval ckpt=<run>/checkpoints/best.ckpt out=<run>/eval``), LPIPS and
 FID from its ``metrics.json`` join the table. Each metric is reported as mean +- std over the seeds
 (std 0 for a single seed).
 """
@@ -54,7 +54,7 @@ def collect_runs(sweep_dir: str | Path) -> pd.DataFrame:
     if not summaries:
         raise DataError(
             f"No '{SUMMARY_FILE}' under '{sweep_dir}'. Point at the directory of a sweep run with "
-            "`python train.py -m experiment=ablation` (its RunSummary callback writes one per run), "
+            "`emca train -m experiment=ablation` (its RunSummary callback writes one per run), "
             "and let at least one run finish."
         )
     rows = []
@@ -169,7 +169,9 @@ def gather(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Gather an ablation sweep into a markdown table and a bar chart.")
+    parser = argparse.ArgumentParser(
+        prog="emca ablation", description="Gather an ablation sweep into a markdown table and a bar chart."
+    )
     parser.add_argument("sweep_dir", type=Path, help="the multirun directory (outputs/multirun/<time>)")
     parser.add_argument("--out", type=Path, default=None, help="where to write the files (default: sweep_dir)")
     args = parser.parse_args(argv)

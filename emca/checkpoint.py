@@ -21,7 +21,6 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 
 from emca.build import build_generator
-from emca.config import OPTIMIZER_STEPS_PER_ITERATION
 from emca.errors import CheckpointError, ConfigError
 from emca.io import atomic_torch_save, remove_stale_temporaries, safe_torch_load
 
@@ -58,7 +57,7 @@ def generator_state(state_dict: dict[str, torch.Tensor], prefer_ema: bool = True
 
 
 def read_exported_model(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """An exported model folder (``python -m emca.export``: ``model.safetensors`` + ``config.json``) read as a
+    """An exported model folder (``emca export``: ``model.safetensors`` + ``config.json``) read as a
     checkpoint: ``({"state_dict": ...}, {"model": ..., "data": ...})``. safetensors holds tensors only, and
     the config is plain JSON whose architecture :mod:`emca.build` checks against its registry."""
     from safetensors import SafetensorError
@@ -70,7 +69,7 @@ def read_exported_model(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             raise CheckpointError(
                 f"'{folder}' is a directory without '{path.name}': neither a checkpoint file (best.ckpt, last.ckpt) "
                 f"nor an exported emca model, which holds {EXPORT_WEIGHTS} and {EXPORT_CONFIG} "
-                "(python -m emca.export CKPT --out DIR writes them)."
+                "(emca export CKPT --out DIR writes them)."
             )
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -123,7 +122,7 @@ def read_training_checkpoint(ckpt_path: str | os.PathLike) -> tuple[dict[str, An
     if Path(ckpt_path).is_dir():
         return read_exported_model(Path(ckpt_path))
     checkpoint = safe_torch_load(ckpt_path)
-    hint = "emca reads the best.ckpt / last.ckpt files that `python train.py` writes."
+    hint = "emca reads the best.ckpt / last.ckpt files that `emca train` writes."
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"'{ckpt_path}' holds a {type(checkpoint).__name__}, not a training checkpoint; {hint}")
     hyper_parameters = checkpoint.get("hyper_parameters")
@@ -189,7 +188,7 @@ def check_resumable(ckpt_path: str | os.PathLike, module: nn.Module) -> None:
     differences = shape_differences(stored, expected, "the checkpoint", "this model")
     if differences:
         raise CheckpointError(
-            f"ckpt_path='{ckpt_path}' was written by a model of another architecture than this config builds "
+            f"resume='{ckpt_path}' was written by a model of another architecture than this config builds "
             f"({len(differences)} difference(s); first: {differences[0]}). Resume with the config the run was "
             "started with (the checkpoint's model settings are in its run directory's .hydra/config.yaml)."
         )
@@ -213,7 +212,7 @@ def initial_weights(ckpt_path: str | os.PathLike, module: nn.Module) -> dict[str
         )  # fmt: skip
         if differences:
             raise CheckpointError(
-                f"init_ckpt='{ckpt_path}': its {prefix[:-1]} does not fit the model this config builds "
+                f"ckpt='{ckpt_path}': its {prefix[:-1]} does not fit the model this config builds "
                 f"({len(differences)} difference(s); first: {differences[0]}). Use the model config it was made "
                 "with (e.g. experiment=xinggan_deepfashion for a converted DeepFashion release)."
             )
@@ -238,10 +237,13 @@ def last_checkpoint(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / "checkpoints" / "last.ckpt"
 
 
-def checkpoint_callbacks(run_dir: Path, every_n_iterations: int | None) -> list[Checkpoint]:
+def checkpoint_callbacks(
+    run_dir: Path, every_n_iterations: int | None, optimizer_steps_per_iteration: int
+) -> list[Checkpoint]:
     """``best.ckpt`` by validation SSIM; ``last.ckpt``, the state after the last epoch (and every
     ``every_n_iterations`` iterations when set) and at an interruption. Both are overwritten in place,
-    atomically (:class:`SafeCheckpointIO`)."""
+    atomically (:class:`SafeCheckpointIO`). ``optimizer_steps_per_iteration`` is the training module's own
+    (Lightning counts optimizer steps)."""
     folder = last_checkpoint(run_dir).parent
     # no monitor: the newest state is kept, whatever the validation score did
     latest = {"dirpath": folder, "filename": "last", "save_top_k": 1, "enable_version_counter": False}
@@ -253,6 +255,6 @@ def checkpoint_callbacks(run_dir: Path, every_n_iterations: int | None) -> list[
         InterruptCheckpoint(last_checkpoint(run_dir)),
     ]
     if every_n_iterations:  # Lightning takes one trigger per callback, and counts optimizer steps
-        every_n_steps = every_n_iterations * OPTIMIZER_STEPS_PER_ITERATION
+        every_n_steps = every_n_iterations * optimizer_steps_per_iteration
         callbacks.append(ModelCheckpoint(**latest, every_n_train_steps=every_n_steps))
     return callbacks

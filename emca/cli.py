@@ -6,9 +6,23 @@ import argparse
 import contextlib
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-from emca.errors import EmcaError
+from emca.config import CONF
+from emca.errors import ConfigError, EmcaError
+
+# Spellings that earlier releases used, per command, with the one that replaced them. Each fails with a
+# message naming the new spelling instead of working as a silent alias, so docs and scripts converge.
+RENAMED: dict[str, dict[str, str]] = {
+    "train": {
+        "ckpt_path": "resume= (continue a run exactly)",
+        "init_ckpt": "ckpt= (start a new run from a model's weights)",
+        "base_ckpt": "ckpt= (experiment=personalize: the model to personalise)",
+        "subject_dir": "data.root= (experiment=personalize: the subject's photos)",
+    },
+    "eval": {"ckpt_path": "ckpt=", "out_dir": "out="},
+}
 
 # torch re-raises an exception from a DataLoader worker (or its pin-memory thread) as a new exception of
 # the same type whose message is this header plus the worker's whole formatted traceback
@@ -66,6 +80,54 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> 
     except SystemExit as exit_:
         return int(exit_.code or 0)
     return 0
+
+
+def check_spellings(command: str, overrides: Sequence[str]) -> None:
+    """Raise a ConfigError naming the current spelling for an override that uses a renamed key."""
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in RENAMED.get(command, {}):
+            raise ConfigError(f"emca {command}: '{key}=' was renamed; use {RENAMED[command][key]}.")
+
+
+def hydra_command(config_name: str, task: Callable[[Any], Any], argv: Sequence[str] | None) -> None:
+    """Run ``task(cfg)`` on ``conf/<config_name>.yaml`` composed by Hydra from ``key=value`` overrides (and
+    Hydra's own flags: ``-m``, ``--help``, ``--cfg job``), turning emca's errors into one paragraph.
+
+    The arguments go to Hydra's parser directly, as ``@hydra.main`` would pass ``sys.argv[1:]``: sys.argv stays
+    the user's command line, which Lightning's DDP launcher re-runs to start the other processes
+    (``emca train ...``, ``python -m emca train ...`` or ``python train.py ...``)."""
+    from hydra import version
+    from hydra._internal.utils import _run_hydra, get_args_parser
+
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    with user_errors():
+        check_spellings(config_name, arguments)
+
+    def run(cfg: Any) -> Any:
+        with user_errors():
+            return task(cfg)
+
+    version.setbase("1.3")
+    parser = get_args_parser()
+    _run_hydra(
+        args=parser.parse_args(arguments),
+        args_parser=parser,
+        task_function=run,
+        config_path=str(CONF),
+        config_name=config_name,
+    )
+
+
+def renamed_flag(parser: argparse.ArgumentParser, old: str, new: str) -> None:
+    """Make ``old`` (a flag earlier releases had) fail with a message naming ``new`` instead of argparse's
+    'unrecognized arguments'."""
+
+    class Renamed(argparse.Action):
+        def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+            parser.error(f"{old} was renamed; use {new}.")
+
+    parser.add_argument(old, nargs="?", action=Renamed, help=argparse.SUPPRESS)
 
 
 def key_value_arguments(argv: Sequence[str] | None, doc: str) -> list[str] | None:

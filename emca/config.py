@@ -1,4 +1,4 @@
-"""Hydra / OmegaConf plumbing shared by train.py, eval.py and the tools that need a preset's config."""
+"""Hydra / OmegaConf plumbing shared by emca train, emca eval and the tools that need a preset's config."""
 
 from __future__ import annotations
 
@@ -12,16 +12,11 @@ from emca.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
-# Lightning counts every optimizer.step() under manual optimisation: one iteration of
-# PoseTransferModule steps the generator and both discriminators, so its step budget
-# (``max_optimizer_steps``, the Trainer's max_steps) is three per iteration.
-OPTIMIZER_STEPS_PER_ITERATION = 3
-
 
 def cpu_precision() -> str:
     """``bf16-mixed`` where the CPU computes bfloat16 natively (AVX512-BF16 or AMX), else ``32-true``: the
     ``${emca_cpu_precision:}`` of conf/trainer/cpu.yaml. Natively, oneDNN's bf16 convolutions made the embedded
-    default's iteration 1.4x faster (python -m emca.bench cpu-training); emulated, bf16 is slower than fp32."""
+    default's iteration 1.4x faster (emca bench cpu-training); emulated, bf16 is slower than fp32."""
     import torch
 
     native = (

@@ -1,6 +1,6 @@
 """Converting the official XingGAN release's trained networks into an emca checkpoint.
 
-    python -m emca.convert xinggan-official PATH --dataset deepfashion|market --out FILE.ckpt
+    emca convert xinggan-official PATH --dataset deepfashion|market --out FILE.ckpt
 
 PATH is the release's ``latest_net_netG.pth`` or a folder holding it, e.g. the unpacked
 ``{deepfashion,market}_pretrained`` archive. If ``latest_net_netD_PB.pth`` and ``latest_net_netD_PP.pth``
@@ -13,8 +13,8 @@ and docs/xinggan.md lists the layout. Every shape is then checked against emca's
 the dataset's official settings (``experiment=xinggan_<dataset>``: instance norm for DeepFashion, batch
 norm for Market). Every official key must be used once and every emca tensor filled; anything else is
 refused with a message that names the key. The checkpoint written (atomically) is an ordinary emca
-training checkpoint without optimiser state. ``eval.py ckpt_path=``, ``python -m emca.infer ckpt=``,
-``experiment=personalize base_ckpt=`` and ``train.py init_ckpt=`` (fine-tuning) all accept it.
+training checkpoint without optimiser state. ``emca eval ckpt=``, ``emca infer ckpt=``,
+``emca train experiment=personalize ckpt=`` and ``emca train ckpt=`` (fine-tuning) all accept it.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def convert_official(path: str | Path, dataset: str, out: str | Path) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m emca.convert", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="emca convert", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     official = commands.add_parser("xinggan-official", help="the official XingGAN release's latest_net_netG.pth")
     official.add_argument("path", type=Path, help="latest_net_netG.pth, or the folder of the unpacked archive")
@@ -203,9 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     with user_errors():
         summary = convert_official(args.path, args.dataset, args.out)
     networks = ", ".join(summary["networks"])
-    print(
-        f"wrote {summary['out']}: {summary['tensors']} tensors ({networks}); evaluate with eval.py ckpt_path={args.out}"
-    )
+    print(f"wrote {summary['out']}: {summary['tensors']} tensors ({networks}); evaluate with emca eval ckpt={args.out}")
 
 
 if __name__ == "__main__":

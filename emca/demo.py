@@ -2,10 +2,10 @@
 
 ::
 
-    python -m emca.demo ckpt=RUN/checkpoints/best.ckpt
-    python -m emca.demo ckpt=MODEL_DIR adapter=RUN/adapter.pt host=0.0.0.0 port=7860 device=auto
+    emca demo ckpt=RUN/checkpoints/best.ckpt
+    emca demo ckpt=MODEL_DIR adapter=RUN/adapter.pt host=0.0.0.0 port=7860 device=auto
 
-Arguments are ``key=value`` as for ``python -m emca.infer``: ``ckpt`` (a training checkpoint or an exported model
+Arguments are ``key=value`` as for ``emca infer``: ``ckpt`` (a training checkpoint or an exported model
 folder; required), ``adapter`` (a MoA adapter of that checkpoint; the page then has a scale slider in [0, 1]),
 ``host`` (default 127.0.0.1, this machine only; 0.0.0.0 shares the page on the network), ``port`` (7860),
 ``device`` (auto: the GPU when there is one, else the CPU), ``dataset_root`` (where the checkpoint's dataset
@@ -14,7 +14,7 @@ lies, when not at the root stored in it), ``dataset_images`` (how many of its te
 
 The page takes a source photo (an upload, or a test image of the checkpoint's dataset when that is on disk)
 and a target pose (another photo, whose pose MediaPipe detects; a pose JSON, pasted or uploaded, in the format
-``python -m emca.infer`` reads; or a pose of the dataset's gallery), and shows the source as the model sees
+``emca infer`` reads; or a pose of the dataset's gallery), and shows the source as the model sees
 it with its skeleton, the target skeleton, the result and the sheet. A bad input (no person found, hips
 missing, an unreadable image, a malformed JSON) is shown as a message in the page.
 
@@ -81,11 +81,11 @@ class DemoOptions:
 
 
 def parse_options(argv: list[str]) -> DemoOptions:
-    """``key=value`` arguments (the grammar of ``python -m emca.infer``) -> checked options."""
+    """``key=value`` arguments (the grammar of ``emca infer``) -> checked options."""
     try:
         options = OmegaConf.merge(OmegaConf.structured(DemoOptions), OmegaConf.from_cli(argv))
     except OmegaConfBaseException as err:
-        raise ConfigError(f"Bad argument: {err}. Arguments are key=value; see `python -m emca.demo --help`.") from err
+        raise ConfigError(f"Bad argument: {err}. Arguments are key=value; see `emca demo --help`.") from err
     options = OmegaConf.to_object(options)
     if not options.ckpt:
         raise ConfigError("ckpt=CHECKPOINT is required (a training .ckpt or an exported model folder).")

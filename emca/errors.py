@@ -2,7 +2,7 @@
 
 Anything the user can fix (a path, a config field, a data file, missing weights) raises a subclass of
 :class:`EmcaError` whose message is one paragraph naming the file / row / field and saying what was
-expected. ``train.py`` and ``eval.py`` print such messages without a traceback.
+expected. ``emca train`` and ``emca eval`` print such messages without a traceback.
 """
 
 

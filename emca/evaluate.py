@@ -1,11 +1,11 @@
-"""The evaluation run behind ``eval.py``: find the images (generate them from a checkpoint, or take a
+"""``emca eval`` (``emca eval``): find the images (generate them from a checkpoint, or take a
 folder of any method's outputs), score them under a protocol, write and print the reports.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from emca.build import build_datamodule
 from emca.checkpoint import find_latest_checkpoint
+from emca.cli import hydra_command
 from emca.data.batch import collate_pairs
 from emca.data.dataset import DatasetLayout, PoseTransferDataset
 from emca.errors import CheckpointError, ConfigError, DataError
@@ -202,21 +203,21 @@ def _protocol_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def _source(cfg: Mapping[str, Any], generator: Generator | None) -> tuple[str | None, str | None]:
     """(checkpoint, generated_dir): exactly one is used; with neither, the newest training checkpoint."""
-    ckpt_path, generated_dir = cfg.get("ckpt_path"), cfg.get("generated_dir")
-    if ckpt_path and generated_dir:
+    ckpt, generated_dir = cfg.get("ckpt"), cfg.get("generated_dir")
+    if ckpt and generated_dir:
         raise ConfigError(
-            "Pass either ckpt_path=... (generate, then score) or generated_dir=... (score a folder), not both."
+            "Pass either ckpt=... (generate, then score) or generated_dir=... (score a folder), not both."
         )
     if generator is not None or generated_dir:
         return None, generated_dir
-    if ckpt_path:
-        return str(ckpt_path), None
+    if ckpt:
+        return str(ckpt), None
     runs = cfg.get("train_runs_dir", "outputs/train")
     latest = find_latest_checkpoint(runs, "best.ckpt")
     if latest is None:
         raise ConfigError(
             f"No checkpoint to evaluate: no '{runs}/*/checkpoints/best.ckpt' exists. Train first with "
-            "`python train.py`, or pass ckpt_path=PATH.ckpt, or generated_dir=FOLDER to score existing images."
+            "`emca train`, or pass ckpt=PATH.ckpt, or generated_dir=FOLDER to score existing images."
         )
     print(f"evaluating the newest training checkpoint: {latest}")
     return str(latest), None
@@ -230,7 +231,7 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
     """
     device = resolve_device(str(cfg.get("device", "auto")))
     check_resize(cfg.get("resize"))
-    out_dir = Path(cfg["out_dir"])
+    out_dir = Path(cfg["out"])
     checkpoint, generated_dir = _source(cfg, generator)
     data_cfg, data_source = cfg["data"], None
     adapter, adapter_scale = cfg.get("adapter"), float(cfg.get("adapter_scale", 1.0))
@@ -329,3 +330,17 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
     print("\n" + markdown_table(result, context))
     print(f"reports: {', '.join(str(p) for p in paths.values())}")
     return {**context, "metrics": result.summary, "settings": result.details, "skipped": result.skipped}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``emca eval [key=value ...]`` (``sys.argv[1:]`` when ``argv`` is None); conf/eval.yaml lists the keys.
+
+    Examples::
+
+        emca eval ckpt=outputs/train/<run>/checkpoints/best.ckpt               # generate + score
+        emca eval ckpt=... eval=gfla data=deepfashion                           # GFLA protocol
+        emca eval generated_dir=results/ data=market data.root=/data/market     # any method's images
+        emca eval generated_dir=results/ metrics=[ssim,psnr]                    # no pretrained weights
+        emca eval ... fid_backbone=tf fid_reference=test resize=bicubic
+    """
+    hydra_command("eval", evaluate, argv)

@@ -1,4 +1,4 @@
-"""Exporting a trained generator as a folder people can share: ``python -m emca.export CKPT --out DIR``.
+"""Exporting a trained generator as a folder people can share: ``emca export CKPT --out DIR``.
 
 The folder has the layout the Hugging Face Hub expects for a model repository:
 
@@ -7,9 +7,9 @@ The folder has the layout the Hugging Face Hub expects for a model repository:
 - ``config.json``: ``format``, ``version``, and the ``model`` and ``data`` configs that rebuild the generator
   through emca's registry of architectures (nothing in it is instantiated);
 - ``README.md``: the model card (architecture, data, training settings and, given ``--metrics``, an
-  ``eval.py`` report), with ``samples.png``, the run's newest sample sheet, when there is one.
+  ``emca eval`` report), with ``samples.png``, the run's newest sample sheet, when there is one.
 
-``eval.py ckpt_path=DIR``, ``python -m emca.infer ckpt=DIR`` and everything else that reads a checkpoint's
+``emca eval ckpt=DIR``, ``emca infer ckpt=DIR`` and everything else that reads a checkpoint's
 generator load the folder (emca.checkpoint.read_training_checkpoint). Upload it with the usual tools,
 e.g. ``huggingface-cli upload USER/NAME DIR``.
 """
@@ -40,13 +40,13 @@ from emca.io import atomic_open, atomic_write_text
 
 
 def _metric_rows(metrics_path: Path) -> list[str]:
-    """The rows of the model card's metrics table from an ``eval.py`` metrics.json."""
+    """The rows of the model card's metrics table from an ``emca eval`` metrics.json."""
     try:
         report = json.loads(metrics_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"--metrics '{metrics_path}' is not an eval.py metrics.json ({err}).") from err
+        raise DataError(f"--metrics '{metrics_path}' is not an emca eval metrics.json ({err}).") from err
     if not isinstance(report, dict) or not isinstance(report.get("metrics"), dict):
-        raise DataError(f"--metrics '{metrics_path}': no 'metrics' mapping; give the metrics.json eval.py wrote.")
+        raise DataError(f"--metrics '{metrics_path}': no 'metrics' mapping; give the metrics.json emca eval wrote.")
     protocol = report.get("protocol", "?")
     return [
         f"| {name} | {value:.4f} | {protocol} |"
@@ -99,7 +99,7 @@ def model_card(hyper_parameters: dict[str, Any], parameters: int, ema: bool, met
         "",
     ]
     if metrics is None:
-        lines += ["Not evaluated at export; score it with `python eval.py ckpt_path=THIS_FOLDER`."]
+        lines += ["Not evaluated at export; score it with `emca eval ckpt=THIS_FOLDER`."]
     else:
         lines += ["| metric | value | protocol |", "|---|---|---|", *_metric_rows(metrics)]
     lines += [
@@ -107,7 +107,7 @@ def model_card(hyper_parameters: dict[str, Any], parameters: int, ema: bool, met
         "## Use",
         "",
         "```",
-        "python -m emca.infer ckpt=THIS_FOLDER source=photo.jpg target=pose.json out=result.png",
+        "emca infer ckpt=THIS_FOLDER source=photo.jpg target=pose.json out=result.png",
         "```",
     ]
     return "\n".join(lines) + "\n"
@@ -152,10 +152,10 @@ def export(ckpt: str | Path, out: str | Path, metrics: str | Path | None = None)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m emca.export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="emca export", description=__doc__.splitlines()[0])
     parser.add_argument("ckpt", type=Path, help="an emca checkpoint (best.ckpt, last.ckpt or a converted release)")
     parser.add_argument("--out", required=True, type=Path, help="the folder to write")
-    parser.add_argument("--metrics", type=Path, default=None, help="an eval.py metrics.json for the model card")
+    parser.add_argument("--metrics", type=Path, default=None, help="an emca eval metrics.json for the model card")
     args = parser.parse_args(argv)
     with user_errors():
         written = export(args.ckpt, args.out, args.metrics)

@@ -1,6 +1,6 @@
 """Figures of what a XingGAN++ generator attends to, for one test pair.
 
-    python -m emca.figures --ckpt outputs/train/<run>/checkpoints/best.ckpt --pair-index 0 --out figures/
+    emca figures --ckpt outputs/train/<run>/checkpoints/best.ckpt --pair-index 0 --out figures/
 
 writes, as PNG:
 - ``attention_block<b>.png``: for each chosen query point (a joint of the target pose), the SA and AS
@@ -242,7 +242,7 @@ def test_pair(hyper_parameters: dict[str, Any], pair_index: int, data_root: str 
     """Test pair ``pair_index`` of the dataset a checkpoint was trained on (``data_root`` overrides its root)."""
     data_cfg = dict(hyper_parameters.get("data") or {})
     if not data_cfg:
-        raise ConfigError("The checkpoint stores no data config; it was not written by emca's train.py.")
+        raise ConfigError("The checkpoint stores no data config; it was not written by emca's emca train.")
     if data_root is not None:
         data_cfg["root"] = data_root
     datamodule = build_datamodule(data_cfg, source=ckpt)
@@ -258,7 +258,9 @@ def test_pair(hyper_parameters: dict[str, Any], pair_index: int, data_root: str 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Attention and fusion-mask figures of one test pair.")
+    parser = argparse.ArgumentParser(
+        prog="emca figures", description="Attention and fusion-mask figures of one test pair."
+    )
     parser.add_argument("--ckpt", required=True, help="an emca training checkpoint (.ckpt)")
     parser.add_argument("--pair-index", type=int, default=0, help="which test pair (default 0)")
     parser.add_argument("--out", type=Path, default=Path("figures"), help="output folder (default figures/)")

@@ -2,15 +2,15 @@
 
 One person to one pose::
 
-    python -m emca.infer ckpt=RUN/checkpoints/best.ckpt source=photo.jpg target=pose.json out=result.png
-    python -m emca.infer ckpt=... source=photo.jpg target=other_photo.jpg out=result.png sheet=sheet.png
+    emca infer ckpt=RUN/checkpoints/best.ckpt source=photo.jpg target=pose.json out=result.png
+    emca infer ckpt=... source=photo.jpg target=other_photo.jpg out=result.png sheet=sheet.png
 
 A batch from a pairs CSV (``from,to`` photo names in ``images``; keypoints from an annotation CSV such as
-``python -m emca.pose extract`` writes, in the photos' own frames)::
+``emca pose extract`` writes, in the photos' own frames)::
 
-    python -m emca.infer ckpt=... pairs=pairs.csv images=photos/ annotations=annotations.csv out=results/
+    emca infer ckpt=... pairs=pairs.csv images=photos/ annotations=annotations.csv out=results/
 
-With a Mixture-of-Attention adapter trained on one subject (``python train.py experiment=personalize``),
+With a Mixture-of-Attention adapter trained on one subject (``emca train experiment=personalize``),
 ``adapter=RUN/adapter.pt`` applies it on top of ``ckpt`` (its base checkpoint); ``adapter_scale`` in
 [0, 1] scales the personalised routing (0: the base generator exactly, 1: as trained).
 
@@ -344,7 +344,7 @@ def parse_options(argv: list[str]) -> InferOptions:
     try:
         options = OmegaConf.merge(OmegaConf.structured(InferOptions), OmegaConf.from_cli(argv))
     except OmegaConfBaseException as err:
-        raise ConfigError(f"Bad argument: {err}. Arguments are key=value; see `python -m emca.infer --help`.") from err
+        raise ConfigError(f"Bad argument: {err}. Arguments are key=value; see `emca infer --help`.") from err
     options = OmegaConf.to_object(options)
     if not options.ckpt or not options.out:
         raise ConfigError("ckpt=CHECKPOINT and out=PATH are required.")

@@ -21,7 +21,6 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from emca.build import build_discriminators, build_generator
 from emca.checkpoint import last_checkpoint
-from emca.config import OPTIMIZER_STEPS_PER_ITERATION
 from emca.data.batch import PoseTransferBatch
 from emca.errors import TrainingDiverged
 from emca.io import atomic_save_image
@@ -44,7 +43,7 @@ class OptimOptions:
 @dataclass(frozen=True)
 class TrainingOptions:
     """``model.ema_decay`` (an EMA generator for validation and export), ``model.grad_clip`` (max norm),
-    ``model.validation_white_padding`` (40 on DeepFashion: val/ssim then equals eval.py's PATN SSIM),
+    ``model.validation_white_padding`` (40 on DeepFashion: val/ssim then equals emca eval's PATN SSIM),
     ``model.compile`` (torch.compile the generator and both discriminators) and ``model.channels_last``
     (networks and batches in the channels-last memory layout)."""
 
@@ -100,6 +99,14 @@ class GeneratorModule(pl.LightningModule):
 
     val_metrics: ValidationMetrics
     max_optimizer_steps: int  # the step budget (Trainer.max_steps), a property of each subclass
+    # Lightning counts every optimizer.step() under manual optimisation, so its global_step is this many
+    # times the iteration; checkpointing, progress lines and interruption messages convert through it
+    optimizer_steps_per_iteration: int
+
+    @property
+    def iteration(self) -> int:
+        """Iterations completed (Lightning's global_step counts optimizer steps)."""
+        return self.global_step // self.optimizer_steps_per_iteration
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # a budget that ends mid-epoch would end without validating the final weights (max_steps stops the
@@ -132,6 +139,8 @@ class PoseTransferModule(GeneratorModule):
             uninterrupted one (Lightning consumes RNG between saving and the next epoch otherwise).
         sample_count: how many validation pairs the sample grid shows.
     """
+
+    optimizer_steps_per_iteration = 3  # the generator, D_PP and D_PB
 
     def __init__(
         self,
@@ -201,7 +210,7 @@ class PoseTransferModule(GeneratorModule):
         """The trainer's step budget: the schedule's iterations, each stepping G, D_PP and D_PB (Lightning
         counts every optimizer.step() under manual optimisation)."""
         optim = self.optim_options
-        return OPTIMIZER_STEPS_PER_ITERATION * (optim.constant_iterations + optim.decay_iterations)
+        return self.optimizer_steps_per_iteration * (optim.constant_iterations + optim.decay_iterations)
 
     def configure_optimizers(self) -> tuple[list, list]:
         optim = self.optim_options
@@ -218,7 +227,7 @@ class PoseTransferModule(GeneratorModule):
         last = last_checkpoint(self.trainer.default_root_dir)
         saved = f"The last good checkpoint is '{last}'." if last.is_file() else "No checkpoint was written yet."
         return TrainingDiverged(
-            f"Training diverged at iteration {self.global_step // OPTIMIZER_STEPS_PER_ITERATION + 1}: {what} is not "
+            f"Training diverged at iteration {self.iteration + 1}: {what} is not "
             f"finite (NaN or inf), so the run stopped instead of training on. {saved} Try a lower "
             "model.optim.lr, model.grad_clip=1.0, smaller loss weights (model.loss.lambda_*), or check the data "
             "for broken images."
@@ -305,8 +314,7 @@ class PoseTransferModule(GeneratorModule):
         sheet = pose_transfer_sheet(
             batch.source_image, batch.source_keypoints, batch.target_keypoints, generated, batch.target_image
         )
-        iteration = self.global_step // OPTIMIZER_STEPS_PER_ITERATION
-        path = Path(self.trainer.default_root_dir) / "samples" / f"iteration_{iteration:07d}.png"
+        path = Path(self.trainer.default_root_dir) / "samples" / f"iteration_{self.iteration:07d}.png"
         atomic_save_image(sheet, path)
         if hasattr(self.logger, "log_image"):
             self.logger.log_image(key="samples", images=[str(path)], step=self.global_step)

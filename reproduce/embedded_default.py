@@ -1,4 +1,4 @@
-"""The embedded default, measured: train `python train.py` (or take a checkpoint) and compare it with
+"""The embedded default, measured: train `emca train` (or take a checkpoint) and compare it with
 copying the source image, on the synthetic test split, under the PATN protocol (SSIM) and L1.
 
     python reproduce/embedded_default.py                      # trains the default first (timed)
@@ -36,9 +36,9 @@ def copy_source(source_image: Tensor, source_pose: Tensor, target_pose: Tensor) 
 
 
 def score(out_dir: Path, ckpt: Path | None) -> dict[str, float]:
-    overrides = [f"out_dir={out_dir}", "metrics=[ssim,l1]", "device=cpu"]
+    overrides = [f"out={out_dir}", "metrics=[ssim,l1]", "device=cpu"]
     if ckpt is not None:
-        overrides.append(f"ckpt_path={ckpt}")
+        overrides.append(f"ckpt={ckpt}")
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
         cfg = compose("eval", overrides=overrides)
     return evaluate(cfg, generator=None if ckpt else copy_source)["metrics"]
@@ -72,7 +72,7 @@ def main() -> None:
         data = compose("train", overrides=["run_dir=."]).data
     print("\nembedded default on the synthetic test split (PATN SSIM, L1 in [-1, 1] units)")
     if training_seconds is not None:
-        print(f"  training time (python train.py, wall clock): {training_seconds / 60:.1f} min")
+        print(f"  training time (emca train, wall clock): {training_seconds / 60:.1f} min")
     print(f"  checkpoint: {ckpt}")
     print(f"  {'':12s} {'SSIM':>8s} {'L1':>8s}")
     print(f"  {'model':12s} {model['ssim']:8.4f} {model['l1']:8.4f}")

@@ -3,19 +3,19 @@
 1. Generates the synthetic dataset (default identities, 32x24 images so that a base trains in a few CPU
    minutes) and trains a base model on its training identities (by default the reduced XingGAN of
    conf/model/xinggan_small.yaml with its settings, ``--base-model xingganpp_small`` for XingGAN++; 800
-   iterations, one CPU thread) unless ``--base-ckpt`` is given.
+   iterations, one CPU thread) unless ``--ckpt`` is given.
 2. Picks the held-out test identity with the most texture on the person (mean absolute Laplacian inside the
    person masks) and renders it with ``emca.data.synthetic.render_identity`` in ``--photos`` + ``--held-out``
    poses: the first ``--photos`` are the subject's photos, the rest are poses no training run has seen.
-3. Personalises the base model on the photos (``train.py experiment=personalize``).
+3. Personalises the base model on the photos (``emca train experiment=personalize``).
 4. Prints, over every (photo, held-out pose) pair of the subject, SSIM (PATN protocol: skimage, Gaussian
    window, uint8) and L1 ([-1, 1] units) of the base and the personalised generator against the truth; and,
    over the test pairs of the other test identities, the mean absolute difference between the personalised
    and the base generator's outputs ([-1, 1] units), with their SSIM for scale.
 
-    python reproduce/personalize.py [--workdir DIR] [--base-ckpt CKPT] [--base-model xinggan_small]
+    python reproduce/personalize.py [--workdir DIR] [--ckpt CKPT] [--base-model xinggan_small]
                                 [--base-iterations 800] [--iterations 600]
-                                [train.py overrides for the personalisation, e.g. model.optim.lr=1e-3]
+                                [emca train overrides for the personalisation, e.g. model.optim.lr=1e-3]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ SEED = 0
 
 
 def run_train(run_dir: Path, threads: int, *overrides: str) -> None:
-    """``python train.py OVERRIDES`` with its run directory at ``run_dir``, on ``threads`` CPU threads (these
+    """``emca train OVERRIDES`` with its run directory at ``run_dir``, on ``threads`` CPU threads (these
     small convolutions run fastest on one thread of a shared machine)."""
     subprocess.run(
         [
@@ -138,7 +138,7 @@ def l1(generated: np.ndarray, truth: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, help="where data and runs go (default: a temporary directory)")
-    parser.add_argument("--base-ckpt", type=Path, help="a base trained on the default synthetic dataset")
+    parser.add_argument("--ckpt", type=Path, help="a base trained on the default synthetic dataset")
     parser.add_argument("--base-iterations", type=int, default=800)
     parser.add_argument(
         "--base-model", default="xinggan_small", help="conf/model/ preset of the base (e.g. xingganpp_small: XingGAN++)"
@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=8)
     parser.add_argument("--held-out", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("overrides", nargs="*", help="extra train.py overrides for the personalisation run")
+    parser.add_argument("overrides", nargs="*", help="extra emca train overrides for the personalisation run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -159,7 +159,7 @@ def main() -> None:
         data_root = workdir / "synthetic"
         if not data_root.exists():
             generate_synthetic_dataset(data_root, args.height, args.width, SEED)
-        base_ckpt = args.base_ckpt
+        base_ckpt = args.ckpt
         if base_ckpt is None:
             base_run = workdir / "base"
             constant = args.base_iterations * 3 // 4
@@ -188,8 +188,8 @@ def main() -> None:
             personal_run,
             args.threads,
             "experiment=personalize",
-            f"base_ckpt={base_ckpt}",
-            f"subject_dir={workdir / 'subject'}",
+            f"ckpt={base_ckpt}",
+            f"data.root={workdir / 'subject'}",
             f"model.optim.iterations={args.iterations}",
             *args.overrides,
         )
@@ -241,7 +241,7 @@ def main() -> None:
             f"L1 {l1(other_outputs[name], other_outputs['truth']):.4f}"
         )
     print(
-        f"time: base {base_seconds:.0f} s ({'given' if args.base_ckpt else f'{args.base_model}, trained'}), "
+        f"time: base {base_seconds:.0f} s ({'given' if args.ckpt else f'{args.base_model}, trained'}), "
         f"personalisation {personal_seconds:.0f} s, total {time.perf_counter() - started:.0f} s"
     )
 

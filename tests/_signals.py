@@ -10,8 +10,6 @@ import signal
 
 import pytorch_lightning as pl
 
-from emca.config import OPTIMIZER_STEPS_PER_ITERATION
-
 
 class SignalAt(pl.Callback):
     def __init__(self, iteration: int, signum: int = int(signal.SIGTERM)) -> None:
@@ -19,5 +17,5 @@ class SignalAt(pl.Callback):
         self.signum = signum
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        if trainer.global_step == self.iteration * OPTIMIZER_STEPS_PER_ITERATION:
+        if pl_module.iteration == self.iteration:
             os.kill(os.getpid(), self.signum)

@@ -12,7 +12,6 @@ from omegaconf import DictConfig
 
 from emca import checkpoint
 from emca.checkpoint import checkpoint_callbacks  # the original, whatever a test patches later
-from emca.config import OPTIMIZER_STEPS_PER_ITERATION
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,7 +53,7 @@ class StopAt(pl.Callback):
         self.iteration = iteration
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        if trainer.global_step >= self.iteration * OPTIMIZER_STEPS_PER_ITERATION:
+        if pl_module.iteration >= self.iteration:
             trainer.should_stop = True
 
 
@@ -121,9 +120,7 @@ def run(cfg: DictConfig, monkeypatch: pytest.MonkeyPatch) -> LossRecorder:
     import train as train_script
 
     recorder = LossRecorder()
-    monkeypatch.setattr(
-        checkpoint, "checkpoint_callbacks", lambda run_dir, every: [*checkpoint_callbacks(run_dir, every), recorder]
-    )
+    monkeypatch.setattr(checkpoint, "checkpoint_callbacks", lambda *args: [*checkpoint_callbacks(*args), recorder])
     train_script.train(cfg)
     return recorder
 

@@ -29,7 +29,7 @@ MODELS = stems("model")
 ABLATIONS = stems("ablation")
 PROTOCOLS = stems("eval")
 # the values an experiment leaves to the command line (???)
-REQUIRED = {"personalize": ["base_ckpt=base.ckpt", "subject_dir=me"]}
+REQUIRED = {"personalize": ["ckpt=base.ckpt", "data.root=me"]}
 # generator parameters, published (XingGAN's release) or documented (docs/xinggan.md, docs/xingganpp.md)
 GENERATOR_PARAMETERS = {
     "xinggan_deepfashion": 44_844_634,
@@ -44,7 +44,7 @@ XINGGAN_DEEPFASHION_DISCRIMINATORS = {"pose": 3_975_424, "appearance": 3_928_384
 def compose_resolved(config_name: str, overrides: Sequence[str]) -> DictConfig:
     """The composed config with every interpolation resolved (a broken one fails here)."""
     # ${hydra:runtime.output_dir} exists only in a real run
-    overrides = [*overrides, "run_dir=unused" if config_name == "train" else "out_dir=unused"]
+    overrides = [*overrides, "run_dir=unused" if config_name == "train" else "out=unused"]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose(config_name, overrides=list(overrides))
     OmegaConf.resolve(cfg)

@@ -207,7 +207,7 @@ def test_converted_release_equals_the_same_weights_loaded_by_hand(
 
 
 def test_generator_only_release_and_fine_tuning_start(tmp_path: Path) -> None:
-    """Without the discriminator files only the generator converts; train.py's init_ckpt then takes it."""
+    """Without the discriminator files only the generator converts; emca train ckpt= then takes it."""
     write_release(tmp_path, "market", discriminators=False)
     out = tmp_path / "g.ckpt"
     main(["xinggan-official", str(tmp_path / "latest_net_netG.pth"), "--dataset", "market", "--out", str(out)])

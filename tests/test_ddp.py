@@ -14,7 +14,7 @@ from _fake_data import make_dataset
 from _tiny_training import iterations, tiny_overrides
 
 from emca.checkpoint import load_generator
-from emca.config import OPTIMIZER_STEPS_PER_ITERATION
+from emca.module import PoseTransferModule
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -76,13 +76,11 @@ def test_ddp_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     stopped = ddp_train(data_root, run_dir, *iterations(6), "callbacks=[{_target_:_tiny_training.StopAt,iteration:2}]")
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     last = run_dir / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=True)["global_step"] == 2 * OPTIMIZER_STEPS_PER_ITERATION
-    resumed = ddp_train(
-        data_root, run_dir, *iterations(6), f"ckpt_path={last}", "callbacks=[{_target_:_ddp.RankRecord}]"
-    )
+    assert torch.load(last, weights_only=True)["global_step"] == 2 * PoseTransferModule.optimizer_steps_per_iteration
+    resumed = ddp_train(data_root, run_dir, *iterations(6), f"resume={last}", "callbacks=[{_target_:_ddp.RankRecord}]")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     records = [torch.load(run_dir / f"rank{rank}.pt") for rank in (0, 1)]
-    assert [record["global_step"] for record in records] == [6 * OPTIMIZER_STEPS_PER_ITERATION] * 2
+    assert [record["global_step"] for record in records] == [6 * PoseTransferModule.optimizer_steps_per_iteration] * 2
     assert [len(record["names"]) for record in records] == [16, 16]  # the 4 iterations after the resume
     assert_replicas_equal(records)
 

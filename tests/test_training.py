@@ -63,7 +63,7 @@ def test_resume_continues_with_the_same_losses(data_root: Path, tmp_path: Path, 
     full = run(tiny_config(data_root, tmp_path / "full"), monkeypatch)
     first_half = run(tiny_config(data_root, tmp_path / "half", stop_at(6)), monkeypatch)
     last = tmp_path / "half" / "checkpoints" / "last.ckpt"
-    resumed = run(tiny_config(data_root, tmp_path / "resumed", f"ckpt_path={last}"), monkeypatch)
+    resumed = run(tiny_config(data_root, tmp_path / "resumed", f"resume={last}"), monkeypatch)
     assert len(full.losses) == 12 and len(first_half.losses) == 6 and len(resumed.losses) == 6
     assert first_half.losses == full.losses[:6]
     assert [step for step, _, _ in resumed.losses] == [step for step, _, _ in full.losses[6:]]
@@ -133,13 +133,13 @@ def test_gradient_clipping_picks_the_unfused_adam(grad_clip: str, fused: bool) -
     assert [optimizer.defaults["fused"] for optimizer in optimizers] == [fused] * 3
 
 
-def test_init_ckpt_starts_a_new_run_from_the_weights(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+def test_ckpt_starts_a_new_run_from_the_weights(data_root: Path, tmp_path: Path, monkeypatch) -> None:
     """Fine-tuning: the new run starts from the checkpoint's generator and discriminators, at step 0, with fresh
     optimisers (a learning rate of 1e-30 leaves the weights as loaded); a model that does not fit is named."""
     run(tiny_config(data_root, tmp_path / "base", *iterations(3)), monkeypatch)
     base = tmp_path / "base" / "checkpoints" / "last.ckpt"
     fine = run(
-        tiny_config(data_root, tmp_path / "fine", *iterations(1), f"init_ckpt={base}", "model.optim.lr=1e-30"),
+        tiny_config(data_root, tmp_path / "fine", *iterations(1), f"ckpt={base}", "model.optim.lr=1e-30"),
         monkeypatch,
     )
     assert [step for step, _, _ in fine.losses] == [3]  # one iteration (3 optimizer steps) from step 0: a new run
@@ -149,9 +149,9 @@ def test_init_ckpt_starts_a_new_run_from_the_weights(data_root: Path, tmp_path: 
         if name.startswith(("generator.", "discriminators.")) and tensor.is_floating_point():
             torch.testing.assert_close(after[name], tensor, rtol=0, atol=1e-12, msg=name)
     with pytest.raises(Exception) as err:
-        run(tiny_config(data_root, tmp_path / "wide", f"init_ckpt={base}", "model.generator.ngf=8"), monkeypatch)
+        run(tiny_config(data_root, tmp_path / "wide", f"ckpt={base}", "model.generator.ngf=8"), monkeypatch)
     assert isinstance(find_user_error(err.value), CheckpointError)
-    assert "init_ckpt=" in str(find_user_error(err.value)) and "has shape" in str(find_user_error(err.value))
+    assert "ckpt=" in str(find_user_error(err.value)) and "has shape" in str(find_user_error(err.value))
 
 
 class _RunsCode:
@@ -173,7 +173,7 @@ def test_checkpoint_that_would_run_code_is_refused(data_root: Path, tmp_path: Pa
     with pytest.raises(CheckpointError):
         load_generator(evil)
     with pytest.raises(Exception) as err:
-        run(tiny_config(data_root, tmp_path / "run", f"ckpt_path={evil}"), monkeypatch)
+        run(tiny_config(data_root, tmp_path / "run", f"resume={evil}"), monkeypatch)
     assert isinstance(find_user_error(err.value), CheckpointError)
     assert not marker.exists()
 

@@ -1,4 +1,4 @@
-"""Benchmarks that print figures: ``python -m emca.bench attention | training | gpu-report``.
+"""Benchmarks that print figures: ``emca bench attention | training | gpu-report``.
 
 - :mod:`emca.bench.attention`: the attention backends at XingGAN's shapes;
 - :mod:`emca.bench.training`: training iterations and inference of whole models, emca's Lightning module

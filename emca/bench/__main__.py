@@ -1,4 +1,4 @@
-"""The benchmarks' command line: ``python -m emca.bench attention | generator | lightning | cpu-training |
+"""The benchmarks' command line: ``emca bench attention | generator | lightning | cpu-training |
 gpu-report``."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from emca.cli import user_errors
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m emca.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="emca bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     attention = sub.add_parser("attention", help="time reference, sdpa, chunked and fused cross-attention")
     attention.add_argument("--dtype", choices=list(DTYPES), default="float32")
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     variants.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     if args.command in ("lightning", "cpu-training"):
-        retain_freed_memory()  # as train.py does by default, so the loops are timed as they train
+        retain_freed_memory()  # as emca train does by default, so the loops are timed as they train
     with user_errors():
         if args.command == "attention":
             run_attention_benchmark(args)

@@ -1,4 +1,4 @@
-"""``python -m emca.bench attention``: time and measure the attention backends on XingGAN's shapes.
+"""``emca bench attention``: time and measure the attention backends on XingGAN's shapes.
 
 For each backend (reference, sdpa, chunked, fused) and XingGAN attention shape (both directions stacked on
 the batch axis, so batch 2B; Dk = 32, Dv = 256) it reports the median forward time (no grad), the median

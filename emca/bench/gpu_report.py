@@ -1,4 +1,4 @@
-"""``python -m emca.bench gpu-report --out DIR``: every speed and memory claim, measured in one call on one GPU.
+"""``emca bench gpu-report --out DIR``: every speed and memory claim, measured in one call on one GPU.
 
 It writes ``report.json`` and ``report.md`` atomically, with:
 
@@ -212,7 +212,7 @@ class _TrainingRow(ModelMeasurement):
 
 
 def run_generator_benchmark(args: Any) -> None:
-    """``python -m emca.bench generator``: the full generator of a preset, forward+backward, per backend."""
+    """``emca bench generator``: the full generator of a preset, forward+backward, per backend."""
     map_large_blocks()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     base = compose_train([f"experiment={args.experiment}"])

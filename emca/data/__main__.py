@@ -1,12 +1,12 @@
-"""``python -m emca.data``: generate, convert, pair, annotate and check datasets.
+"""``emca data``: generate, convert, pair, annotate and check datasets.
 
-    python -m emca.data synthetic ROOT --height 64 --width 48 --seed 0 [--train-identities 600]
-    python -m emca.data prepare deepfashion RAW OUT [--keypoints-cropped]
-    python -m emca.data prepare market RAW OUT
-    python -m emca.data pairs ANNOTATIONS.csv --out PAIRS.csv --person-id deepfashion
-    python -m emca.data openpose JSON_DIR --out ANNOTATIONS.csv
-    python -m emca.data validate ROOT --preset deepfashion
-    python -m emca.data from-video VIDEO [VIDEO ...] --out ROOT --preset market|deepfashion|HxW
+    emca data synthetic ROOT --height 64 --width 48 --seed 0 [--train-identities 600]
+    emca data prepare deepfashion RAW OUT [--keypoints-cropped]
+    emca data prepare market RAW OUT
+    emca data pairs ANNOTATIONS.csv --out PAIRS.csv --person-id deepfashion
+    emca data openpose JSON_DIR --out ANNOTATIONS.csv
+    emca data validate ROOT --preset deepfashion
+    emca data from-video VIDEO [VIDEO ...] --out ROOT --preset market|deepfashion|HxW
 
 A user-fixable problem (EmcaError) prints its message and exits with status 2, without a traceback.
 """
@@ -26,7 +26,7 @@ from emca.data.synthetic import DEFAULT_NUM_TEST_IDENTITIES, DEFAULT_NUM_TRAIN_I
 # `synthetic`'s count flags: flag, the generator's option, help; unset ones keep the generator's default
 _COUNT_FLAGS = (
     ("--train-identities", "num_train_identities", f"people in the training split (default "
-     f"{DEFAULT_NUM_TRAIN_IDENTITIES}; train.py's embedded default generates 600, conf/data/synthetic.yaml)"),
+     f"{DEFAULT_NUM_TRAIN_IDENTITIES}; emca train's embedded default generates 600, conf/data/synthetic.yaml)"),
     ("--test-identities", "num_test_identities", f"people in the test split (default {DEFAULT_NUM_TEST_IDENTITIES})"),
     ("--poses", "poses_per_identity", f"images of each person (default {DEFAULT_POSES_PER_IDENTITY})"),
 )  # fmt: skip
@@ -112,7 +112,7 @@ def _from_video(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m emca.data", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="emca data", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     synthetic = commands.add_parser("synthetic", help="generate the synthetic dataset")

@@ -43,7 +43,7 @@ class PoseTransferDataModule(pl.LightningDataModule):
 
     The options are checked on construction. With ``validate`` (the default), ``setup`` checks every CSV
     row and every used image's header (present, readable, ``height`` x ``width``) before training starts;
-    only ``python -m emca.data validate``, which decodes every image, also finds truncated image bodies.
+    only ``emca data validate``, which decodes every image, also finds truncated image bodies.
     """
 
     def __init__(
@@ -75,7 +75,7 @@ class PoseTransferDataModule(pl.LightningDataModule):
         if generate_if_missing and preset != "synthetic":
             raise ConfigError(
                 f"data.generate_if_missing only works with the 'synthetic' preset (got '{preset}'): real "
-                "datasets must be downloaded and converted with `python -m emca.data prepare`."
+                "datasets must be downloaded and converted with `emca data prepare`."
             )
         unknown = sorted(set(synthetic or {}) - set(GENERATOR_OPTIONS))
         if unknown:

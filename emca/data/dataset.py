@@ -163,7 +163,7 @@ def _check_keypoints(annotations: dict[str, np.ndarray], path: Path, height: int
             f"'{names[image]}' is at (row {row}, col {col}), outside the {height}x{width} image (rows "
             f"0..{height - 1}, cols 0..{width - 1}); {int(outside.sum())} joint(s) in this file are outside. "
             "Keypoints must be in the stored image's frame: convert a 256x256 DeepFashion release with "
-            "`python -m emca.data prepare deepfashion RAW OUT`, or set data.height / data.width to the "
+            "`emca data prepare deepfashion RAW OUT`, or set data.height / data.width to the "
             f"size of your images.{swap_hint}"
         )
 
@@ -178,7 +178,7 @@ def _check_pairs(
         raise DataError(
             f"{pairs_path}, line {_pairs_line(pairs_path, pair)}: image '{name}' has no row in "
             f"{annotation_path} ({len(unannotated)} pair(s) in this file name unannotated images). Add its "
-            "keypoints to the annotation file or remove the pair (`python -m emca.data pairs` rebuilds "
+            "keypoints to the annotation file or remove the pair (`emca data pairs` rebuilds "
             "pairs from an annotation file)."
         )
     poseless = {name for name, keypoints in annotations.items() if not visible(keypoints).any()}
@@ -227,7 +227,7 @@ def read_split(
     if not pairs:
         raise DataError(
             f"{pairs_path} lists no pairs, so the '{split}' split is empty. Build pairs with "
-            "`python -m emca.data pairs ANNOTATIONS.csv --out PAIRS.csv --person-id RULE`."
+            "`emca data pairs ANNOTATIONS.csv --out PAIRS.csv --person-id RULE`."
         )
     _check_pairs(pairs, annotations, pairs_path, annotation_path)
     return SplitContents(split, layout.image_dir_path(root, split), annotations, select_pairs(pairs, max_pairs, subset))
@@ -344,7 +344,7 @@ def check_images(
         raise DataError(
             f"Image '{image_dir / name}' is {found_height}x{found_width} (HxW) but the dataset expects "
             f"{height}x{width} ({len(wrong_size)} image(s) differ: {_listed([n for n, _ in wrong_size])}). "
-            "Convert a raw release with `python -m emca.data prepare deepfashion|market RAW OUT`, or set "
+            "Convert a raw release with `emca data prepare deepfashion|market RAW OUT`, or set "
             "data.height / data.width to your images' size."
         )
 

@@ -110,7 +110,7 @@ def _prepare(
     for split in SPLITS:
         raw_images = layout.image_dir_path(raw_root, split)
         if not raw_images.is_dir():
-            raise DataError(f"Raw image folder '{raw_images}' does not exist (see `python -m emca.data prepare -h`).")
+            raise DataError(f"Raw image folder '{raw_images}' does not exist (see `emca data prepare -h`).")
         annotations = read_annotations(layout.annotation_path(raw_root, split))
         pairs = read_pairs(layout.pairs_path(raw_root, split))
         image_paths = sorted(p for p in raw_images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)

@@ -9,5 +9,5 @@
 - :mod:`emca.metrics.validation`: the SSIM logged during training.
 
 A library: it computes numbers from images and never loads a model; the evaluation run that does
-(generate from a checkpoint, then score) is the application :mod:`emca.evaluate` behind ``eval.py``.
+(generate from a checkpoint, then score) is the application :mod:`emca.evaluate` behind ``emca eval``.
 """

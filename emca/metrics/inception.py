@@ -19,7 +19,7 @@ Three backbones, because the field uses several and their FIDs differ:
 
   ``torch.jit.load`` runs the TorchScript code stored in the file. emca therefore hashes the file first
   and loads it only if its sha256 is the one recorded in :data:`emca.weights.WEIGHT_FILES` (fid-helper's
-  file) or the one the user vouches for with ``trusted_sha256`` (``fid_trust_sha256=`` in eval.py, needed
+  file) or the one the user vouches for with ``trusted_sha256`` (``fid_trust_sha256=`` in emca eval, needed
   for NVlabs' file, whose checksum emca does not record); any other file is refused before it is loaded.
 
 Every extractor maps uint8 (B, 3, H, W) images to ``(features (B, 2048), logits (B, K) or None)`` in
@@ -164,7 +164,7 @@ def _torchscript_missing(weights_dir: str | os.PathLike | None, disable_hint: st
         f"{weights.missing_message('inception_torchscript', weights_dir)} NVlabs' {nvlabs.filename} "
         f"(StyleGAN2-ADA, clean-fid; {nvlabs.url}) works too: put it at "
         f"{' or '.join(weights.places('inception_nvlabs', weights_dir))} and pass fid_trust_sha256=<its sha256> "
-        "(`python -m emca.weights list` prints it)." + (f" {disable_hint}" if disable_hint else "")
+        "(`emca weights list` prints it)." + (f" {disable_hint}" if disable_hint else "")
     )
 
 

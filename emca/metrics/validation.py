@@ -1,10 +1,10 @@
 """The validation metrics logged while training: SSIM under the PATN protocol's conventions and L1.
 
-Validation uses the same SSIM as ``python eval.py`` (Gaussian sigma 1.5 window, population covariance,
+Validation uses the same SSIM as ``emca eval`` (Gaussian sigma 1.5 window, population covariance,
 uint8 levels, data range = the generated image's max - min), so ``val/ssim`` and the best-checkpoint
 choice are on the scale of the published tables. The DeepFashion white padding is the one difference:
-eval.py pads (40 px each side), validation scores the unpadded images unless ``white_padding`` asks for
-the same padding (``model.validation_white_padding=40``), which makes ``val/ssim`` equal eval.py's SSIM.
+emca eval pads (40 px each side), validation scores the unpadded images unless ``white_padding`` asks for
+the same padding (``model.validation_white_padding=40``), which makes ``val/ssim`` equal emca eval's SSIM.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Apply a MoA adapter to its base generator; save the per-layer router maps.
 
-    python -m emca.personalize generate --base-ckpt BASE.ckpt --adapter RUN/adapter.pt \\
+    emca personalize generate --ckpt BASE.ckpt --adapter RUN/adapter.pt \\
         --annotations subject/annotations.csv --source anna_01.png --target anna_05.png --out result.png
-    python -m emca.personalize router-maps ... --out maps/      # maps/generated.png, block0_sa.png, ...
+    emca personalize router-maps ... --out maps/      # maps/generated.png, block0_sa.png, ...
+
+``--ckpt`` is the base model the adapter was trained on (a checkpoint, exported folder or ``hf://OWNER/NAME``).
 
 The source photo is read from ``--images`` (default: the annotation file's folder); both keypoint sets come
 from the annotation CSV (the target only needs a row there). ``--scale`` in [0, 1] scales the personalised
@@ -20,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from emca.cli import user_errors
+from emca.cli import renamed_flag, user_errors
 from emca.data.annotations import read_annotations
 from emca.data.dataset import load_image
 from emca.data.keypoints import pose_heatmaps
@@ -34,14 +36,15 @@ DIRECTION_NAMES = ("sa", "as")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m emca.personalize", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="emca personalize", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for command, out_help in (
         ("generate", "the generated image (PNG)"),
         ("router-maps", "a folder for generated.png and the per-block router maps"),
     ):
         sub = commands.add_parser(command)
-        sub.add_argument("--base-ckpt", required=True, type=Path)
+        sub.add_argument("--ckpt", required=True, help="the base model the adapter was trained on")
+        renamed_flag(sub, "--base-ckpt", "--ckpt")
         sub.add_argument("--adapter", required=True, type=Path)
         sub.add_argument("--annotations", required=True, type=Path, help="PATN annotation CSV with both names")
         sub.add_argument("--images", type=Path, help="folder of the source photo (default: the CSV's folder)")
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         for role, name in (("source", args.source), ("target", args.target)):
             if name not in annotations:
                 raise DataError(f"{args.annotations}: no row for the {role} '{name}'; add its keypoints.")
-        personalized, hyper_parameters = load_personalized_generator(args.base_ckpt, args.adapter, scale=args.scale)
+        personalized, hyper_parameters = load_personalized_generator(args.ckpt, args.adapter, scale=args.scale)
         data = hyper_parameters.get("data") or {}
         height, width = int(data["height"]), int(data["width"])
         image_dir = args.images or args.annotations.parent

@@ -71,7 +71,7 @@ def read_adapter(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(adapter, dict) or adapter.get("format") != ADAPTER_FORMAT:
         raise CheckpointError(
             f"'{path}' is not an emca MoA adapter file (no format '{ADAPTER_FORMAT}'); adapters "
-            "are written as adapter.pt into the run directory of `train.py experiment=personalize`."
+            "are written as adapter.pt into the run directory of `emca train experiment=personalize`."
         )
     if adapter.get("version") != ADAPTER_VERSION:
         raise CheckpointError(

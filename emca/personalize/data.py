@@ -119,7 +119,7 @@ class SubjectDataModule(pl.LightningDataModule):
         super().__init__()
         if not Path(root).is_dir():
             raise DataError(
-                f"Subject directory '{root}' does not exist (set subject_dir=...); it must hold the "
+                f"Subject directory '{root}' does not exist (set data.root=...); it must hold the "
                 f"photos and {annotation_file}."
             )
         for name, value in (("batch_size", batch_size), ("val_pairs", val_pairs)):

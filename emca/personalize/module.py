@@ -1,6 +1,6 @@
 """The Lightning module that personalises a trained generator to one subject with Mixture-of-Attention.
 
-Built by train.py as ``PersonalizationModule(model=..., data=..., weights_dir=..., seed=...)`` from
+Built by emca train as ``PersonalizationModule(model=..., data=..., weights_dir=..., seed=...)`` from
 ``conf/experiment/personalize.yaml``. ``model`` holds ``base_ckpt`` (the trained pose-transfer checkpoint),
 ``moa`` (token_grid, router_hidden, router_init_prior), ``loss`` (lambda_l1, lambda_perceptual,
 lambda_router, lambda_preservation, lambda_gan) and ``optim`` (lr, betas, iterations).
@@ -65,6 +65,8 @@ def recoloured(images: Tensor) -> Tensor:
 class PersonalizationModule(GeneratorModule):
     """MoA personalisation of ``model['base_ckpt']`` (see the module docstring)."""
 
+    optimizer_steps_per_iteration = 1  # the personalised branch and router, in one optimizer
+
     def __init__(
         self, model: dict[str, Any], data: dict[str, Any] | None = None, weights_dir: str | None = None, seed: int = 0
     ) -> None:
@@ -73,8 +75,8 @@ class PersonalizationModule(GeneratorModule):
         moa, loss_cfg = model["moa"], model["loss"]
         if not model.get("base_ckpt"):
             raise ConfigError(
-                "Config field 'base_ckpt' is empty; pass base_ckpt=PATH/TO/last.ckpt (the trained "
-                "pose-transfer checkpoint to personalise)."
+                "Config field 'ckpt' is empty; pass ckpt=PATH/TO/last.ckpt (the trained pose-transfer model to "
+                "personalise)."
             )
         base, self.base_hparams = load_generator(model["base_ckpt"])
         self.fingerprint = architecture_fingerprint(base, self.base_hparams["model"])
@@ -122,8 +124,8 @@ class PersonalizationModule(GeneratorModule):
 
     @property
     def max_optimizer_steps(self) -> int:
-        """The trainer's step budget: one optimizer step per iteration."""
-        return int(self.hparams.model["optim"]["iterations"])
+        """The trainer's step budget: the iterations, one optimizer step each."""
+        return self.optimizer_steps_per_iteration * int(self.hparams.model["optim"]["iterations"])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optim = self.hparams.model["optim"]

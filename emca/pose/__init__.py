@@ -1,6 +1,6 @@
 """Keypoints for users' own photos: MediaPipe extraction, COCO-18 mapping, fitting photos to a model.
 
-    python -m emca.pose extract IMAGES_DIR --out annotations.csv
+    emca pose extract IMAGES_DIR --out annotations.csv
 
 MediaPipe is optional (``pip install 'emca[pose]'``) and imported only when extraction runs; the
 mapping and framing functions are plain numpy/PIL.

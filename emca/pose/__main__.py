@@ -1,6 +1,6 @@
-"""``python -m emca.pose``: keypoints for your own photos.
+"""``emca pose``: keypoints for your own photos.
 
-    python -m emca.pose extract IMAGES_DIR --out annotations.csv [--min-visibility 0.5]
+    emca pose extract IMAGES_DIR --out annotations.csv [--min-visibility 0.5]
 
 Writes the PATN annotation CSV (``name:keypoints_y:keypoints_x``) for every image in IMAGES_DIR in
 which MediaPipe finds one person, and ``<out stem>-failures.csv`` (name,reason,detail) listing the
@@ -35,7 +35,7 @@ def _extract(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m emca.pose", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="emca pose", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     extract = commands.add_parser("extract", help="annotate a folder of photos with MediaPipe Pose")
     extract.add_argument("images_dir", type=Path)

@@ -1,4 +1,4 @@
-"""A pose-transfer dataset from videos of people (``python -m emca.data from-video``).
+"""A pose-transfer dataset from videos of people (``emca data from-video``).
 
 Every ``every``-th frame of each video goes through five steps:
 

@@ -317,7 +317,7 @@ def _report(
             }
             for crop in sorted(kept, key=lambda crop: crop.name)
         ],
-        "validate_command": f"python -m emca.data validate {root} --preset {target.layout_preset}{size_flags}",
+        "validate_command": f"emca data validate {root} --preset {target.layout_preset}{size_flags}",
         "train_overrides": f"data={data} data.root={root}"
         + ("" if target.layout_preset == target.label else f" data.height={target.height} data.width={target.width}"),
     }
