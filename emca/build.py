@@ -24,7 +24,7 @@ from torch import nn
 
 from emca.data.batch import IMAGE_CHANNELS
 from emca.data.datamodule import PoseTransferDataModule
-from emca.data.keypoints import NUM_JOINTS
+from emca.data.keypoints import DEFAULT_SIGMA, NUM_JOINTS
 from emca.errors import CheckpointError, ConfigError, EmcaError
 from emca.networks.attention import ChunkedAttention, FusedAttention, ReferenceAttention, SDPAttention
 from emca.networks.discriminator import DiscriminatorPair, ResnetDiscriminator
@@ -96,6 +96,9 @@ REGISTRY: dict[str, dict[str, Entry]] = {
 }
 
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
+# the largest image side a stored model may name: the field's largest published size is 512x352, and the 18
+# pose maps of a 4,096 x 4,096 image already take 1.2 GB in fp32 (18 x 4,096^2 x 4 bytes)
+MAX_IMAGE_SIDE = 4096
 
 
 def _where(source: str | None, field: str) -> str:
@@ -134,15 +137,13 @@ def _check_plain(value: Any, source: str | None, field: str) -> None:
     )
 
 
-def build(kind: str, config: Mapping[str, Any], field: str, source: str | None = None, **injected: Any) -> Any:
-    """Build the registered class that ``config['_target_']`` names, with the config's other entries as options.
-
-    ``field`` is the config's dotted path (``model.generator``) and ``source`` the file it was read from
-    (None: the user's own config), both for error messages. ``injected`` are the arguments emca supplies.
-    """
-    where = _where(source, field)
+def _registered(kind: str, config: Any, field: str, source: str | None) -> tuple[Any, dict[str, Any]]:
+    """The registry entry that ``config['_target_']`` names and the config's options, checked to be plain data."""
     if not isinstance(config, Mapping):
-        raise _error(source, f"{where}: expected a mapping with '_target_' and options, got {type(config).__name__}.")
+        raise _error(
+            source,
+            f"{_where(source, field)}: expected a mapping with '_target_' and options, got {type(config).__name__}.",
+        )
     known = REGISTRY[kind]
     target = config.get("_target_")
     if target not in known:
@@ -152,9 +153,19 @@ def build(kind: str, config: Mapping[str, Any], field: str, source: str | None =
             f"({', '.join(sorted(known))}). emca builds only classes from its own registry (emca/build.py), "
             "never a name read from a file.",
         )
-    entry = known[target]
     options = {key: value for key, value in config.items() if key != "_target_"}
     _check_plain(options, source, field)
+    return known[target], options
+
+
+def build(kind: str, config: Mapping[str, Any], field: str, source: str | None = None, **injected: Any) -> Any:
+    """Build the registered class that ``config['_target_']`` names, with the config's other entries as options.
+
+    ``field`` is the config's dotted path (``model.generator``) and ``source`` the file it was read from
+    (None: the user's own config), both for error messages. ``injected`` are the arguments emca supplies.
+    """
+    where = _where(source, field)
+    entry, options = _registered(kind, config, field, source)
     cls = entry.cls
     parameters = inspect.signature(cls.__init__).parameters
     accepted = [name for name in parameters if name != "self" and name not in entry.injected]
@@ -222,3 +233,29 @@ def build_discriminators(model: Mapping[str, Any], source: str | None = None) ->
 def build_datamodule(data: Mapping[str, Any], source: str | None = None) -> Any:
     """The Lightning data module of a data config."""
     return build("data", data, "data", source)
+
+
+def image_frame(data: Mapping[str, Any], source: str | None = None) -> tuple[int, int, float]:
+    """(height, width, pose-map sigma) that a model's stored data config names, checked as
+    :func:`build_datamodule` checks the config (a registered data class, plain options) without building it:
+    inference needs the frame, not the dataset."""
+    _, options = _registered("data", data, "data", source)
+    frame = []
+    for name in ("height", "width"):
+        value = options.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_IMAGE_SIDE:
+            raise _error(
+                source,
+                f"{_where(source, f'data.{name}')} is {value!r}; expected the model's image {name} in "
+                f"pixels, a whole number in [1, {MAX_IMAGE_SIDE}].",
+            )
+        frame.append(value)
+    sigma = options.get("sigma", DEFAULT_SIGMA)
+    sigma = DEFAULT_SIGMA if sigma is None else sigma
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma < math.inf:
+        raise _error(
+            source,
+            f"{_where(source, 'data.sigma')} is {sigma!r}; expected the pose maps' Gaussian width in pixels, "
+            "a positive number.",
+        )
+    return frame[0], frame[1], float(sigma)

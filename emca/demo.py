@@ -45,7 +45,6 @@ from omegaconf.errors import OmegaConfBaseException
 from PIL import Image
 
 from emca.build import build_datamodule
-from emca.checkpoint import read_training_checkpoint
 from emca.cli import find_user_error, key_value_arguments, user_errors
 from emca.data.datamodule import PoseTransferDataModule
 from emca.data.dataset import read_split, select_pairs
@@ -205,11 +204,10 @@ class PoseTransferDemo:
                 min_visibility=options.min_visibility,
             )
         )
-        self.device = self.transfer.options.device  # "auto" resolved
+        self.device = self.transfer.pipeline.device
         self.size = self.transfer.size
-        _, hyper_parameters = read_training_checkpoint(options.ckpt)
         self.dataset, self.dataset_note = read_dataset_images(
-            hyper_parameters.get("data"), options.dataset_root, options.dataset_images, str(options.ckpt)
+            self.transfer.pipeline.data, options.dataset_root, options.dataset_images, str(options.ckpt)
         )
         self._lock = threading.Lock()  # one generation at a time: the routing scale is the model's state
 
@@ -286,7 +284,7 @@ class PoseTransferDemo:
         start = time.perf_counter()
         with self._lock:
             if self.has_adapter:
-                self.transfer.generator.set_routing_scale(scale)
+                self.transfer.pipeline.generator.set_routing_scale(scale)
             source, result, generated = self.transfer(image, source_keypoints, target_keypoints)
         seconds = time.perf_counter() - start
         height, width = self.size

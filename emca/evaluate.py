@@ -46,7 +46,7 @@ from emca.metrics.scoring import (
     load_models,
     score,
 )
-from emca.personalize.adapter import load_generator_with_adapter
+from emca.pipeline import PoseTransferPipeline, resolve_device
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -95,14 +95,6 @@ def generate_test_pairs(
             atomic_save_image(Image.fromarray(image), path)
             written.append(path)
     return written
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name}: CUDA is not available on this machine; use device=cpu or device=auto.")
-    return torch.device(name)
 
 
 def reference_image_files(root: Path, layout: DatasetLayout, split: str) -> list[Path]:
@@ -236,9 +228,10 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
     data_cfg, data_source = cfg["data"], None
     adapter, adapter_scale = cfg.get("adapter"), float(cfg.get("adapter_scale", 1.0))
     if checkpoint is not None:
-        generator, hyper_parameters = load_generator_with_adapter(checkpoint, adapter, device, adapter_scale)
-        if cfg.get("data_from_checkpoint", True) and hyper_parameters.get("data"):
-            data_cfg, data_source = hyper_parameters["data"], checkpoint
+        pipeline = PoseTransferPipeline.from_pretrained(checkpoint, adapter, adapter_scale, device)
+        generator = pipeline.generate  # on the dataset's pose maps; moves the inputs to its device itself
+        if cfg.get("data_from_checkpoint", True) and pipeline.data:
+            data_cfg, data_source = pipeline.data, checkpoint
     if isinstance(data_cfg, DictConfig):
         data_cfg = OmegaConf.to_container(data_cfg, resolve=True)
     datamodule = build_datamodule(data_cfg, source=data_source)

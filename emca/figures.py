@@ -28,7 +28,6 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from emca.build import build_datamodule
-from emca.checkpoint import load_generator
 from emca.cli import user_errors
 from emca.data.dataset import PoseTransferDataset
 from emca.data.keypoints import visible
@@ -36,6 +35,7 @@ from emca.errors import ConfigError
 from emca.io import atomic_open
 from emca.networks.attention_recording import DIRECTIONS, ScaleRecord, attention_scales, record_attention
 from emca.networks.generator import NUM_DOWNSAMPLING
+from emca.pipeline import PoseTransferPipeline
 
 # neck, right wrist, left ankle: a point on the torso and two on the limbs that move most
 DEFAULT_JOINTS = (1, 4, 13)
@@ -238,11 +238,12 @@ def make_figures(
     return written
 
 
-def test_pair(hyper_parameters: dict[str, Any], pair_index: int, data_root: str | None, ckpt: str) -> dict[str, Any]:
-    """Test pair ``pair_index`` of the dataset a checkpoint was trained on (``data_root`` overrides its root)."""
-    data_cfg = dict(hyper_parameters.get("data") or {})
+def test_pair(data: dict[str, Any], pair_index: int, data_root: str | None, ckpt: str) -> dict[str, Any]:
+    """Test pair ``pair_index`` of the dataset a model was trained on (its stored data config ``data``;
+    ``data_root`` overrides its root)."""
+    data_cfg = dict(data)
     if not data_cfg:
-        raise ConfigError("The checkpoint stores no data config; it was not written by emca's emca train.")
+        raise ConfigError("The checkpoint stores no data config; it was not written by `emca train`.")
     if data_root is not None:
         data_cfg["root"] = data_root
     datamodule = build_datamodule(data_cfg, source=ckpt)
@@ -276,9 +277,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     with user_errors():
-        generator, hyper_parameters = load_generator(args.ckpt, args.device)
-        sample = test_pair(hyper_parameters, args.pair_index, args.data_root, args.ckpt)
-        for path in make_figures(generator, sample, args.out, args.joints, args.blocks):
+        pipeline = PoseTransferPipeline.from_pretrained(args.ckpt, device=args.device)
+        sample = test_pair(pipeline.data, args.pair_index, args.data_root, args.ckpt)
+        for path in make_figures(pipeline.generator, sample, args.out, args.joints, args.blocks):
             print(f"wrote {path}")
 
 

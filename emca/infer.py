@@ -42,12 +42,12 @@ from tqdm import tqdm
 
 from emca.cli import key_value_arguments, user_errors
 from emca.data.annotations import read_annotations, read_pairs
-from emca.data.keypoints import JOINT_NAMES, MISSING, NUM_JOINTS, REQUIRED_FOR_PAIRS, pose_heatmaps, visible
+from emca.data.keypoints import JOINT_NAMES, MISSING, NUM_JOINTS, REQUIRED_FOR_PAIRS, visible
 from emca.data.openpose import openpose_keypoints, read_json
 from emca.errors import ConfigError, DataError, EmcaError
 from emca.io import atomic_save_image
-from emca.metrics.images import DEFAULT_NAME_PATTERN, pair_file_name, to_uint8
-from emca.personalize.adapter import load_generator_with_adapter
+from emca.metrics.images import DEFAULT_NAME_PATTERN, pair_file_name
+from emca.pipeline import PoseTransferPipeline
 from emca.pose.extract import IMAGE_SUFFIXES, PoseExtractor, read_photo, read_photo_size
 from emca.pose.framing import FIT_MODES, fit_to_model, plan_framing, transform_keypoints
 from emca.visualize import pose_transfer_sheet
@@ -189,18 +189,15 @@ def require_joints(keypoints: np.ndarray, what: str) -> None:
 
 
 class Transfer:
-    """A loaded generator plus what it needs to turn photos and poses into its inputs."""
+    """A :class:`~emca.pipeline.PoseTransferPipeline` plus what turns photos and pose files into its inputs:
+    detection, framing to the model's size, the joints the model needs."""
 
     def __init__(self, options: InferOptions) -> None:
-        if options.device == "auto":
-            options.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.options = options
-        self.generator, hyper_parameters = load_generator_with_adapter(
-            options.ckpt, options.adapter, options.device, options.adapter_scale
+        self.pipeline = PoseTransferPipeline.from_pretrained(
+            options.ckpt, options.adapter, options.adapter_scale, options.device
         )
-        data = hyper_parameters["data"]
-        self.size = (int(data["height"]), int(data["width"]))
-        self.sigma = float(data.get("sigma", 6.0))
+        self.size = self.pipeline.size
         self._extractor: PoseExtractor | None = None
 
     def detect(self, photo: np.ndarray, path: Path, role: PhotoRole = "source") -> np.ndarray:
@@ -231,20 +228,13 @@ class Transfer:
         photo = read_photo(path)
         return self.framed_pose(Pose(self.detect(photo, path, "target"), photo.shape[:2]), f"target photo '{path}'")
 
-    @torch.no_grad()
     def __call__(
         self, image: np.ndarray, source_keypoints: np.ndarray, target_keypoints: np.ndarray
     ) -> tuple[torch.Tensor, Image.Image, torch.Tensor]:
         """Generate; returns the source (1, 3, H, W) in [-1, 1], the result as PIL and as a tensor."""
-        device = self.options.device
-        source = torch.tensor(image).permute(2, 0, 1).float().div(127.5).sub(1).unsqueeze(0)
-        maps = [
-            pose_heatmaps(k, *self.size, sigma=self.sigma).unsqueeze(0).to(device)
-            for k in (source_keypoints, target_keypoints)
-        ]
-        generated = self.generator(source.to(device), *maps).cpu()
-        result = Image.fromarray(to_uint8(generated)[0].permute(1, 2, 0).numpy())
-        return source, result, generated
+        source = self.pipeline.from_uint8(image)[None]
+        generated = self.pipeline(source, source_keypoints[None], target_keypoints[None])
+        return source, self.pipeline.to_pil(generated)[0], generated
 
     def sheet(
         self, source: torch.Tensor, source_keypoints: np.ndarray, target_keypoints: np.ndarray, generated: torch.Tensor
@@ -320,12 +310,22 @@ def read_batch(options: InferOptions) -> Batch:
 
 def run_batch(transfer: Transfer, batch: Batch, options: InferOptions) -> None:
     images, out_dir = Path(options.images), Path(options.out)
-    for source_name, target_name in tqdm(batch.pairs, desc="pose transfer", unit="pair"):
-        image, framed_source = transfer.framed_source(images / source_name, batch.keypoints[source_name])
-        target = Pose(batch.keypoints[target_name], batch.target_sizes[target_name])
-        target_keypoints = transfer.framed_pose(target, f"target '{target_name}'")
-        _, result, _ = transfer(image, framed_source, target_keypoints)
-        atomic_save_image(result, out_dir / pair_file_name(DEFAULT_NAME_PATTERN, source_name, target_name))
+    pipeline = transfer.pipeline
+    progress = tqdm(total=len(batch.pairs), desc="pose transfer", unit="pair")
+    for start in range(0, len(batch.pairs), pipeline.batch_size):
+        chunk = batch.pairs[start : start + pipeline.batch_size]
+        sources, source_points, target_points = [], [], []
+        for source_name, target_name in chunk:
+            image, framed_source = transfer.framed_source(images / source_name, batch.keypoints[source_name])
+            target = Pose(batch.keypoints[target_name], batch.target_sizes[target_name])
+            sources.append(pipeline.from_uint8(image))
+            source_points.append(framed_source)
+            target_points.append(transfer.framed_pose(target, f"target '{target_name}'"))
+        generated = pipeline(torch.stack(sources), source_points, target_points)
+        for result, (source_name, target_name) in zip(pipeline.to_pil(generated), chunk):
+            atomic_save_image(result, out_dir / pair_file_name(DEFAULT_NAME_PATTERN, source_name, target_name))
+        progress.update(len(chunk))
+    progress.close()
     print(f"wrote {len(batch.pairs)} images to {out_dir}")
 
 

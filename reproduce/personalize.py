@@ -34,9 +34,8 @@ from PIL import Image
 from scipy.ndimage import laplace
 from skimage.metrics import structural_similarity
 
-from emca.checkpoint import load_generator
 from emca.data.annotations import read_annotations, read_pairs, write_annotations
-from emca.data.keypoints import REQUIRED_FOR_PAIRS, pose_heatmaps, visible
+from emca.data.keypoints import REQUIRED_FOR_PAIRS, visible
 from emca.data.skeleton import person_mask
 from emca.data.synthetic import (
     DEFAULT_NUM_TEST_IDENTITIES,
@@ -45,7 +44,8 @@ from emca.data.synthetic import (
     render_identity,
 )
 from emca.metrics.images import to_uint8
-from emca.personalize.adapter import adapter_path_in, load_personalized_generator
+from emca.personalize.adapter import adapter_path_in
+from emca.pipeline import PoseTransferPipeline
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 0
@@ -96,23 +96,14 @@ def write_subject(
     return usable[photos : photos + held_out]
 
 
-def as_input(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(127.5).sub(1)
-
-
-@torch.no_grad()
-def transfer(
-    generators: dict, pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], sigma: float
-) -> dict:
-    """Each generator on (source image, source keypoints, target image, target keypoints) pairs, pose maps of
-    width ``sigma`` -> {name: uint8 images (P, H, W, 3)}, plus 'truth'."""
-    sources = torch.stack([as_input(pair[0]) for pair in pairs])
-    height, width = sources.shape[-2:]
-    source_poses = torch.stack([pose_heatmaps(pair[1], height, width, sigma) for pair in pairs])
-    target_poses = torch.stack([pose_heatmaps(pair[3], height, width, sigma) for pair in pairs])
+def transfer(pipelines: dict[str, PoseTransferPipeline], pairs: list[tuple[np.ndarray, ...]]) -> dict:
+    """Each pipeline on (source image, source keypoints, target image, target keypoints) pairs -> {name: uint8
+    images (P, H, W, 3)}, plus 'truth'."""
+    sources = torch.stack([PoseTransferPipeline.from_uint8(pair[0]) for pair in pairs])
+    source_keypoints, target_keypoints = [pair[1] for pair in pairs], [pair[3] for pair in pairs]
     outputs = {
-        name: to_uint8(generator(sources, source_poses, target_poses)).permute(0, 2, 3, 1).numpy()
-        for name, generator in generators.items()
+        name: to_uint8(pipeline(sources, source_keypoints, target_keypoints)).permute(0, 2, 3, 1).numpy()
+        for name, pipeline in pipelines.items()
     }
     outputs["truth"] = np.stack([pair[2] for pair in pairs])
     return outputs
@@ -195,17 +186,19 @@ def main() -> None:
         )
         personal_seconds = time.perf_counter() - started - base_seconds
 
-        base, hyper_parameters = load_generator(base_ckpt)
-        sigma = hyper_parameters["data"]["sigma"]
-        personalized, _ = load_personalized_generator(base_ckpt, adapter_path_in(personal_run))
-        generators = {"base": base, "personalised": personalized}
+        pipelines = {
+            "base": PoseTransferPipeline.from_pretrained(base_ckpt, device="cpu"),
+            "personalised": PoseTransferPipeline.from_pretrained(
+                base_ckpt, adapter_path_in(personal_run), device="cpu"
+            ),
+        }
         photos = read_annotations(workdir / "subject" / "annotations.csv")
         subject_pairs = [
             (np.asarray(Image.open(workdir / "subject" / name)), keypoints, target, target_keypoints)
             for name, keypoints in photos.items()
             for target, target_keypoints in held_out
         ]
-        subject_outputs = transfer(generators, subject_pairs, sigma)
+        subject_outputs = transfer(pipelines, subject_pairs)
 
         annotations = read_annotations(data_root / "synthetic-annotation-test.csv")
         other_pairs = [
@@ -218,13 +211,13 @@ def main() -> None:
             for source, target in read_pairs(data_root / "synthetic-pairs-test.csv")
             if not source.startswith(f"id{subject:04d}_")
         ][::4]
-        other_outputs = transfer(generators, other_pairs, sigma)
+        other_outputs = transfer(pipelines, other_pairs)
 
     print(
         f"\nsubject: test identity {subject} (most texture), {len(photos)} photos, {len(held_out)} held-out poses; "
         f"{len(subject_pairs)} (photo, held-out pose) pairs"
     )
-    for name in generators:
+    for name in pipelines:
         print(
             f"  {name:13s} SSIM {ssim(subject_outputs[name], subject_outputs['truth']):.4f}   "
             f"L1 {l1(subject_outputs[name], subject_outputs['truth']):.4f}"
@@ -235,7 +228,7 @@ def main() -> None:
         f"  mean |personalised - base| {difference.mean():.4f}  ([-1, 1] units; 95th percentile "
         f"{np.percentile(difference, 95):.4f})"
     )
-    for name in generators:
+    for name in pipelines:
         print(
             f"  {name:13s} SSIM {ssim(other_outputs[name], other_outputs['truth']):.4f}   "
             f"L1 {l1(other_outputs[name], other_outputs['truth']):.4f}"

@@ -34,6 +34,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -44,14 +45,14 @@ from personalize import l1, run_train, ssim, transfer  # reproduce/personalize.p
 from PIL import Image
 from torch import Tensor, nn
 
-from emca.checkpoint import load_generator
 from emca.data.annotations import read_annotations, read_pairs, write_annotations
 from emca.data.dataset import PoseTransferDataset, make_layout
 from emca.data.keypoints import MISSING, pose_heatmaps
 from emca.data.skeleton import skeleton_images
 from emca.evaluate import evaluate
 from emca.io import safe_torch_load
-from emca.personalize.adapter import adapter_path_in, load_personalized_generator
+from emca.personalize.adapter import adapter_path_in
+from emca.pipeline import PoseTransferPipeline
 from emca.visualize import image_sheet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,7 +137,7 @@ class Rescaled(nn.Module):
         return F.interpolate(generated, source_image.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def score(root: Path, out_dir: Path, generator: nn.Module) -> dict[str, float]:
+def score(root: Path, out_dir: Path, generator: Callable[..., Tensor]) -> dict[str, float]:
     overrides = [
         f"out={out_dir}",
         "data=market",
@@ -151,7 +152,7 @@ def score(root: Path, out_dir: Path, generator: nn.Module) -> dict[str, float]:
     return {**report["metrics"], **{f"{name} skipped": why for name, why in report.get("skipped", {}).items()}}
 
 
-def sample_sheet(root: Path, generators: dict[str, nn.Module], path: Path) -> None:
+def sample_sheet(root: Path, generators: dict[str, Callable[..., Tensor]], path: Path) -> None:
     dataset = PoseTransferDataset(root, LAYOUT, "test", sigma=SIGMA, progress=False)
     picks = [dataset[index] for index in np.linspace(0, len(dataset) - 1, SHEET_ROWS).round().astype(int)]
     batch = {key: torch.stack([pick[key] for pick in picks]) for key in ("source_image", "source_pose", "target_pose")}
@@ -208,30 +209,31 @@ def personalise(root: Path, base_ckpt: Path, workdir: Path, iterations: int, thr
     def pair(source: str, target: str) -> tuple:
         return images[source], annotations[source], images[target], annotations[target]
 
-    base, _ = load_generator(base_ckpt)
-    personalised, _ = load_personalized_generator(base_ckpt, adapter_path_in(run_dir))
-    generators = {"base": base, "personalised": personalised}
-    subject_outputs = transfer(generators, [pair(s, t) for s in photos for t in held_out], SIGMA)
+    pipelines = {
+        "base": PoseTransferPipeline.from_pretrained(base_ckpt, device="cpu"),
+        "personalised": PoseTransferPipeline.from_pretrained(base_ckpt, adapter_path_in(run_dir), device="cpu"),
+    }
+    subject_outputs = transfer(pipelines, [pair(s, t) for s in photos for t in held_out])
     others = [
         pair(s, t)
         for s, t in read_pairs(LAYOUT.pairs_path(root, "test"))
         if crop_identity(s)[0] != subject and crop_identity(t)[0] != subject
     ]
-    other_outputs = transfer(generators, others, SIGMA)
+    other_outputs = transfer(pipelines, others)
     drift = np.abs(other_outputs["personalised"].astype(np.float64) - other_outputs["base"]) / 127.5
     return {
         "subject": f"test identity {subject}: {len(photos)} earlier crops as photos, {len(held_out)} later held out",
         "subject pairs": len(photos) * len(held_out),
         **{
             f"subject {name} {metric.__name__}": metric(subject_outputs[name], subject_outputs["truth"])
-            for name in generators
+            for name in pipelines
             for metric in (ssim, l1)
         },
         "other pairs": len(others),
         "other mean |personalised - base|": float(drift.mean()),
         **{
             f"other {name} {metric.__name__}": metric(other_outputs[name], other_outputs["truth"])
-            for name in generators
+            for name in pipelines
             for metric in (ssim, l1)
         },
     }
@@ -308,10 +310,12 @@ def main() -> None:
         default_ckpt = out / "embedded_default" / "checkpoints" / "last.ckpt"
     timed("train embedded default", started)
 
-    generators = {name: load_generator(ckpt)[0] for name, ckpt in checkpoints.items()}
-    default, hyper_parameters = load_generator(default_ckpt)
-    data = hyper_parameters["data"]
-    generators["embedded default"] = Rescaled(default, data["height"], data["width"], data["sigma"])
+    # each a generator on pose maps, as the evaluator and the sheet call it
+    generators = {
+        name: PoseTransferPipeline.from_pretrained(ckpt, device="cpu").generate for name, ckpt in checkpoints.items()
+    }
+    default = PoseTransferPipeline.from_pretrained(default_ckpt, device="cpu")
+    generators["embedded default"] = Rescaled(default.generator, *default.size, default.sigma)
     started = time.perf_counter()
     scores = {name: score(root, out / "eval" / name.replace(" ", "_"), g) for name, g in generators.items()}
     sample_sheet(root, generators, out / "sheet.png")

@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("libraries", ("emca.data", "emca.pose", "emca.networks", "emca.losses", "emca.metrics", "emca.visualize",
                    "emca.personalize.moa", "emca.personalize.data", "emca_fused")),
     ("composition", ("emca.build", "emca.checkpoint", "emca.module", "emca.personalize.adapter",
-                     "emca.personalize.module", "emca.run_summary")),
+                     "emca.personalize.module", "emca.pipeline", "emca.run_summary")),
     ("applications", ("emca.commands", "emca.train", "emca.evaluate", "emca.infer", "emca.figures", "emca.ablation",
                       "emca.bench", "emca.convert", "emca.export", "emca.demo")),
 ]  # fmt: skip

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from emca.data.batch import collate_pairs
 
 from emca.data.dataset import PoseTransferDataset, check_item_options, make_layout
+from emca.data.keypoints import DEFAULT_SIGMA
 from emca.data.sampler import ResumableRandomSampler
 from emca.data.synthetic import GENERATOR_OPTIONS
 from emca.errors import ConfigError
@@ -57,7 +58,7 @@ class PoseTransferDataModule(pl.LightningDataModule):
         pairs_file: str | None = None,
         train_split: str = "train",
         test_split: str = "test",
-        sigma: float = 6.0,
+        sigma: float = DEFAULT_SIGMA,
         batch_size: int = 8,
         eval_batch_size: int | None = None,
         num_workers: int = 0,

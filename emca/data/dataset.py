@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from emca.data.annotations import read_annotations, read_pairs
 from emca.data.batch import IMAGE_CHANNELS
-from emca.data.keypoints import JOINT_NAMES, NUM_JOINTS, flip_keypoints, pose_heatmaps, visible
+from emca.data.keypoints import DEFAULT_SIGMA, JOINT_NAMES, NUM_JOINTS, flip_keypoints, pose_heatmaps, visible
 from emca.errors import ConfigError, DataError
 
 SubsetMode = Literal["first", "even"]
@@ -419,7 +419,7 @@ class PoseTransferDataset(Dataset):
         root: str | Path,
         layout: DatasetLayout,
         split: str,
-        sigma: float = 6.0,
+        sigma: float = DEFAULT_SIGMA,
         flip_probability: float = 0.0,
         max_pairs: int | None = None,
         subset: SubsetMode = "first",

@@ -55,7 +55,11 @@ def flip_keypoints(keypoints: np.ndarray, width: int) -> np.ndarray:
     return flipped[list(FLIP_PERMUTATION)]
 
 
-def pose_heatmaps(keypoints: np.ndarray, height: int, width: int, sigma: float = 6.0) -> torch.Tensor:
+# the pose maps' Gaussian width in pixels (PATN's and XingGAN's); a model stores the one it was trained with
+DEFAULT_SIGMA = 6.0
+
+
+def pose_heatmaps(keypoints: np.ndarray, height: int, width: int, sigma: float = DEFAULT_SIGMA) -> torch.Tensor:
     """Render (18, H, W) float32 maps exp(-d^2 / (2 sigma^2)) around each joint; zero for missing ones."""
     rows = torch.arange(height, dtype=torch.float32).view(1, height, 1)
     cols = torch.arange(width, dtype=torch.float32).view(1, 1, width)

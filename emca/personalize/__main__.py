@@ -18,19 +18,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from emca.cli import renamed_flag, user_errors
 from emca.data.annotations import read_annotations
 from emca.data.dataset import load_image
-from emca.data.keypoints import pose_heatmaps
 from emca.errors import DataError
 from emca.io import atomic_save_image
-from emca.metrics.images import to_uint8
-from emca.personalize.adapter import load_personalized_generator
 from emca.personalize.moa import PERSONAL, PersonalizedGenerator
+from emca.pipeline import PoseTransferPipeline
 
 DIRECTION_NAMES = ("sa", "as")
 
@@ -55,16 +52,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-@torch.no_grad()
-def personalized_transfer(
-    personalized: PersonalizedGenerator, source_image: torch.Tensor, source_keypoints, target_keypoints, sigma: float
-) -> torch.Tensor:
-    """One pose transfer: source (3, H, W) in [-1, 1], keypoints (18, 2) each -> (1, 3, H, W)."""
-    height, width = source_image.shape[-2:]
-    poses = [pose_heatmaps(keypoints, height, width, sigma)[None] for keypoints in (source_keypoints, target_keypoints)]
-    return personalized(source_image[None], *poses)
-
-
 def router_map_images(personalized: PersonalizedGenerator, height: int, width: int) -> dict[str, Image.Image]:
     """The personalised weight of every block and direction from the latest forward (batch item 0), as
     grayscale images of the output size: {'block0_sa': ..., 'block0_as': ..., ...}."""
@@ -84,20 +71,17 @@ def main(argv: list[str] | None = None) -> None:
         for role, name in (("source", args.source), ("target", args.target)):
             if name not in annotations:
                 raise DataError(f"{args.annotations}: no row for the {role} '{name}'; add its keypoints.")
-        personalized, hyper_parameters = load_personalized_generator(args.ckpt, args.adapter, scale=args.scale)
-        data = hyper_parameters.get("data") or {}
-        height, width = int(data["height"]), int(data["width"])
-        image_dir = args.images or args.annotations.parent
-        source = load_image(image_dir / args.source, height, width)
-        generated = personalized_transfer(
-            personalized, source, annotations[args.source], annotations[args.target], float(data.get("sigma", 6.0))
-        )
-        result = Image.fromarray(to_uint8(generated)[0].permute(1, 2, 0).numpy())
+        pipeline = PoseTransferPipeline.from_pretrained(args.ckpt, args.adapter, args.scale, device="cpu")
+        height, width = pipeline.size
+        source = load_image((args.images or args.annotations.parent) / args.source, height, width)
+        generated = pipeline(source[None], [annotations[args.source]], [annotations[args.target]])
+        result = pipeline.to_pil(generated)[0]
         if args.command == "generate":
             atomic_save_image(result, args.out)
             print(f"wrote {args.out}")
             return
         atomic_save_image(result, args.out / "generated.png")
+        personalized = pipeline.generator  # a PersonalizedGenerator: its routing is from the forward above
         for name, image in router_map_images(personalized, height, width).items():
             atomic_save_image(image, args.out / f"{name}.png")
         print(f"wrote generated.png and {2 * len(personalized.mixtures)} router maps to {args.out}")
