@@ -237,9 +237,13 @@ def build_datamodule(data: Mapping[str, Any], source: str | None = None) -> Any:
 
 def image_frame(data: Mapping[str, Any], source: str | None = None) -> tuple[int, int, float]:
     """(height, width, pose-map sigma) that a model's stored data config names, checked as
-    :func:`build_datamodule` checks the config (a registered data class, plain options) without building it:
-    inference needs the frame, not the dataset."""
-    _, options = _registered("data", data, "data", source)
+    :func:`build_datamodule` checks the config (a registered data class when it names one, plain options)
+    without building it: inference needs the frame, not the dataset."""
+    if isinstance(data, Mapping) and "_target_" not in data:  # a frame alone (no dataset) is enough here
+        _check_plain(data, source, "data")
+        options = dict(data)
+    else:
+        _, options = _registered("data", data, "data", source)
     frame = []
     for name in ("height", "width"):
         value = options.get(name)

@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("emca.errors", "emca.io", "emca.options", "emca.config", "emca.cli", "emca.progress",
                     "emca.weights", "emca.allocator")),
     ("libraries", ("emca.data", "emca.pose", "emca.networks", "emca.losses", "emca.metrics", "emca.visualize",
-                   "emca.personalize.moa", "emca.personalize.data", "emca_fused")),
+                   "emca.personalize.moa", "emca.personalize.data", "emca.personalize.loss", "emca_fused")),
     ("composition", ("emca.build", "emca.checkpoint", "emca.module", "emca.personalize.adapter",
                      "emca.personalize.module", "emca.pipeline", "emca.run_summary")),
     ("applications", ("emca.commands", "emca.train", "emca.evaluate", "emca.infer", "emca.figures", "emca.ablation",

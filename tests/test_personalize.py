@@ -25,6 +25,7 @@ from emca.networks.generator import XingGenerator
 from emca.personalize.__main__ import main as personalize_cli
 from emca.personalize.adapter import architecture_fingerprint, load_personalized_generator, read_adapter, save_adapter
 from emca.personalize.data import SubjectPairs
+from emca.personalize.loss import masked_l1
 from emca.personalize.moa import PersonalizedGenerator, router_loss, subject_tokens
 
 REPO = Path(__file__).resolve().parents[1]
@@ -437,6 +438,46 @@ def test_personalisation_checkpoints_and_interruptions_count_its_iterations(tmp_
     # every 2 iterations, at the end of each 3-iteration epoch, and the interrupted state after iteration 5
     assert sorted(set(written)) == [2, 3, 4, 5]
     assert safe_torch_load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 5
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.moa.router_init_prior=0.2", "'model.moa.router_init_prior' is 0.2; expected a value >= 0.5"),
+        ("model.moa.token_grid=[2]", "'model.moa.token_grid' is [2]; expected 2 values"),
+        ("model.moa.router_hidden=0", "'model.moa.router_hidden' is 0; expected a value >= 1"),
+        ("model.loss.lambda_router=-1", "'model.loss.lambda_router' is -1.0; expected a value >= 0"),
+        ("+model.loss.lambda_colour=1", "'model.loss' has unknown keys ['lambda_colour']"),
+        ("model.optim.lr=-1", "'model.optim.lr' is -1.0; expected a value > 0"),
+        ("model.optim.iterations=0", "'model.optim.iterations' is 0; expected a value >= 1"),
+    ],
+)
+def test_bad_personalisation_options_are_named_before_the_base_is_read(
+    override: str, expected: str, tmp_path: Path
+) -> None:
+    subject_dir = write_subject(tmp_path / "me", num_photos=2)
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=personalize",
+                "ckpt=missing.ckpt",
+                f"data.root={subject_dir}",
+                "run_dir=unused",
+                override,
+            ],
+        )
+    with pytest.raises(ConfigError) as error:  # the base checkpoint does not exist: the options come first
+        train_script.train(cfg)
+    assert expected in str(error.value)
+
+
+def test_masked_l1_averages_inside_the_mask_only() -> None:
+    generated = torch.zeros(1, 3, 2, 2)
+    target = torch.tensor([[1.0, 3.0], [5.0, 7.0]]).expand(1, 3, 2, 2)
+    mask = torch.tensor([[1.0, 0.0], [1.0, 0.0]]).view(1, 1, 2, 2)
+    assert masked_l1(generated, target, mask).item() == pytest.approx((1 + 5) / 2)  # the right column is ignored
+    assert masked_l1(generated, target, torch.zeros_like(mask)).item() == 0.0  # an empty mask is no error
 
 
 @pytest.mark.parametrize(

@@ -24,15 +24,33 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emca.errors import ConfigError
+from emca.options import bounded
 
 PRIOR, PERSONAL = 0, 1  # expert order on the routing axis
 DIRECTIONS = 2  # SA and AS, in this order (the routing rows: SA for the appearance output, AS for the shape)
+
+
+@dataclass(frozen=True)
+class MoAOptions:
+    """``model.moa``: subject tokens per layer (the encoder's features pooled to ``token_grid`` rows x cols),
+    the router's hidden channels, and the prior's routing weight everywhere at the start."""
+
+    token_grid: tuple[int, ...] = bounded((8, 4), minimum=1, length=2)
+    router_hidden: int = bounded(32, minimum=1)
+    router_init_prior: float = bounded(0.9, minimum=0.5, exclusive_maximum=1)
+
+    def stored(self) -> dict[str, Any]:
+        """As an adapter file stores them: plain values."""
+        return {"token_grid": list(self.token_grid), "router_hidden": self.router_hidden,
+                "router_init_prior": self.router_init_prior}  # fmt: skip
 
 
 class Router(nn.Module):

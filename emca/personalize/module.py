@@ -1,22 +1,18 @@
 """The Lightning module that personalises a trained generator to one subject with Mixture-of-Attention.
 
-Built by emca train as ``PersonalizationModule(model=..., data=..., weights_dir=..., seed=...)`` from
-``conf/experiment/personalize.yaml``. ``model`` holds ``base_ckpt`` (the trained pose-transfer checkpoint),
-``moa`` (token_grid, router_hidden, router_init_prior), ``loss`` (lambda_l1, lambda_perceptual,
-lambda_router, lambda_preservation, lambda_gan) and ``optim`` (lr, betas, iterations).
-
-Loss per batch of (source, target) pairs of the subject, M the target's person mask:
-  lambda_l1 * masked L1 + lambda_perceptual * VGG L1 of the masked images
-  + lambda_router * sum over layers of mean(((1 - M) * (1 - R_prior))^2)
-  + lambda_gan * (GAN_PB + GAN_PP) / 2 against the base checkpoint's frozen discriminators
-  + lambda_preservation * the router loss with M = 0 on recoloured copies of the batch (other people must
-    keep the prior; one extra forward pass per step, skipped when 0).
-Only the MoA experts, routers and subject tokens train. At the end of training the adapter is written to
-``<run_dir>/adapter.pt``; its checkpoints load with weights_only like every emca checkpoint.
-"""
+Built by ``emca train experiment=personalize`` as ``PersonalizationModule(model=..., data=..., weights_dir=...,
+seed=...)`` from ``conf/experiment/personalize.yaml``. ``model`` holds ``base_ckpt`` (the trained pose-transfer
+model, from ``ckpt=``) and three option groups, parsed here before anything is loaded: ``moa``
+(:class:`~emca.personalize.moa.MoAOptions`), ``loss`` (:class:`~emca.personalize.loss.MoALossOptions`, the
+objective of :class:`~emca.personalize.loss.MixtureOfAttentionLoss`) and ``optim``
+(:class:`PersonalizationOptimOptions`). Only the MoA experts, routers and subject tokens train. At the end of
+training the adapter is written to ``<run_dir>/adapter.pt``; its checkpoints load with weights_only like every
+emca checkpoint."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +23,22 @@ from emca.build import build_discriminators
 from emca.checkpoint import load_generator, read_training_checkpoint
 from emca.data.batch import PoseTransferBatch
 from emca.errors import CheckpointError, ConfigError
-from emca.losses import LossOptions, PoseTransferLoss
 from emca.metrics.validation import ValidationMetrics
 from emca.module import GeneratorModule, adam
 from emca.networks.discriminator import DiscriminatorPair
+from emca.options import bounded, parse
 from emca.personalize.adapter import adapter_path_in, architecture_fingerprint, save_adapter
-from emca.personalize.moa import PersonalizedGenerator, router_loss, subject_tokens
+from emca.personalize.loss import MixtureOfAttentionLoss, MoALossOptions
+from emca.personalize.moa import MoAOptions, PersonalizedGenerator, subject_tokens
 
 
-def masked_l1(generated: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Mean |generated - target| over the pixels inside ``mask``: (B, C, H, W), (B, C, H, W), (B, 1, H, W)."""
-    weight = mask.expand_as(generated)
-    return ((generated - target).abs() * weight).sum() / weight.sum().clamp_min(1.0)
+@dataclass(frozen=True)
+class PersonalizationOptimOptions:
+    """``model.optim`` of ``experiment=personalize``: Adam on the personalised branch, routers and tokens."""
+
+    lr: float = bounded(1.0e-3, exclusive_minimum=0)
+    betas: tuple[float, ...] = bounded((0.9, 0.999), minimum=0, exclusive_maximum=1, length=2)
+    iterations: int = bounded(600, minimum=1)  # a run of 0 iterations would write an untrained adapter
 
 
 def frozen_discriminators(model_cfg: dict[str, Any], base_ckpt: str) -> DiscriminatorPair:
@@ -56,12 +56,6 @@ def frozen_discriminators(model_cfg: dict[str, Any], base_ckpt: str) -> Discrimi
     return discriminators.requires_grad_(False).eval()
 
 
-def recoloured(images: Tensor) -> Tensor:
-    """(B, 3, H, W) -> the same images with their colour channels rotated (RGB -> GBR): someone else in the
-    subject's poses, to teach the router that only the subject belongs to the personalised branch."""
-    return images.roll(1, dims=1)
-
-
 class PersonalizationModule(GeneratorModule):
     """MoA personalisation of ``model['base_ckpt']`` (see the module docstring)."""
 
@@ -72,32 +66,28 @@ class PersonalizationModule(GeneratorModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        moa, loss_cfg = model["moa"], model["loss"]
         if not model.get("base_ckpt"):
             raise ConfigError(
                 "Config field 'ckpt' is empty; pass ckpt=PATH/TO/last.ckpt (the trained pose-transfer model to "
                 "personalise)."
             )
+        # checked here, before the base model is read, so a bad value is named by its config path
+        self.moa_options = parse(MoAOptions, model.get("moa"), "model.moa")
+        loss_options = parse(MoALossOptions, model.get("loss"), "model.loss")
+        self.optim_options = parse(PersonalizationOptimOptions, model.get("optim"), "model.optim")
         base, self.base_hparams = load_generator(model["base_ckpt"])
         self.fingerprint = architecture_fingerprint(base, self.base_hparams["model"])
-        token_count = moa["token_grid"][0] * moa["token_grid"][1]
+        moa = self.moa_options
         channels = base.blocks[0].cross_attention.value.out_channels
-        placeholder = torch.zeros(token_count, channels)  # set from the photos in setup()
-        self.personalized = PersonalizedGenerator(base, placeholder, moa["router_hidden"], moa["router_init_prior"])
+        placeholder = torch.zeros(math.prod(moa.token_grid), channels)  # set from the photos in setup()
+        self.personalized = PersonalizedGenerator(base, placeholder, moa.router_hidden, moa.router_init_prior)
         self.discriminators = (
             frozen_discriminators(self.base_hparams["model"], model["base_ckpt"])
-            if loss_cfg["lambda_gan"] > 0
+            if loss_options.lambda_gan > 0
             else None
         )
         # the base model's GAN form; the weights of the terms are personalisation's own (model.loss)
-        self.loss = PoseTransferLoss(
-            LossOptions(
-                gan_mode=self.base_hparams["model"]["loss"]["gan_mode"],
-                lambda_perceptual=loss_cfg["lambda_perceptual"],
-                lambda_gan=loss_cfg["lambda_gan"],
-            ),
-            weights_dir,
-        )
+        self.loss = MixtureOfAttentionLoss(loss_options, self.base_hparams["model"]["loss"]["gan_mode"], weights_dir)
         self.val_metrics = ValidationMetrics()
 
     def forward(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor) -> Tensor:
@@ -116,57 +106,29 @@ class PersonalizationModule(GeneratorModule):
             return
         datamodule = self.trainer.datamodule
         datamodule.match_base(self.base_hparams.get("data") or {})
-        tokens = subject_tokens(
-            self.personalized.generator, datamodule.reference_images(), tuple(self.hparams.model["moa"]["token_grid"])
-        )
+        tokens = subject_tokens(self.personalized.generator, datamodule.reference_images(), self.moa_options.token_grid)
         for mixture in self.personalized.mixtures:
             mixture.subject_tokens.data.copy_(tokens)
 
     @property
     def max_optimizer_steps(self) -> int:
         """The trainer's step budget: the iterations, one optimizer step each."""
-        return self.optimizer_steps_per_iteration * int(self.hparams.model["optim"]["iterations"])
+        return self.optimizer_steps_per_iteration * self.optim_options.iterations
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        optim = self.hparams.model["optim"]
+        optim = self.optim_options
         trainable = [parameter for parameter in self.personalized.parameters() if parameter.requires_grad]
-        return adam(trainable, optim["lr"], tuple(optim["betas"]))
+        return adam(trainable, optim.lr, optim.betas)
 
     def training_step(self, batch: PoseTransferBatch, batch_idx: int) -> Tensor:
-        loss_cfg = self.hparams.model["loss"]
-        source, target, mask = batch.source_image, batch.target_image, batch.target_mask
-        batch_size = len(batch)
-        poses = batch.source_pose, batch.target_pose
-        if loss_cfg["lambda_preservation"] > 0:  # other people: the subject's photos with their colours permuted
-            source = torch.cat((source, recoloured(source)))
-            poses = tuple(pose.repeat(2, 1, 1, 1) for pose in poses)
-        generated = self.personalized(source, *poses)
-        prior_weights = self.personalized.prior_weights()
-        subject_weights = [layer.unflatten(0, (2, -1))[:, :batch_size].flatten(0, 1) for layer in prior_weights]
-        losses = {"router": router_loss(subject_weights, mask)}
-        weights = {"router": loss_cfg["lambda_router"]}
-        if loss_cfg["lambda_preservation"] > 0:
-            other_weights = [layer.unflatten(0, (2, -1))[:, batch_size:].flatten(0, 1) for layer in prior_weights]
-            losses["preservation"] = router_loss(other_weights, torch.zeros_like(mask))
-            weights["preservation"] = loss_cfg["lambda_preservation"]
-            source, generated = source[:batch_size], generated[:batch_size]
-        losses["l1"] = masked_l1(generated, target, mask)
-        weights["l1"] = loss_cfg["lambda_l1"]
-        if self.loss.perceptual is not None:
-            losses["perceptual"] = self.loss.perceptual(generated * mask, target * mask)
-            weights["perceptual"] = loss_cfg["lambda_perceptual"]
-        if self.discriminators is not None:
-            adversarial = self.loss.adversarial(self.discriminators, generated, batch)
-            losses["gan"] = (adversarial["gan_pose"] + adversarial["gan_appearance"]) / 2
-            weights["gan"] = loss_cfg["lambda_gan"]
-        total = sum(weights[name] * value for name, value in losses.items())
-        self.log_dict({f"train/{name}": value for name, value in losses.items()}, batch_size=batch_size)
-        self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
+        total, losses = self.loss(self.personalized, batch, self.discriminators)
+        self.log_dict({f"train/{name}": value for name, value in losses.items()}, batch_size=len(batch))
+        self.log("train/loss", total, prog_bar=True, batch_size=len(batch))
         return total
 
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero:
-            save_adapter(self.adapter_path, self.personalized, self.fingerprint, self.hparams.model["moa"])
+            save_adapter(self.adapter_path, self.personalized, self.fingerprint, self.moa_options.stored())
 
     @property
     def adapter_path(self) -> Path:
