@@ -20,9 +20,10 @@ from emca.build import build_datamodule
 from emca.checkpoint import find_latest_checkpoint
 from emca.cli import hydra_command
 from emca.data.batch import collate_pairs
-from emca.data.dataset import DatasetLayout, PoseTransferDataset
+from emca.data.dataset import DatasetLayout
 from emca.errors import CheckpointError, ConfigError, DataError
 from emca.io import atomic_save_image
+from emca.metrics.definitions import COPY_SOURCE_SUFFIX, FIDSpec, MetricSpec, ReferenceStatistics
 from emca.metrics.fid import FeatureStatistics, cached_statistics
 from emca.metrics.images import (
     DEFAULT_NAME_PATTERN,
@@ -35,11 +36,9 @@ from emca.metrics.images import (
     to_uint8,
 )
 from emca.metrics.inception import BACKBONE_RESIZE, InceptionBackbone
-from emca.metrics.protocol import FIDSpec, InceptionScoreSpec, MetricSpec, parse_protocol
+from emca.metrics.protocol import parse_protocol
 from emca.metrics.report import markdown_table, write_reports
 from emca.metrics.scoring import (
-    COPY_SOURCE_SUFFIX,
-    ReferenceStatistics,
     ScoreResult,
     ScoringPairs,
     image_features,
@@ -167,7 +166,7 @@ def add_copy_source_baseline(
     """Score each pair's source image as if it were the generated one, under the same protocol, and put each
     per-pair metric's ``<name>_copy_source`` right after it (FID's baseline comes from :func:`score`): the
     floor a model has to beat, since a figure alone says little (an untrained model's mask-SSIM is high)."""
-    per_pair = [spec for spec in specs if not isinstance(spec, (FIDSpec, InceptionScoreSpec))]
+    per_pair = [spec for spec in specs if not spec.set_level]
     if not per_pair or pairs.sources is None:
         return
     copies = ScoringPairs(pairs.sources, pairs.reference, pairs.target_keypoints, pairs.height, pairs.width)
@@ -236,13 +235,7 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
         data_cfg = OmegaConf.to_container(data_cfg, resolve=True)
     datamodule = build_datamodule(data_cfg, source=data_source)
     datamodule.prepare_data()
-    dataset = PoseTransferDataset(
-        datamodule.root,
-        datamodule.layout,
-        datamodule.test_split,
-        sigma=datamodule.sigma,
-        max_pairs=cfg.get("max_pairs"),
-    )
+    dataset = datamodule.test_pairs(cfg.get("max_pairs"))
     height, width = datamodule.height, datamodule.width
     batch_size, num_workers = cfg.get("batch_size", 16), cfg.get("num_workers", 0)
     if not isinstance(batch_size, int) or batch_size <= 0 or not isinstance(num_workers, int) or num_workers < 0:
@@ -284,7 +277,7 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
         cfg.get("resize"),
         [dataset.image_dir / source for source, _ in dataset.pairs] if copy_source else None,
     )
-    needs_reference = any(isinstance(s, (FIDSpec, InceptionScoreSpec)) for s in protocol.metrics)
+    needs_reference = any(spec.set_level for spec in protocol.metrics)
     reference = (
         folder_reference_statistics(
             Path(datamodule.root),

@@ -218,7 +218,7 @@ def test_wrong_size_is_an_error_unless_resizing_is_asked(data_root: Path, tmp_pa
 
 def test_fid_reference_statistics_are_cached_and_reused(data_root: Path, tmp_path: Path, monkeypatch) -> None:
     """FID through evaluate(), the Inception replaced by a tiny stand-in (the backbone is not the point)."""
-    from emca.metrics import scoring
+    from emca.metrics import definitions
     from emca.metrics.inception import InceptionBackbone
 
     def tiny_features(images: torch.Tensor) -> torch.Tensor:
@@ -233,7 +233,7 @@ def test_fid_reference_statistics_are_cached_and_reused(data_root: Path, tmp_pat
 
     tiny_file = {"weights_file": "tiny", "weights_sha256": "0" * 64}
     loads: list[tuple] = []
-    monkeypatch.setattr(scoring, "load_inception", lambda *args: loads.append(args) or TinyInception(tiny_file))
+    monkeypatch.setattr(definitions, "load_inception", lambda *args: loads.append(args) or TinyInception(tiny_file))
     cfg = eval_config(data_root, tmp_path / "run", "metrics=[fid]", "fid_backbone=torchvision")
     first = evaluate(cfg, generator=mirror_generator)
     details = first["settings"]["fid"]

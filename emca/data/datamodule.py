@@ -154,7 +154,12 @@ class PoseTransferDataModule(pl.LightningDataModule):
         if stage in (None, "fit", "validate") and self.val_dataset is None:
             self.val_dataset = self._dataset(self.test_split, 0.0, self.val_subset, "even")
         if stage in (None, "test", "predict") and self.test_dataset is None:
-            self.test_dataset = self._dataset(self.test_split, 0.0, None, "first")
+            self.test_dataset = self.test_pairs()
+
+    def test_pairs(self, max_pairs: int | None = None) -> PoseTransferDataset:
+        """The test split's pairs in file order, unflipped (the first ``max_pairs`` when given): what the test
+        stage and ``emca eval`` score."""
+        return self._dataset(self.test_split, 0.0, max_pairs, "first")
 
     def _loader(self, dataset: PoseTransferDataset | None, batch_size: int, train: bool) -> DataLoader:
         if dataset is None:

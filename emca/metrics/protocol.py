@@ -1,4 +1,5 @@
-"""Evaluation protocols: which metrics, computed exactly how (parsed from ``conf/eval/<protocol>.yaml``).
+"""Evaluation protocols: which metrics, computed exactly how (parsed from ``conf/eval/<protocol>.yaml`` into the
+metric classes of :mod:`emca.metrics.definitions`).
 
 A protocol config has ``name``, ``metrics`` (the default list) and ``definitions``: one entry per
 metric name with a ``type`` (ssim, psnr, lpips, fid, inception_score) and that type's settings.
@@ -12,127 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from emca.errors import ConfigError
+from emca.metrics.definitions import GENERATED_RANGE, METRIC_TYPES, InceptionScoreSpec, MetricSpec, SSIMSpec
 from emca.metrics.inception import BACKBONES, LOGIT_BACKBONES
 from emca.metrics.ssim import SSIMWindow
 
-GENERATED_RANGE = "generated"
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """Settings shared by every metric; ``white_padding`` is already resolved for the dataset preset."""
-
-    name: str
-    mask: bool = False
-    white_padding: int = 0
-    point_radius: float = 4.0
-    closing_size: int = 5
-
-    def settings(self) -> dict[str, Any]:
-        """The settings as plain values, for reports."""
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
-        if not self.mask:
-            fields.pop("point_radius")
-            fields.pop("closing_size")
-        return {"type": METRIC_TYPES_BY_CLASS[type(self)], "description": self.describe(), **_plain(fields)}
-
-    def describe(self) -> str:
-        """One line saying how the metric is computed, for the markdown report."""
-        return self._describe_own() + (
-            f"; masked by the target person (radius {self.point_radius}, closing {self.closing_size})"
-            if self.mask
-            else ""
-        )
-
-    def _describe_own(self) -> str:
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class SSIMSpec(MetricSpec):
-    window: SSIMWindow = field(default_factory=SSIMWindow)
-    # a number on the 0..255 scale, or "generated" for max - min of each generated image (PATN)
-    data_range: float | str = GENERATED_RANGE
-
-    def _describe_own(self) -> str:
-        window = self.window
-        shape = (
-            f"Gaussian sigma {window.sigma}"
-            if window.gaussian_weights
-            else f"uniform {window.win_size}x{window.win_size}"
-        )
-        covariance = "sample" if window.use_sample_covariance else "population"
-        data_range = "generated max-min" if self.data_range == GENERATED_RANGE else f"{self.data_range} (0..255 scale)"
-        padding = f"; {self.white_padding} px white left and right" if self.white_padding else ""
-        return f"{shape} window, {covariance} covariance, data_range {data_range}{padding}"
-
-
-@dataclass(frozen=True)
-class PSNRSpec(MetricSpec):
-    data_range: float = 255.0
-
-    def _describe_own(self) -> str:
-        return f"data_range {self.data_range} (0..255 scale)"
-
-
-@dataclass(frozen=True)
-class L1Spec(MetricSpec):
-    """Mean absolute error with images scaled to [-1, 1], the scale of the training L1 loss."""
-
-    def _describe_own(self) -> str:
-        return "mean |generated - reference| with images in [-1, 1]"
-
-
-@dataclass(frozen=True)
-class LPIPSSpec(MetricSpec):
-    net: str = "alex"
-    version: str = "0.1"
-
-    def _describe_own(self) -> str:
-        return f"lpips package, {self.net} v{self.version}, images in [-1, 1]"
-
-
-@dataclass(frozen=True)
-class FIDSpec(MetricSpec):
-    backbone: str = "torchvision"
-    reference_split: str = "train"
-
-    def _describe_own(self) -> str:
-        return f"{self.backbone} Inception-v3 2048-d pool, reference: the '{self.reference_split}' split"
-
-
-@dataclass(frozen=True)
-class InceptionScoreSpec(MetricSpec):
-    backbone: str = "tf"
-    splits: int = 10
-
-    def _describe_own(self) -> str:
-        return f"{self.backbone} Inception-v3 logits, {self.splits} splits"
-
-
-METRIC_TYPES: dict[str, type[MetricSpec]] = {
-    "ssim": SSIMSpec,
-    "psnr": PSNRSpec,
-    "l1": L1Spec,
-    "lpips": LPIPSSpec,
-    "fid": FIDSpec,
-    "inception_score": InceptionScoreSpec,
-}
-METRIC_TYPES_BY_CLASS = {cls: name for name, cls in METRIC_TYPES.items()}
-_MASKABLE = (SSIMSpec, InceptionScoreSpec)
 _WINDOW_FIELDS = {f.name for f in dataclasses.fields(SSIMWindow)}
-
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 @dataclass(frozen=True)
@@ -170,7 +59,7 @@ def parse_metric(name: str, definition: Mapping[str, Any], preset: str) -> Metri
             (known | {"type", "white_padding"} | (_WINDOW_FIELDS if cls is SSIMSpec else set())) - {"name", "window"}
         )
         raise ConfigError(f"{where}: unknown field(s) {unknown} for a {kind} metric; accepted: {accepted}.")
-    if fields.get("mask") and not issubclass(cls, _MASKABLE):
+    if fields.get("mask") and not cls.maskable:
         raise ConfigError(f"{where}.mask: only ssim and inception_score metrics can be masked.")
     backbone = fields.get("backbone")
     if backbone is not None and backbone not in BACKBONES:

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from emca.io import atomic_open, atomic_write_text
-from emca.metrics.scoring import COPY_SOURCE_SUFFIX, GROUND_TRUTH_SUFFIX, ScoreResult
+from emca.metrics.definitions import COPY_SOURCE_SUFFIX, GROUND_TRUTH_SUFFIX
+from emca.metrics.scoring import ScoreResult
 
 REPORT_FILES = ("metrics.json", "metrics.md", "per_image.csv")
 

