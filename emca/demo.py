@@ -329,10 +329,10 @@ class PoseTransferDemo:
         """An uploaded photo to show, or None and what is wrong with it."""
         if not photo:
             return None, ""
-        from emca.pose.extract import read_photo
+        from emca.data.photo import read_image_uint8
 
         try:
-            return Image.fromarray(read_photo(Path(photo))), ""
+            return Image.fromarray(read_image_uint8(Path(photo))), ""
         except EmcaError as err:
             return None, page_message(err, {photo: Path(photo).name})
 

@@ -44,11 +44,12 @@ from emca.cli import key_value_arguments, user_errors
 from emca.data.annotations import read_annotations, read_pairs
 from emca.data.keypoints import JOINT_NAMES, MISSING, NUM_JOINTS, REQUIRED_FOR_PAIRS, visible
 from emca.data.openpose import openpose_keypoints, read_json
+from emca.data.photo import image_size, read_image_uint8
 from emca.errors import ConfigError, DataError, EmcaError
 from emca.io import atomic_save_image
 from emca.metrics.images import DEFAULT_NAME_PATTERN, pair_file_name
 from emca.pipeline import PoseTransferPipeline
-from emca.pose.extract import IMAGE_SUFFIXES, PoseExtractor, read_photo, read_photo_size
+from emca.pose.extract import IMAGE_SUFFIXES, PoseExtractor
 from emca.pose.framing import FIT_MODES, fit_to_model, plan_framing, transform_keypoints
 from emca.visualize import pose_transfer_sheet
 
@@ -210,7 +211,7 @@ class Transfer:
             raise DataError(f"'{path}': {err} To skip detection, {GIVE_KEYPOINTS[role]}.") from err
 
     def framed_source(self, path: Path, keypoints: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        photo = read_photo(path)
+        photo = read_image_uint8(path)
         keypoints = self.detect(photo, path) if keypoints is None else keypoints
         image, framed, _ = fit_to_model(photo, keypoints, *self.size, mode=self.options.framing)
         require_joints(framed, f"source '{path}'")
@@ -225,7 +226,7 @@ class Transfer:
     def target_pose(self, path: Path) -> np.ndarray:
         if path.suffix.lower() == ".json":
             return self.framed_pose(read_pose_json(path, self.size), f"target pose '{path}'")
-        photo = read_photo(path)
+        photo = read_image_uint8(path)
         return self.framed_pose(Pose(self.detect(photo, path, "target"), photo.shape[:2]), f"target photo '{path}'")
 
     def __call__(
@@ -249,7 +250,7 @@ def source_keypoints(options: InferOptions) -> np.ndarray | None:
     if not options.source_pose:
         return None
     source, pose_path = Path(options.source), Path(options.source_pose)
-    photo_size = read_photo_size(source)
+    photo_size = image_size(source)
     pose = read_pose_json(pose_path, photo_size)
     if pose.size != photo_size:
         raise DataError(
@@ -304,7 +305,7 @@ def read_batch(options: InferOptions) -> Batch:
             f"{options.pairs}, line {line}: the image '{name}' is not in the images folder '{images}'{others}. "
             "Every name in the pairs CSV must be a photo file in images=DIR."
         )
-    target_sizes = {target: read_photo_size(images / target) for target in {target for _, target in pairs}}
+    target_sizes = {target: image_size(images / target) for target in {target for _, target in pairs}}
     return Batch(pairs, annotations, target_sizes)
 
 

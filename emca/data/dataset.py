@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from emca.data.annotations import read_annotations, read_pairs
 from emca.data.batch import IMAGE_CHANNELS
+from emca.data.photo import ImageFailure, read_image
 from emca.data.keypoints import DEFAULT_SIGMA, JOINT_NAMES, NUM_JOINTS, flip_keypoints, pose_heatmaps, visible
 from emca.errors import ConfigError, DataError
 
@@ -39,8 +40,6 @@ _LISTED = 5
 _PROGRESS_DELAY_S = 2.0
 # PIL opens 16-bit grayscale PNG, TIFF and PGM files in these modes; its convert("RGB") would clip every
 # sample above 255 to white, so their samples are scaled from 0..65535 instead
-_SIXTEEN_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
-_SIXTEEN_BIT_MAX = 65535
 
 
 @dataclass(frozen=True)
@@ -246,35 +245,16 @@ def _header_size(path: Path) -> tuple[int, int]:
         raise DataError(f"Cannot open image '{path}': {err}. The file is not an image, or is corrupt.") from err
 
 
-def _unit_pixels(image: Image.Image, path: Path) -> torch.Tensor:
-    """The decoded pixels of ``image`` as a (3, H, W) float tensor in [0, 1] (grayscale repeated)."""
-    if image.mode in _SIXTEEN_BIT_MODES:
-        samples = np.asarray(image, dtype=np.float64)
-        if samples.size and (samples.min() < 0 or samples.max() > _SIXTEEN_BIT_MAX):
-            raise DataError(
-                f"Image '{path}' has 32-bit integer samples (from {samples.min():.0f} to {samples.max():.0f}); "
-                "expected an 8-bit or 16-bit image. Convert it to 8-bit RGB."
-            )
-        gray = torch.from_numpy(samples / _SIXTEEN_BIT_MAX).float()
-        return gray.expand(3, *gray.shape).clone()
-    if image.mode == "F":
-        raise DataError(
-            f"Image '{path}' has floating-point samples (PIL mode 'F'), whose range is unknown; expected an "
-            "8-bit or 16-bit image. Convert it to 8-bit RGB."
-        )
-    # as torchvision's to_tensor (uint8 / 255 in float32), without importing torchvision (seconds at start-up)
-    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
-
-
 def _decode_image(path: Path) -> torch.Tensor:
     """Fully decode an image file (where truncation shows up) to a (3, H, W) float tensor in [0, 1]."""
     try:
-        with Image.open(path) as image:
-            return _unit_pixels(image, path)
-    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+        return torch.from_numpy(read_image(path)).permute(2, 0, 1).contiguous()
+    except ImageFailure as err:
+        if not isinstance(err.__cause__, (OSError, UnidentifiedImageError, SyntaxError)):
+            raise
         raise DataError(
-            f"Cannot decode image '{path}': {err}. The file is missing, truncated or corrupt; re-extract or "
-            "re-download it."
+            f"Cannot decode image '{path}': {err.__cause__}. The file is missing, truncated or corrupt; re-extract "
+            "or re-download it."
         ) from err
 
 

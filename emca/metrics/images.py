@@ -20,6 +20,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from emca.data.photo import read_image_uint8
 from emca.errors import ConfigError, DataError
 
 DEFAULT_NAME_PATTERN = "{from_stem}___{to_stem}.png"
@@ -114,17 +115,14 @@ def check_sizes(paths: Sequence[Path], height: int, width: int, resize: str | No
 
 
 def read_rgb(path: Path, height: int, width: int, resize: str | None = None) -> np.ndarray:
-    """Decode an image to (H, W, 3) uint8, resized with ``resize`` when its size differs."""
-    try:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
-    except (OSError, UnidentifiedImageError, SyntaxError) as err:
-        raise DataError(f"Cannot decode image '{path}': {err}. The file is truncated or corrupt.") from err
-    if rgb.size != (width, height):
+    """Decode an image (emca.data.photo's reader) to (H, W, 3) uint8, resized with ``resize`` when its size
+    differs."""
+    pixels = read_image_uint8(path)
+    if pixels.shape[:2] != (height, width):
         if resize is None:
-            raise DataError(f"Image '{path}' is {rgb.size[1]}x{rgb.size[0]} (HxW); expected {height}x{width}.")
-        rgb = rgb.resize((width, height), RESAMPLING[resize])
-    return np.array(rgb)  # a writable copy, as torch.from_numpy wants
+            raise DataError(f"Image '{path}' is {pixels.shape[0]}x{pixels.shape[1]} (HxW); expected {height}x{width}.")
+        pixels = np.asarray(Image.fromarray(pixels).resize((width, height), RESAMPLING[resize]))
+    return np.array(pixels)  # a writable copy, as torch.from_numpy wants
 
 
 def compression_note(paths: Sequence[Path]) -> str:

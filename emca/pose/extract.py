@@ -19,37 +19,25 @@ import contextlib
 import csv
 import os
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from emca.data.annotations import write_annotations
 from emca.data.keypoints import visible
+from emca.data.photo import ImageFailure, read_image_uint8
 from emca.errors import DataError, EmcaError
 from emca.io import atomic_open
 from emca.pose.mediapipe_coco import landmarks_to_coco
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-_EXIF_ORIENTATION = 0x0112
 
 # short labels of the failure report's "reason" column
-UNREADABLE = "unreadable"
-ROTATED = "rotated by EXIF"
 NO_PERSON = "no person found"
 SEVERAL_PEOPLE = "several people"
-
-
-class ImageFailure(DataError):
-    """One photo gave no single person's keypoints; ``reason`` is its label in the failure report."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -148,38 +136,6 @@ def extract_keypoints(image: np.ndarray, min_visibility: float = 0.5) -> np.ndar
         return extractor(image)
 
 
-@contextlib.contextmanager
-def _opened_photo(path: Path) -> Iterator[Image.Image]:
-    """``Image.open(path)``, with a missing or undecodable file (also while in use) as an ImageFailure naming it."""
-    try:
-        with Image.open(path) as image:
-            yield image
-    except FileNotFoundError as err:
-        raise ImageFailure(UNREADABLE, f"the photo '{path}' does not exist.") from err
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-        raise ImageFailure(UNREADABLE, f"cannot decode '{path}': {err}.") from err
-
-
-def read_photo_size(path: Path) -> tuple[int, int]:
-    """(height, width) of the photo at ``path`` as stored, read from its header; ImageFailure if unreadable."""
-    with _opened_photo(path) as image:
-        return image.height, image.width
-
-
-def read_photo(path: Path) -> np.ndarray:
-    """Decode ``path`` to an RGB uint8 array as stored; ImageFailure if unreadable or EXIF-rotated."""
-    with _opened_photo(path) as image:
-        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-        rgb = np.asarray(image.convert("RGB"))  # forces the full decode, where truncation shows up
-    if orientation != 1:
-        raise ImageFailure(
-            ROTATED,
-            f"the EXIF orientation of '{path}' is {orientation}, so its pixels are stored rotated or mirrored; save it "
-            "upright (e.g. PIL.ImageOps.exif_transpose) so keypoints and model see the same frame.",
-        )
-    return rgb
-
-
 def list_images(image_dir: Path) -> list[Path]:
     """The image files directly inside ``image_dir`` (by suffix), sorted by name."""
     if not image_dir.is_dir():
@@ -217,7 +173,7 @@ def extract_directory(
     with contextlib.closing(PoseExtractor(min_visibility)) as extractor:
         for path in tqdm(paths, desc=f"Extracting keypoints in {image_dir}", unit="img", disable=not progress):
             try:
-                annotations[path.name] = extractor(read_photo(path))
+                annotations[path.name] = extractor(read_image_uint8(path))
             except ImageFailure as failure:
                 failures.append(Failure(path.name, failure.reason, str(failure)))
     write_annotations(out, annotations)

@@ -22,7 +22,8 @@ from emca.data.video.options import FromVideoOptions, Target, import_cv2
 from emca.data.video.track import SPLIT_REASONS, IdentitySplitter, _Tracker, body_colours, colour_distance
 from emca.errors import DataError
 from emca.io import atomic_save_image
-from emca.pose.extract import SEVERAL_PEOPLE, ImageFailure
+from emca.data.photo import ImageFailure
+from emca.pose.extract import SEVERAL_PEOPLE
 
 # shoulders, elbows, wrists, hips, knees, ankles: the joints whose mean confidence decides "low confidence"
 LIMB_JOINTS: tuple[int, ...] = tuple(range(2, 14))

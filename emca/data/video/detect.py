@@ -104,7 +104,7 @@ class ScoredPose(NamedTuple):
 
 
 # (the crop upscaled for the pose, RGB uint8; where it came from) -> its pose in that image's pixels; raises
-# emca.pose.extract.ImageFailure (NO_PERSON or SEVERAL_PEOPLE) when it shows no single person
+# emca.data.photo.ImageFailure (emca.pose.extract's NO_PERSON or SEVERAL_PEOPLE) when it shows no single person
 KeypointDetector = Callable[[np.ndarray, CropSource], ScoredPose]
 
 _MEDIAPIPE_SOURCE = tuple(MEDIAPIPE_LANDMARKS.index(name) if name != "neck" else -1 for name in JOINT_NAMES)
