@@ -51,19 +51,27 @@ class Entry:
     # options that are option groups: parsed (types, ranges, unknown keys) into these dataclasses, a bare
     # true / false meaning just their ``enabled`` field
     groups: Mapping[str, type] = dataclasses.field(default_factory=dict)
+    # size options and the largest value emca builds, so that a file cannot ask for unbounded memory
+    limits: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 # kind -> {_target_ as written in conf/: entry}. Adding an architecture means adding a line here.
+# Sizes are bounded so that a config read from a file cannot ask for unbounded memory: the official models use
+# ngf 64 and 9 blocks; the bounds allow 16x the width and 7x the depth (a model that large is then still
+# refused by its parameter count, emca.checkpoint.DEFAULT_MAX_PARAMETERS, unless the user allows it)
+MAX_WIDTH = 1024
+MAX_BLOCKS = 64
 _GENERATOR_RANGES = {
     "ngf": (1, math.inf),
     "num_blocks": (1, math.inf),
     "dropout": (0, 1),
     "query_key_channels": (1, math.inf),
 }
+_GENERATOR_LIMITS = {"ngf": MAX_WIDTH, "num_blocks": MAX_BLOCKS, "query_key_channels": MAX_WIDTH}
 REGISTRY: dict[str, dict[str, Entry]] = {
     "generator": {
         "emca.networks.generator.XingGenerator": Entry(
-            XingGenerator, ("attention", "attention_factory"), _GENERATOR_RANGES
+            XingGenerator, ("attention", "attention_factory"), _GENERATOR_RANGES, limits=_GENERATOR_LIMITS
         ),
         "emca.networks.xingganpp.XingGANPlusPlusGenerator": Entry(
             XingGANPlusPlusGenerator,
@@ -74,6 +82,7 @@ REGISTRY: dict[str, dict[str, Entry]] = {
                 "enhanced_attention": EnhancedAttentionOptions,
                 "dense_fusion": DenseFusionOptions,
             },
+            _GENERATOR_LIMITS,
         ),
     },
     "discriminator": {
@@ -81,6 +90,7 @@ REGISTRY: dict[str, dict[str, Entry]] = {
             ResnetDiscriminator,
             ("image_channels", "condition_channels"),
             {"ndf": (1, math.inf), "num_blocks": (0, math.inf), "dropout": (0, 1)},
+            limits={"ndf": MAX_WIDTH, "num_blocks": MAX_BLOCKS},
         ),
     },
     "attention": {
@@ -184,6 +194,13 @@ def build(kind: str, config: Mapping[str, Any], field: str, source: str | None =
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not lowest <= value <= highest:
             span = f">= {lowest}" if highest == math.inf else f"in [{lowest}, {highest}]"
             raise _error(source, f"{_where(source, f'{field}.{name}')} is {value!r}; expected a number {span}.")
+    for name, limit in entry.limits.items():
+        if name in options and options[name] > limit:
+            raise _error(
+                source,
+                f"{_where(source, f'{field}.{name}')} is {options[name]!r}; expected at most {limit}. emca bounds the "
+                "sizes a config may ask for, so that a model file cannot take unbounded memory.",
+            )
     for name, group in entry.groups.items():
         if name in options:
             value = options[name]

@@ -31,6 +31,9 @@ EXPORT_FORMAT = "emca-model"
 EXPORT_VERSION = 1
 EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_CONFIG = "config.json"
+# a loaded model may have at most this many generator parameters unless the user allows more (max_parameters=):
+# 10x the official XingGAN (44.8 M) and XingGAN++ (47.8 M), 1.9 GiB in fp32
+DEFAULT_MAX_PARAMETERS = 500_000_000
 HUB_PREFIX = "hf://"  # an exported model on the Hugging Face Hub: hf://OWNER/NAME[@REVISION]
 
 
@@ -75,6 +78,8 @@ def read_exported_model(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"'{config_path}' is not valid JSON ({err}).") from err
+    except RecursionError as err:  # json's parser recurses once per level of nesting
+        raise CheckpointError(f"'{config_path}' nests deeper than Python's JSON reader can follow.") from err
     if not isinstance(config, dict) or config.get("format") != EXPORT_FORMAT:
         raise CheckpointError(f"'{config_path}' is not an emca model config (no format '{EXPORT_FORMAT}').")
     if config.get("version") != EXPORT_VERSION:
@@ -118,9 +123,28 @@ def read_training_checkpoint(ckpt_path: str | os.PathLike) -> tuple[dict[str, An
     names to tensors.
     """
     if str(ckpt_path).startswith(HUB_PREFIX):
-        return read_exported_model(hub_folder(str(ckpt_path)))
-    if Path(ckpt_path).is_dir():
-        return read_exported_model(Path(ckpt_path))
+        checkpoint, hyper_parameters = read_exported_model(hub_folder(str(ckpt_path)))
+    elif Path(ckpt_path).is_dir():
+        checkpoint, hyper_parameters = read_exported_model(Path(ckpt_path))
+    else:
+        checkpoint, hyper_parameters = _read_checkpoint_file(ckpt_path)
+    check_finite(checkpoint["state_dict"], str(ckpt_path))
+    return checkpoint, hyper_parameters
+
+
+def check_finite(tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse a model file whose floating-point tensors hold NaN or inf: its images would be black or white."""
+    broken = [name for name, tensor in tensors.items() if tensor.is_floating_point() and not tensor.isfinite().all()]
+    if broken:
+        raise CheckpointError(
+            f"'{source}': {len(broken)} tensor(s) hold NaN or inf (first: '{broken[0]}'), so the model would "
+            "generate black or white images. It was saved from a run that diverged, or the file is damaged: use an "
+            "earlier checkpoint of the run, or retrain with a lower learning rate."
+        )
+
+
+def _read_checkpoint_file(ckpt_path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A training checkpoint file (``best.ckpt``, ``last.ckpt``, a converted release), its structure checked."""
     checkpoint = safe_torch_load(ckpt_path)
     hint = "emca reads the best.ckpt / last.ckpt files that `emca train` writes."
     if not isinstance(checkpoint, dict):
@@ -140,14 +164,29 @@ def read_training_checkpoint(ckpt_path: str | os.PathLike) -> tuple[dict[str, An
 
 
 def load_generator(
-    ckpt_path: str | os.PathLike, device: str | torch.device = "cpu", prefer_ema: bool = True
+    ckpt_path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    prefer_ema: bool = True,
+    max_parameters: int = DEFAULT_MAX_PARAMETERS,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the trained generator of a checkpoint in eval mode.
+
+    The generator its config describes is first built on the meta device, which allocates nothing: one with
+    more than ``max_parameters`` parameters is refused before its memory is taken.
 
     Returns ``(generator, hyper_parameters)``; ``hyper_parameters["data"]`` holds the data config the model
     was trained with (root, preset, height, width, sigma, ...).
     """
     checkpoint, hyper_parameters = read_training_checkpoint(ckpt_path)
+    with torch.device("meta"):
+        planned = build_generator(hyper_parameters["model"], source=str(ckpt_path))
+    count = sum(parameter.numel() for parameter in planned.parameters())
+    if count > max_parameters:
+        raise CheckpointError(
+            f"'{ckpt_path}': its config describes a generator of {count:,} parameters "
+            f"({count * 4 / 2**30:.1f} GiB in fp32), over the {max_parameters:,} allowed. The official XingGAN has "
+            "44.8 million. If you trust this model, allow it with max_parameters=N."
+        )
     generator = build_generator(hyper_parameters["model"], source=str(ckpt_path))
     weights = generator_state(checkpoint["state_dict"], prefer_ema)
     if not weights:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from emca.checkpoint import load_generator, shape_differences
+from emca.checkpoint import DEFAULT_MAX_PARAMETERS, check_finite, load_generator, shape_differences
 from emca.errors import CheckpointError
 from emca.io import atomic_torch_save, safe_torch_load
 from emca.personalize.moa import PersonalizedGenerator
@@ -78,6 +78,7 @@ def read_adapter(path: str | os.PathLike) -> dict[str, Any]:
             f"Adapter '{path}' has version {adapter.get('version')}; this emca reads version {ADAPTER_VERSION}."
         )
     _check_structure(adapter, path)
+    check_finite(adapter["state"], str(path))
     return adapter
 
 
@@ -147,13 +148,14 @@ def load_personalized_generator(
     adapter_path: str | os.PathLike,
     device: str | torch.device = "cpu",
     scale: float = 1.0,
+    max_parameters: int = DEFAULT_MAX_PARAMETERS,
 ) -> tuple[PersonalizedGenerator, dict[str, Any]]:
     """Base checkpoint + adapter -> (PersonalizedGenerator in eval mode, the base's hyper_parameters).
 
     ``scale`` scales the personalised routing (0: the base generator exactly, 1: the trained mixture).
     """
     adapter = read_adapter(adapter_path)
-    generator, hyper_parameters = load_generator(base_ckpt)
+    generator, hyper_parameters = load_generator(base_ckpt, max_parameters=max_parameters)
     check_fits(adapter, adapter_path, architecture_fingerprint(generator, hyper_parameters["model"]), base_ckpt)
     state = adapter["state"]
     tokens = next((tensor for name, tensor in state.items() if name.endswith(SUBJECT_TOKENS_SUFFIX)), None)
@@ -183,11 +185,12 @@ def load_generator_with_adapter(
     adapter_path: str | os.PathLike | None,
     device: str | torch.device = "cpu",
     scale: float = 1.0,
+    max_parameters: int = DEFAULT_MAX_PARAMETERS,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The checkpoint's generator, with the MoA adapter on top when ``adapter_path`` is given."""
     if adapter_path:
-        return load_personalized_generator(ckpt, adapter_path, device, scale)
-    return load_generator(ckpt, device)
+        return load_personalized_generator(ckpt, adapter_path, device, scale, max_parameters)
+    return load_generator(ckpt, device, max_parameters=max_parameters)
 
 
 def adapter_path_in(run_dir: str | os.PathLike) -> Path:
