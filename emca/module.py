@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from emca.build import build_discriminators, build_generator
 from emca.checkpoint import last_checkpoint
 from emca.data.batch import PoseTransferBatch
-from emca.errors import TrainingDiverged
+from emca.errors import ConfigError, TrainingDiverged
 from emca.io import atomic_save_image
 from emca.losses import ImagePool, LossOptions, PoseTransferLoss
 from emca.metrics.validation import ValidationMetrics
@@ -81,12 +81,17 @@ def adam(
     return torch.optim.Adam(parameters, lr=lr, betas=betas, fused=fused)
 
 
-def _gradients_finite(network: nn.Module) -> bool:
+def gradients_finite(network: nn.Module) -> bool:
     """Whether every gradient of ``network`` is finite (one reduction, one device sync)."""
     gradients = [p.grad for p in network.parameters() if p.grad is not None]
     if not gradients:
         return True
     return bool(torch.stack([g.isfinite().all() for g in gradients]).all())
+
+
+# below this largest per-image standard deviation (one 8-bit level, in [-1, 1] units) every generated image
+# is flat: the generator has collapsed
+COLLAPSED_SPREAD = 2 / 255
 
 
 class GeneratorModule(pl.LightningModule):
@@ -115,15 +120,37 @@ class GeneratorModule(pl.LightningModule):
         if self.global_step >= self.max_optimizer_steps:
             self.trainer.should_stop = True
 
+    def diverged(self, what: str) -> TrainingDiverged:
+        """The error that stops a run whose loss or gradients stopped being finite (``what`` says which)."""
+        last = last_checkpoint(self.trainer.default_root_dir)
+        saved = f"The last good checkpoint is '{last}'." if last.is_file() else "No checkpoint was written yet."
+        return TrainingDiverged(
+            f"Training diverged at iteration {self.iteration + 1}: {what}, so the run stopped instead of training "
+            f"on. {saved} Try a lower model.optim.lr, model.grad_clip=1.0, smaller loss weights "
+            "(model.loss.lambda_*), or check the data for broken images."
+        )
+
     def validation_step(self, batch: PoseTransferBatch, batch_idx: int) -> Tensor:
         generated = self(batch.source_image, batch.source_pose, batch.target_pose)
         self.val_metrics.update(generated, batch.target_image)
+        spread = generated.detach().flatten(1).float().std(dim=1).max()
+        self._largest_spread = max(self._largest_spread, float(spread))
         return generated
+
+    def on_validation_epoch_start(self) -> None:
+        self._largest_spread = 0.0
 
     def on_validation_epoch_end(self) -> None:
         results = self.val_metrics.compute()
         self.log_dict({f"val/{name}": value for name, value in results.items()}, prog_bar=True, sync_dist=True)
         self.val_metrics.reset()
+        # a generator whose every validation image is one flat colour has collapsed (e.g. saturated by a huge
+        # learning rate): report it as diverged rather than save and score it as a result
+        if not self.trainer.sanity_checking and self._largest_spread < COLLAPSED_SPREAD:
+            raise self.diverged(
+                f"every validation image is a constant colour (largest pixel standard deviation "
+                f"{self._largest_spread:.2g} in [-1, 1] units, under one 8-bit level)"
+            )
 
 
 class PoseTransferModule(GeneratorModule):
@@ -156,6 +183,11 @@ class PoseTransferModule(GeneratorModule):
         # checked here, before any network is built, so a bad value is named by its config path
         self.loss_options = parse(LossOptions, model.get("loss"), "model.loss")
         self.optim_options = parse(OptimOptions, model.get("optim"), "model.optim")
+        if self.optim_options.constant_iterations + self.optim_options.decay_iterations == 0:
+            raise ConfigError(
+                "Config fields 'model.optim.constant_iterations' and 'model.optim.decay_iterations' are both 0; a "
+                "run needs at least one iteration."
+            )
         options = parse(
             TrainingOptions,
             {field.name: model[field.name] for field in fields(TrainingOptions) if field.name in model},
@@ -222,25 +254,14 @@ class PoseTransferModule(GeneratorModule):
         schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in optimizers]
         return optimizers, schedulers
 
-    def _diverged(self, what: str) -> TrainingDiverged:
-        """The error that stops a run whose loss or gradients stopped being finite."""
-        last = last_checkpoint(self.trainer.default_root_dir)
-        saved = f"The last good checkpoint is '{last}'." if last.is_file() else "No checkpoint was written yet."
-        return TrainingDiverged(
-            f"Training diverged at iteration {self.iteration + 1}: {what} is not "
-            f"finite (NaN or inf), so the run stopped instead of training on. {saved} Try a lower "
-            "model.optim.lr, model.grad_clip=1.0, smaller loss weights (model.loss.lambda_*), or check the data "
-            "for broken images."
-        )
-
     def _step(self, optimizer: Any, loss: Tensor, name: str, network: nn.Module) -> None:
         if not torch.isfinite(loss):
-            raise self._diverged(f"the loss {name}")
+            raise self.diverged(f"the loss {name} is not finite (NaN or inf)")
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         # with a 16-bit AMP grad scaler, non-finite gradients are expected: the scaler skips those steps
-        if not self._grad_scaled and not _gradients_finite(network):
-            raise self._diverged(f"a gradient of {name}")
+        if not self._grad_scaled and not gradients_finite(network):
+            raise self.diverged(f"a gradient of {name} is not finite (NaN or inf)")
         if self.grad_clip:
             self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
         optimizer.step()

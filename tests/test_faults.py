@@ -18,7 +18,7 @@ from _tiny_training import REPO, iterations, logged_steps, run, tiny_config, tin
 import train as train_script
 from emca import checkpoint as checkpoint_module
 from emca.cli import find_user_error
-from emca.errors import CheckpointError, DiskFull, TrainingDiverged
+from emca.errors import CheckpointError, ConfigError, DiskFull, TrainingDiverged
 from emca.io import atomic_directory, safe_torch_load
 from emca.metrics.validation import ValidationMetrics
 from emca.module import PoseTransferModule
@@ -171,6 +171,27 @@ def test_non_finite_loss_exits_non_zero_without_traceback(data_root: Path, tmp_p
     assert result.returncode == 2
     assert "Training diverged at iteration" in result.stderr and "is not finite" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_generator_collapsed_to_constant_images_is_reported_as_diverged(
+    data_root: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from emca.networks.generator import XingGenerator
+
+    forward = XingGenerator.forward
+    # saturated, as a huge learning rate leaves it: every image one flat colour (white)
+    monkeypatch.setattr(XingGenerator, "forward", lambda self, *inputs: forward(self, *inputs) * 0 + 1)
+    with pytest.raises(Exception) as err:
+        run(tiny_config(data_root, tmp_path / "run"), monkeypatch)
+    diverged = find_user_error(err.value)
+    assert isinstance(diverged, TrainingDiverged) and "every validation image is a constant colour" in str(diverged)
+    assert not (tmp_path / "run" / "checkpoints" / "best.ckpt").exists()  # nothing scored as a result
+
+
+def test_a_run_of_zero_iterations_is_refused(data_root: Path, tmp_path: Path) -> None:
+    zero = ("model.optim.constant_iterations=0", "model.optim.decay_iterations=0")
+    with pytest.raises(ConfigError, match="both 0; a run needs at least one iteration"):
+        train_script.train(tiny_config(data_root, tmp_path / "run", *zero))
 
 
 def test_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(

@@ -18,7 +18,7 @@ from emca.checkpoint import load_generator
 from emca.cli import find_user_error
 from emca.data.annotations import write_annotations
 from emca.data.synthetic import render_identity
-from emca.errors import CheckpointError, ConfigError, DataError
+from emca.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from emca.io import safe_torch_load
 from emca.networks.attention import ReferenceAttention
 from emca.networks.generator import XingGenerator
@@ -470,6 +470,34 @@ def test_bad_personalisation_options_are_named_before_the_base_is_read(
     with pytest.raises(ConfigError) as error:  # the base checkpoint does not exist: the options come first
         train_script.train(cfg)
     assert expected in str(error.value)
+
+
+@pytest.mark.parametrize("override", ["model.loss.lambda_l1=1e39", "model.optim.lr=1e30"])
+def test_a_diverging_personalisation_stops_and_writes_no_adapter(override: str, tmp_path: Path) -> None:
+    base_ckpt = write_base_checkpoint(tmp_path / "base.ckpt")
+    subject_dir = write_subject(tmp_path / "me", num_photos=4)
+    run_dir = tmp_path / "run"
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=personalize",
+                f"ckpt={base_ckpt}",
+                f"data.root={subject_dir}",
+                f"run_dir={run_dir}",
+                "model.moa.token_grid=[2,2]",
+                "model.optim.iterations=6",
+                "data.batch_size=4",
+                "trainer.enable_progress_bar=false",
+                "trainer.enable_model_summary=false",
+                override,
+            ],
+        )
+    with pytest.raises(Exception) as error:
+        train_script.train(cfg)
+    diverged = find_user_error(error.value)
+    assert isinstance(diverged, TrainingDiverged) and "not finite" in str(diverged), diverged
+    assert not (run_dir / "adapter.pt").exists()
 
 
 def test_masked_l1_averages_inside_the_mask_only() -> None:

@@ -24,7 +24,7 @@ from emca.checkpoint import load_generator, read_training_checkpoint
 from emca.data.batch import PoseTransferBatch
 from emca.errors import CheckpointError, ConfigError
 from emca.metrics.validation import ValidationMetrics
-from emca.module import GeneratorModule, adam
+from emca.module import GeneratorModule, adam, gradients_finite
 from emca.networks.discriminator import DiscriminatorPair
 from emca.options import bounded, parse
 from emca.personalize.adapter import adapter_path_in, architecture_fingerprint, save_adapter
@@ -122,9 +122,15 @@ class PersonalizationModule(GeneratorModule):
 
     def training_step(self, batch: PoseTransferBatch, batch_idx: int) -> Tensor:
         total, losses = self.loss(self.personalized, batch, self.discriminators)
+        if not torch.isfinite(total):
+            raise self.diverged("the loss is not finite (NaN or inf)")
         self.log_dict({f"train/{name}": value for name, value in losses.items()}, batch_size=len(batch))
         self.log("train/loss", total, prog_bar=True, batch_size=len(batch))
         return total
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if not gradients_finite(self.personalized):
+            raise self.diverged("a gradient is not finite (NaN or inf)")
 
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero:
