@@ -36,7 +36,7 @@ from emca.checkpoint import (
 )
 from emca.cli import user_errors
 from emca.errors import CheckpointError, DataError
-from emca.io import atomic_open, atomic_write_text
+from emca.io import atomic_directory
 
 
 def _metric_rows(metrics_path: Path) -> list[str]:
@@ -119,9 +119,31 @@ def newest_sample_sheet(ckpt: Path) -> Path | None:
     return sheets[-1] if sheets else None
 
 
+def check_destination(out: Path) -> None:
+    """``out`` may be new, an empty folder, or an earlier export (which is then replaced whole); anything else is
+    refused, so that a mistyped --out cannot replace a folder of other files."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out '{out}' is a file; give a folder for the exported model.")
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            exported = json.loads((out / EXPORT_CONFIG).read_text(encoding="utf-8")).get("format") == EXPORT_FORMAT
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            exported = False
+        if not exported:
+            raise DataError(
+                f"--out '{out}' is a folder of other files, not an earlier emca export; give a new or empty folder "
+                "(an earlier export is replaced whole)."
+            )
+
+
 def export(ckpt: str | Path, out: str | Path, metrics: str | Path | None = None) -> list[Path]:
-    """Write the shareable folder of ``ckpt`` into ``out``; returns the files written."""
+    """Write the shareable folder of ``ckpt`` into ``out``; returns the files written.
+
+    Every input (checkpoint, metrics, sample sheet) is read and checked first; the folder is then written
+    beside ``out`` and moved into place whole, so an interrupted or failed export leaves an earlier one intact.
+    """
     ckpt, out = Path(ckpt), Path(out)
+    check_destination(out)
     checkpoint, hyper_parameters = read_training_checkpoint(ckpt)
     generator, _ = load_generator(ckpt)  # the config must build, and the weights fit it, before anything is written
     data = hyper_parameters.get("data")
@@ -133,22 +155,23 @@ def export(ckpt: str | Path, out: str | Path, metrics: str | Path | None = None)
         if name.startswith((GENERATOR_PREFIX, EMA_GENERATOR_PREFIX))
     }
     ema = any(name.startswith(EMA_GENERATOR_PREFIX) for name in tensors)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_open(out / EXPORT_WEIGHTS, "wb") as handle:
-        handle.write(safetensors_bytes(tensors, metadata={"format": "pt"}))
-    config = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "model": hyper_parameters["model"], "data": data}
-    atomic_write_text(out / EXPORT_CONFIG, json.dumps(config, indent=2) + "\n")
     parameters = sum(parameter.numel() for parameter in generator.parameters())
     card = model_card(hyper_parameters, parameters, ema, Path(metrics) if metrics else None)
-    written = [out / EXPORT_WEIGHTS, out / EXPORT_CONFIG]
+    config = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "model": hyper_parameters["model"], "data": data}
     sheet = newest_sample_sheet(ckpt)
     if sheet is not None:
-        with atomic_open(out / "samples.png", "wb") as handle, sheet.open("rb") as source:
-            shutil.copyfileobj(source, handle)
         card += "\n## Samples\n\nsource | source pose | target pose | generated | target\n\n![samples](samples.png)\n"
-        written.append(out / "samples.png")
-    atomic_write_text(out / "README.md", card)
-    return [*written, out / "README.md"]
+    names = [EXPORT_WEIGHTS, EXPORT_CONFIG, *(["samples.png"] if sheet else []), "README.md"]
+    try:
+        with atomic_directory(out) as staging:
+            (staging / EXPORT_WEIGHTS).write_bytes(safetensors_bytes(tensors, metadata={"format": "pt"}))
+            (staging / EXPORT_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+            if sheet is not None:
+                shutil.copyfile(sheet, staging / "samples.png")
+            (staging / "README.md").write_text(card, encoding="utf-8")
+    except OSError as err:  # a read-only or full disk, a parent that is a file
+        raise DataError(f"Cannot write the export beside '{out}': {err.strerror} ('{err.filename}').") from err
+    return [out / name for name in names]
 
 
 def main(argv: list[str] | None = None) -> None:

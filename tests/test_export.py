@@ -3,7 +3,11 @@ and that cannot make emca run code."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from emca.checkpoint import load_generator
 from emca.data.synthetic import render_identity
-from emca.errors import CheckpointError
+from emca.errors import CheckpointError, DataError
 from emca.export import export, main
 from emca.infer import main as infer_main
 
@@ -144,3 +148,55 @@ def test_hub_repository_ids_download_only_the_safe_files(exported: Path, monkeyp
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(CheckpointError, match=r"hf://someone/x': the download from the Hugging Face Hub failed"):
         load_generator("hf://someone/x")
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
+
+
+def test_an_export_killed_midway_leaves_the_previous_one_intact(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    export(checkpoint, out)
+    before = digests(out)
+    # the second export is killed (SIGKILL: no cleanup runs) after its weights are written, before its card
+    script = (
+        "import os, signal, sys\n"
+        "import emca.export as export_module\n"
+        "real_write = export_module.Path.write_bytes\n"
+        "def write_then_die(self, data):\n"
+        "    real_write(self, data)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "export_module.Path.write_bytes = write_then_die\n"
+        "export_module.main(sys.argv[1:])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(checkpoint), "--out", str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    assert digests(out) == before
+    load_generator(out)  # still loads
+
+
+def test_bad_inputs_and_destinations_are_refused_before_anything_is_written(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    export(checkpoint, out)
+    before = digests(out)
+    (tmp_path / "metrics.json").write_text("{not json")
+    with pytest.raises(DataError, match="is not an emca eval metrics.json"):
+        export(checkpoint, out, tmp_path / "metrics.json")
+    assert digests(out) == before  # a mistyped --metrics replaced weights and config before
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(DataError, match="is a file; give a folder"):
+        export(checkpoint, tmp_path / "a_file")
+    documents = tmp_path / "documents"
+    documents.mkdir()
+    (documents / "thesis.tex").write_text("years of work")
+    with pytest.raises(DataError, match="a folder of other files, not an earlier emca export"):
+        export(checkpoint, documents)
+    assert (documents / "thesis.tex").read_text() == "years of work"
+
+
+def test_an_unwritable_destination_is_a_message(checkpoint: Path, tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("x")  # unwritable even for root, which CI runs as
+    with pytest.raises(DataError, match="Cannot write the export beside"):
+        export(checkpoint, tmp_path / "a_file" / "model")
