@@ -34,5 +34,9 @@ class DiskFull(EmcaError):
     """No space was left to write a file; the previous version of the file is intact."""
 
 
+class OutputError(EmcaError):
+    """A result cannot be written where the user asked: a read-only folder, a path through a file."""
+
+
 class RunInterrupted(EmcaError):
     """A run was stopped from outside (SIGTERM); its last.ckpt holds the state it reached."""

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+from PIL import Image
 
-from emca.errors import CheckpointError, DiskFull
+from emca.errors import CheckpointError, DiskFull, OutputError
 
 
 def _umask() -> int:
@@ -31,16 +32,46 @@ _FILE_MODE = 0o666 & ~_umask()
 TEMPORARY_SUFFIX = ".tmp"
 
 
+def _unwritable(path: Path, error: OSError) -> OutputError:
+    """The message for a path that cannot be created: name the file in the way, or the folder and the reason."""
+    blocking = next((parent for parent in path.parents if parent.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        return OutputError(f"Cannot write '{path}': '{blocking}' is a file, not a folder. Choose another output path.")
+    where = f" ('{error.filename}')" if error.filename else ""
+    return OutputError(
+        f"Cannot write '{path}': {error.strerror}{where}. Choose an output path in a folder you can write to."
+    )
+
+
+def _disk_full(error: BaseException) -> bool:
+    """Whether ``error`` or one it arose from is a full disk or quota (torch's zip writer reports ENOSPC as a
+    RuntimeError 'unexpected pos' raised while handling the OSError)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success rename it over ``path``.
 
     A crash (or exception) midway leaves any previous ``path`` untouched and removes the temporary. A full
-    disk raises :class:`DiskFull`, naming the folder.
+    disk raises :class:`DiskFull`, naming the folder; a folder that cannot be written (read-only, or a path
+    through a file) raises :class:`OutputError`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
+    except OSError as err:
+        if _disk_full(err):
+            raise DiskFull(f"No space left on '{path.parent}' to write '{path.name}'; nothing was written.") from err
+        raise _unwritable(path, err) from err
     os.close(fd)
     try:
         os.chmod(tmp, _FILE_MODE)
@@ -52,7 +83,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
     except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        if _disk_full(err):
             previous = "the previous version is intact" if path.exists() else "nothing was written"
             raise DiskFull(f"No space left on '{path.parent}' while writing '{path.name}'; {previous}.") from err
         raise
@@ -63,9 +94,12 @@ def atomic_directory(root: str | os.PathLike) -> Iterator[Path]:
     """A new folder beside ``root`` to fill; on success it becomes ``root`` (an existing ``root`` is replaced only
     then), and on any exception it is removed, leaving ``root`` as it was."""
     root = Path(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
     staging = root.parent / f".{root.name}.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}"
-    staging.mkdir()
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+    except OSError as err:
+        raise _unwritable(root, err) from err
     try:
         yield staging
         if root.is_dir():
@@ -100,7 +134,13 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 def atomic_save_image(image: Any, path: str | os.PathLike, **save_options: Any) -> None:
     """Save a PIL image atomically; the format comes from the suffix of ``path`` (options: e.g. quality)."""
-    fmt = Path(path).suffix.lstrip(".").upper().replace("JPG", "JPEG")
+    suffix = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        raise OutputError(
+            f"Cannot write '{path}': {f'its suffix {suffix!r}' if suffix else 'it has no suffix, which'} does not "
+            "name an image format Pillow writes; end the name in .png (lossless) or .jpg."
+        )
     with atomic_open(path, "wb") as handle:
         image.save(handle, format=fmt, **save_options)
 
