@@ -58,7 +58,7 @@ class Entry:
 # kind -> {_target_ as written in conf/: entry}. Adding an architecture means adding a line here.
 # Sizes are bounded so that a config read from a file cannot ask for unbounded memory: the official models use
 # ngf 64 and 9 blocks; the bounds allow 16x the width and 7x the depth (a model that large is then still
-# refused by its parameter count, emca.checkpoint.DEFAULT_MAX_PARAMETERS, unless the user allows it)
+# refused by its parameter count, emca.checkpoint.LoadLimits, unless the user allows it)
 MAX_WIDTH = 1024
 MAX_BLOCKS = 64
 _GENERATOR_RANGES = {

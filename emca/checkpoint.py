@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,12 @@ from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
-from emca.build import build_generator
+from emca.build import build_generator, image_frame
+from emca.data.batch import IMAGE_CHANNELS
+from emca.data.keypoints import NUM_JOINTS
 from emca.errors import CheckpointError, ConfigError
 from emca.io import atomic_torch_save, remove_stale_temporaries, safe_torch_load
 
@@ -31,9 +36,24 @@ EXPORT_FORMAT = "emca-model"
 EXPORT_VERSION = 1
 EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_CONFIG = "config.json"
-# a loaded model may have at most this many generator parameters unless the user allows more (max_parameters=):
-# 10x the official XingGAN (44.8 M) and XingGAN++ (47.8 M), 1.9 GiB in fp32
-DEFAULT_MAX_PARAMETERS = 500_000_000
+
+
+@dataclass(frozen=True)
+class LoadLimits:
+    """How large a model file may ask a loader to build, checked on the meta device before any memory is taken.
+
+    ``max_parameters``: of the generator; 500,000,000 is about 10x the official XingGAN (44.8 M) and XingGAN++
+    (47.8 M), 1.9 GiB in fp32. ``max_activation_gib``: the largest tensor one image makes in a forward pass at
+    the model's size; 8 GiB admits the reference attention at 512x352 (0.95 GiB: 11,264 tokens squared, both
+    directions, fp32) and refuses it at 1024x704 (15 GiB).
+    """
+
+    max_parameters: int = 500_000_000
+    max_activation_gib: float = 8.0
+
+
+DEFAULT_LIMITS = LoadLimits()
+
 HUB_PREFIX = "hf://"  # an exported model on the Hugging Face Hub: hf://OWNER/NAME[@REVISION]
 
 
@@ -163,30 +183,60 @@ def _read_checkpoint_file(ckpt_path: str | os.PathLike) -> tuple[dict[str, Any],
     return checkpoint, hyper_parameters
 
 
+class _LargestTensor(TorchDispatchMode):
+    """Records the largest tensor any operation makes (bytes, operation), e.g. on the meta device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest: tuple[int, str] = (0, "")
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor) and tensor.numel() * tensor.element_size() > self.largest[0]:
+                self.largest = (tensor.numel() * tensor.element_size(), str(func))
+        return out
+
+
+def check_size(model: dict[str, Any], data: dict[str, Any] | None, source: str, limits: LoadLimits) -> None:
+    """Build the generator a config describes on the meta device (which allocates nothing) and refuse it when it
+    has more parameters, or makes a larger tensor for one image at its size, than ``limits`` allow."""
+    with torch.device("meta"):
+        planned = build_generator(model, source=source)
+    count = sum(parameter.numel() for parameter in planned.parameters())
+    if count > limits.max_parameters:
+        raise CheckpointError(
+            f"'{source}': its config describes a generator of {count:,} parameters "
+            f"({count * 4 / 2**30:.1f} GiB in fp32), over the {limits.max_parameters:,} allowed. The official "
+            "XingGAN has 44.8 million. If you trust this model, allow it with max_parameters=N."
+        )
+    if not data:
+        return
+    height, width, _ = image_frame(data, source)
+    with torch.device("meta"), torch.no_grad(), _LargestTensor() as recorder:
+        planned(torch.zeros(1, IMAGE_CHANNELS, height, width), *torch.zeros(2, 1, NUM_JOINTS, height, width))
+    largest, operation = recorder.largest
+    if largest > limits.max_activation_gib * 2**30:
+        raise CheckpointError(
+            f"'{source}': at its {height}x{width} image size the generator makes a {largest / 2**30:.1f} GiB tensor "
+            f"({operation}) for a single image, over the {limits.max_activation_gib:g} GiB allowed. If you have the "
+            "memory and trust this model, allow it with max_activation_gib=N."
+        )
+
+
 def load_generator(
     ckpt_path: str | os.PathLike,
     device: str | torch.device = "cpu",
     prefer_ema: bool = True,
-    max_parameters: int = DEFAULT_MAX_PARAMETERS,
+    limits: LoadLimits = DEFAULT_LIMITS,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the trained generator of a checkpoint in eval mode.
-
-    The generator its config describes is first built on the meta device, which allocates nothing: one with
-    more than ``max_parameters`` parameters is refused before its memory is taken.
+    """Rebuild the trained generator of a checkpoint in eval mode, after :func:`check_size`.
 
     Returns ``(generator, hyper_parameters)``; ``hyper_parameters["data"]`` holds the data config the model
     was trained with (root, preset, height, width, sigma, ...).
     """
     checkpoint, hyper_parameters = read_training_checkpoint(ckpt_path)
-    with torch.device("meta"):
-        planned = build_generator(hyper_parameters["model"], source=str(ckpt_path))
-    count = sum(parameter.numel() for parameter in planned.parameters())
-    if count > max_parameters:
-        raise CheckpointError(
-            f"'{ckpt_path}': its config describes a generator of {count:,} parameters "
-            f"({count * 4 / 2**30:.1f} GiB in fp32), over the {max_parameters:,} allowed. The official XingGAN has "
-            "44.8 million. If you trust this model, allow it with max_parameters=N."
-        )
+    check_size(hyper_parameters["model"], hyper_parameters.get("data"), str(ckpt_path), limits)
     generator = build_generator(hyper_parameters["model"], source=str(ckpt_path))
     weights = generator_state(checkpoint["state_dict"], prefer_ema)
     if not weights:

@@ -10,7 +10,7 @@ folder; required), ``adapter`` (a MoA adapter of that checkpoint; the page then 
 ``host`` (default 127.0.0.1, this machine only; 0.0.0.0 shares the page on the network), ``port`` (7860),
 ``device`` (auto: the GPU when there is one, else the CPU), ``dataset_root`` (where the checkpoint's dataset
 lies, when not at the root stored in it), ``dataset_images`` (how many of its test images the pickers offer,
-200), ``framing`` (pad|crop), ``min_visibility`` and ``max_parameters`` as for emca.infer.
+200), ``framing`` (pad|crop), ``min_visibility``, ``max_parameters`` and ``max_activation_gib`` as for emca.infer.
 
 The page takes a source photo (an upload, or a test image of the checkpoint's dataset when that is on disk)
 and a target pose (another photo, whose pose MediaPipe detects; a pose JSON, pasted or uploaded, in the format
@@ -45,14 +45,14 @@ from omegaconf.errors import OmegaConfBaseException
 from PIL import Image
 
 from emca.build import build_datamodule
-from emca.checkpoint import DEFAULT_MAX_PARAMETERS
+from emca.checkpoint import LoadLimits
 from emca.cli import find_user_error, key_value_arguments, user_errors
 from emca.data.datamodule import PoseTransferDataModule
 from emca.data.dataset import read_split, select_pairs
 from emca.data.openpose import read_json
 from emca.data.skeleton import draw_skeleton
 from emca.errors import ConfigError, DataError, EmcaError
-from emca.infer import GIVE_KEYPOINTS, InferOptions, Pose, Transfer, check_max_parameters, source_keypoints
+from emca.infer import GIVE_KEYPOINTS, InferOptions, Pose, Transfer, load_limits, source_keypoints
 from emca.pose.framing import FIT_MODES
 
 # how a photo's keypoints can be given instead of detected, in the page's words (emca.infer names its options)
@@ -78,7 +78,8 @@ class DemoOptions:
     dataset_images: int = 200
     framing: str = "pad"
     min_visibility: float = 0.5
-    max_parameters: int = DEFAULT_MAX_PARAMETERS
+    max_parameters: int = LoadLimits.max_parameters
+    max_activation_gib: float = LoadLimits.max_activation_gib
 
 
 def parse_options(argv: list[str]) -> DemoOptions:
@@ -90,7 +91,7 @@ def parse_options(argv: list[str]) -> DemoOptions:
     options = OmegaConf.to_object(options)
     if not options.ckpt:
         raise ConfigError("ckpt=CHECKPOINT is required (a training .ckpt or an exported model folder).")
-    check_max_parameters(options.max_parameters)
+    load_limits(options.max_parameters, options.max_activation_gib)
     if options.framing not in FIT_MODES:
         raise ConfigError(f"framing={options.framing}: expected one of {', '.join(FIT_MODES)}.")
     if not 0 <= options.port <= 65535:
@@ -206,6 +207,7 @@ class PoseTransferDemo:
                 device=options.device,
                 min_visibility=options.min_visibility,
                 max_parameters=options.max_parameters,
+                max_activation_gib=options.max_activation_gib,
             )
         )
         self.device = self.transfer.pipeline.device

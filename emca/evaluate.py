@@ -22,7 +22,7 @@ from emca.cli import hydra_command
 from emca.data.batch import collate_pairs
 from emca.data.dataset import DatasetLayout
 from emca.errors import CheckpointError, ConfigError, DataError
-from emca.infer import check_max_parameters
+from emca.infer import load_limits
 from emca.io import atomic_save_image
 from emca.metrics.definitions import COPY_SOURCE_SUFFIX, FIDSpec, MetricSpec, ReferenceStatistics
 from emca.metrics.fid import FeatureStatistics, cached_statistics
@@ -222,16 +222,14 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
     for programmatic use.
     """
     device = resolve_device(str(cfg.get("device", "auto")))
-    check_max_parameters(cfg["max_parameters"])
+    limits = load_limits(cfg["max_parameters"], cfg["max_activation_gib"])
     check_resize(cfg.get("resize"))
     out_dir = Path(cfg["out"])
     checkpoint, generated_dir = _source(cfg, generator)
     data_cfg, data_source = cfg["data"], None
     adapter, adapter_scale = cfg.get("adapter"), float(cfg.get("adapter_scale", 1.0))
     if checkpoint is not None:
-        pipeline = PoseTransferPipeline.from_pretrained(
-            checkpoint, adapter, adapter_scale, device, int(cfg["max_parameters"])
-        )
+        pipeline = PoseTransferPipeline.from_pretrained(checkpoint, adapter, adapter_scale, device, limits)
         generator = pipeline.generate  # on the dataset's pose maps; moves the inputs to its device itself
         if cfg.get("data_from_checkpoint", True) and pipeline.data:
             data_cfg, data_source = pipeline.data, checkpoint

@@ -22,8 +22,9 @@ on: ``height``/``width`` (both or neither) name it; without them a ``source_pose
 and a target pose in the model's. Photos and poses are fitted to the model's resolution by
 :func:`emca.pose.framing.fit_to_model` (``framing=pad|crop``).
 
-A model file is checked before it is built: every tensor finite, and a generator of at most
-``max_parameters`` parameters (default 500,000,000, about 10x the official XingGAN).
+A model file is checked before it is built: every tensor finite, a generator of at most ``max_parameters``
+parameters (default 500,000,000, about 10x the official XingGAN) whose largest tensor for one image at its size
+is at most ``max_activation_gib`` GiB (default 8), both counted on the meta device.
 
 Every input is checked before any result is written; a bad one ends with one message naming the file, line
 or field (``out`` and ``sheet`` must end in an image suffix such as ``.png``).
@@ -43,7 +44,7 @@ from omegaconf.errors import OmegaConfBaseException
 from PIL import Image
 from tqdm import tqdm
 
-from emca.checkpoint import DEFAULT_MAX_PARAMETERS
+from emca.checkpoint import LoadLimits
 from emca.cli import key_value_arguments, user_errors
 from emca.data.annotations import read_annotations, read_pairs
 from emca.data.keypoints import JOINT_NAMES, MISSING, NUM_JOINTS, REQUIRED_FOR_PAIRS, visible
@@ -74,7 +75,8 @@ class InferOptions:
     framing: str = "pad"
     device: str = "auto"
     min_visibility: float = 0.5
-    max_parameters: int = DEFAULT_MAX_PARAMETERS
+    max_parameters: int = LoadLimits.max_parameters
+    max_activation_gib: float = LoadLimits.max_activation_gib
 
 
 @dataclass
@@ -201,7 +203,11 @@ class Transfer:
     def __init__(self, options: InferOptions) -> None:
         self.options = options
         self.pipeline = PoseTransferPipeline.from_pretrained(
-            options.ckpt, options.adapter, options.adapter_scale, options.device, options.max_parameters
+            options.ckpt,
+            options.adapter,
+            options.adapter_scale,
+            options.device,
+            load_limits(options.max_parameters, options.max_activation_gib),
         )
         self.size = self.pipeline.size
         self._extractor: PoseExtractor | None = None
@@ -335,10 +341,13 @@ def run_batch(transfer: Transfer, batch: Batch, options: InferOptions) -> None:
     print(f"wrote {len(batch.pairs)} images to {out_dir}")
 
 
-def check_max_parameters(value: int) -> None:
-    """``max_parameters``, the largest generator a command loads, must be a positive count."""
-    if value < 1:
-        raise ConfigError(f"max_parameters={value}: expected a positive number of parameters.")
+def load_limits(max_parameters: int, max_activation_gib: float) -> LoadLimits:
+    """A command's ``max_parameters`` and ``max_activation_gib``, checked."""
+    if max_parameters < 1:
+        raise ConfigError(f"max_parameters={max_parameters}: expected a positive number of parameters.")
+    if not max_activation_gib > 0:
+        raise ConfigError(f"max_activation_gib={max_activation_gib}: expected a positive number of GiB.")
+    return LoadLimits(int(max_parameters), float(max_activation_gib))
 
 
 def check_image_path(field: str, value: str) -> None:
@@ -360,7 +369,7 @@ def parse_options(argv: list[str]) -> InferOptions:
     options = OmegaConf.to_object(options)
     if not options.ckpt or not options.out:
         raise ConfigError("ckpt=CHECKPOINT and out=PATH are required.")
-    check_max_parameters(options.max_parameters)
+    load_limits(options.max_parameters, options.max_activation_gib)
     if options.framing not in FIT_MODES:
         raise ConfigError(f"framing={options.framing}: expected one of {', '.join(FIT_MODES)}.")
     if options.pairs:

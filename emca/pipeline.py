@@ -22,7 +22,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from emca.build import image_frame
-from emca.checkpoint import DEFAULT_MAX_PARAMETERS
+from emca.checkpoint import DEFAULT_LIMITS, LoadLimits
 from emca.data.keypoints import DEFAULT_SIGMA, pose_heatmaps
 from emca.errors import ConfigError
 from emca.metrics.images import to_uint8
@@ -85,17 +85,15 @@ class PoseTransferPipeline:
         adapter: str | os.PathLike | None = None,
         adapter_scale: float = 1.0,
         device: torch.device | str = "auto",
-        max_parameters: int = DEFAULT_MAX_PARAMETERS,
+        limits: LoadLimits = DEFAULT_LIMITS,
         **options: Any,
     ) -> PoseTransferPipeline:
         """Load a model: a training checkpoint, an exported folder or ``hf://OWNER/NAME``, with a MoA adapter
         on top when given (``adapter_scale`` in [0, 1] scales its routing). A model whose tensors are not all
-        finite, or whose generator would have more than ``max_parameters`` parameters, is refused before it is
-        built. ``options`` are the constructor's ``batch_size``, ``autocast_dtype`` and ``channels_last``."""
+        finite, or whose generator would be larger than ``limits`` allow, is refused before it is built.
+        ``options`` are the constructor's ``batch_size``, ``autocast_dtype`` and ``channels_last``."""
         resolved = resolve_device(device)
-        generator, hyper_parameters = load_generator_with_adapter(
-            ckpt, adapter, resolved, adapter_scale, max_parameters
-        )
+        generator, hyper_parameters = load_generator_with_adapter(ckpt, adapter, resolved, adapter_scale, limits)
         data = hyper_parameters["data"]
         height, width, sigma = image_frame(data, str(ckpt))
         return cls(generator, height, width, sigma, resolved, data=data, **options)

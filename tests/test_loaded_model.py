@@ -13,6 +13,7 @@ import torch
 from _tiny_training import moved_adapter
 from safetensors.torch import load_file, save_file
 
+from emca.checkpoint import LoadLimits
 from emca.cli import user_errors
 from emca.errors import CheckpointError
 from emca.infer import main as infer_main
@@ -86,9 +87,12 @@ def test_a_generator_over_max_parameters_is_refused_unless_allowed(tmp_path: Pat
     # the fixture's generator, counted independently of emca's check
     count = sum(p.numel() for p in PoseTransferPipeline.from_pretrained(MODEL, device="cpu").generator.parameters())
     with pytest.raises(CheckpointError) as error:
-        PoseTransferPipeline.from_pretrained(MODEL, device="cpu", max_parameters=count - 1)
+        PoseTransferPipeline.from_pretrained(MODEL, device="cpu", limits=LoadLimits(max_parameters=count - 1))
     assert f"generator of {count:,} parameters" in str(error.value) and "max_parameters=N" in str(error.value)
-    assert PoseTransferPipeline.from_pretrained(MODEL, device="cpu", max_parameters=count).size == (32, 16)
+    assert PoseTransferPipeline.from_pretrained(MODEL, device="cpu", limits=LoadLimits(max_parameters=count)).size == (
+        32,
+        16,
+    )
     # within the size bounds but far over the default: refused before the memory is taken
     folder = with_config(with_config(copied_model(tmp_path), "generator", "ngf", 1024), "generator", "num_blocks", 64)
     with pytest.raises(CheckpointError, match=r"over the 500,000,000 allowed"):
@@ -116,3 +120,22 @@ def test_an_adapter_with_non_finite_tensors_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError) as error:
         load_personalized_generator(checkpoint, path)
     assert f"'{path}'" in str(error.value) and f"first: '{name}'" in str(error.value)
+
+
+def test_a_model_whose_largest_tensor_for_one_image_is_over_the_limit_is_refused(tmp_path: Path, capsys) -> None:
+    # the reference attention's correlation of 1/4-resolution tokens, SA and AS stacked: 2 x N^2 x 4 bytes
+    folder = copied_model(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["data"]["height"], config["data"]["width"] = 1024, 704
+    (folder / "config.json").write_text(json.dumps(config))
+    tokens = (1024 // 4) * (704 // 4)
+    expected_gib = 2 * tokens**2 * 4 / 2**30
+    with pytest.raises(CheckpointError) as error:
+        PoseTransferPipeline.from_pretrained(folder, device="cpu")
+    assert f"makes a {expected_gib:.1f} GiB tensor" in str(error.value) and "over the 8 GiB allowed" in str(error.value)
+    # allowed explicitly, the same file loads (nothing of that size is allocated by loading)
+    limits = LoadLimits(max_activation_gib=expected_gib + 1)
+    assert PoseTransferPipeline.from_pretrained(folder, device="cpu", limits=limits).size == (1024, 704)
+    with pytest.raises(SystemExit), user_errors():
+        infer_main([f"ckpt={folder}", "source=a.png", "target=b.json", "out=r.png", "max_activation_gib=0"])
+    assert "max_activation_gib=0.0: expected a positive number of GiB" in capsys.readouterr().err

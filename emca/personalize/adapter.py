@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from emca.checkpoint import DEFAULT_MAX_PARAMETERS, check_finite, load_generator, shape_differences
+from emca.checkpoint import DEFAULT_LIMITS, LoadLimits, check_finite, load_generator, shape_differences
 from emca.errors import CheckpointError
 from emca.io import atomic_torch_save, safe_torch_load
 from emca.personalize.moa import PersonalizedGenerator
@@ -148,14 +148,14 @@ def load_personalized_generator(
     adapter_path: str | os.PathLike,
     device: str | torch.device = "cpu",
     scale: float = 1.0,
-    max_parameters: int = DEFAULT_MAX_PARAMETERS,
+    limits: LoadLimits = DEFAULT_LIMITS,
 ) -> tuple[PersonalizedGenerator, dict[str, Any]]:
     """Base checkpoint + adapter -> (PersonalizedGenerator in eval mode, the base's hyper_parameters).
 
     ``scale`` scales the personalised routing (0: the base generator exactly, 1: the trained mixture).
     """
     adapter = read_adapter(adapter_path)
-    generator, hyper_parameters = load_generator(base_ckpt, max_parameters=max_parameters)
+    generator, hyper_parameters = load_generator(base_ckpt, limits=limits)
     check_fits(adapter, adapter_path, architecture_fingerprint(generator, hyper_parameters["model"]), base_ckpt)
     state = adapter["state"]
     tokens = next((tensor for name, tensor in state.items() if name.endswith(SUBJECT_TOKENS_SUFFIX)), None)
@@ -185,12 +185,12 @@ def load_generator_with_adapter(
     adapter_path: str | os.PathLike | None,
     device: str | torch.device = "cpu",
     scale: float = 1.0,
-    max_parameters: int = DEFAULT_MAX_PARAMETERS,
+    limits: LoadLimits = DEFAULT_LIMITS,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The checkpoint's generator, with the MoA adapter on top when ``adapter_path`` is given."""
     if adapter_path:
-        return load_personalized_generator(ckpt, adapter_path, device, scale, max_parameters)
-    return load_generator(ckpt, device, max_parameters=max_parameters)
+        return load_personalized_generator(ckpt, adapter_path, device, scale, limits)
+    return load_generator(ckpt, device, limits=limits)
 
 
 def adapter_path_in(run_dir: str | os.PathLike) -> Path:
