@@ -500,6 +500,14 @@ def test_a_diverging_personalisation_stops_and_writes_no_adapter(override: str, 
     assert not (run_dir / "adapter.pt").exists()
 
 
+def test_personalisation_without_a_model_says_how_to_give_one(tmp_path: Path) -> None:
+    subject_dir = write_subject(tmp_path / "me", num_photos=2)
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        cfg = compose("train", overrides=["experiment=personalize", f"data.root={subject_dir}", "run_dir=unused"])
+    with pytest.raises(ConfigError, match=r"Config field 'ckpt' is empty; pass ckpt=PATH/TO/last.ckpt"):
+        train_script.train(cfg)
+
+
 def test_masked_l1_averages_inside_the_mask_only() -> None:
     generated = torch.zeros(1, 3, 2, 2)
     target = torch.tensor([[1.0, 3.0], [5.0, 7.0]]).expand(1, 3, 2, 2)
