@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 from PIL import Image
 
 import train as train_script
@@ -329,28 +330,38 @@ def test_subject_without_usable_pairs_is_a_clear_error(tmp_path: Path) -> None:
         SubjectPairs(directory)
 
 
-def test_personalisation_end_to_end(tmp_path: Path) -> None:
+def personalisation_config(tmp_path: Path, *overrides: str, **subject: int) -> DictConfig:
+    """``experiment=personalize``, small and quiet, of a base written to ``tmp_path/base.ckpt`` on a subject written
+    to ``tmp_path/me`` (``subject``: write_subject's options; 4 photos = 12 pairs = 3 iterations of batch 4 per
+    epoch), running in ``tmp_path/run``, with ``overrides`` on top."""
     base_ckpt = write_base_checkpoint(tmp_path / "base.ckpt")
-    subject_dir = write_subject(tmp_path / "me", num_photos=4)  # 12 pairs: 3 iterations per epoch
-    run_dir = tmp_path / "run"
+    subject_dir = write_subject(tmp_path / "me", **{"num_photos": 4, **subject})
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        cfg = compose(
+        return compose(
             "train",
             overrides=[
                 "experiment=personalize",
                 f"ckpt={base_ckpt}",
                 f"data.root={subject_dir}",
-                f"run_dir={run_dir}",
+                f"run_dir={tmp_path / 'run'}",
                 "model.moa.token_grid=[2,2]",
-                "model.optim.iterations=4",
-                "model.loss.lambda_gan=1.0",
                 "data.batch_size=4",
-                "trainer.check_val_every_n_epoch=1",
                 "trainer.enable_progress_bar=false",
                 "trainer.enable_model_summary=false",
-                "trainer.log_every_n_steps=1",
+                *overrides,
             ],
         )
+
+
+def test_personalisation_end_to_end(tmp_path: Path) -> None:
+    base_ckpt, subject_dir, run_dir = tmp_path / "base.ckpt", tmp_path / "me", tmp_path / "run"
+    cfg = personalisation_config(
+        tmp_path,
+        "model.optim.iterations=4",
+        "model.loss.lambda_gan=1.0",
+        "trainer.check_val_every_n_epoch=1",
+        "trainer.log_every_n_steps=1",
+    )
     metrics = train_script.train(cfg)
     assert np.isfinite(metrics["train/loss"]) and "val/ssim" in metrics and "train/preservation" in metrics
     checkpoint = safe_torch_load(run_dir / "checkpoints" / "last.ckpt")  # weights_only
@@ -411,26 +422,13 @@ def test_personalisation_checkpoints_and_interruptions_count_its_iterations(tmp_
         return original(self, checkpoint, path, storage_options)
 
     monkeypatch.setattr(checkpoint_module.SafeCheckpointIO, "save_checkpoint", recording_save)
-    base_ckpt = write_base_checkpoint(tmp_path / "base.ckpt")
-    subject_dir = write_subject(tmp_path / "me", num_photos=4)  # 12 pairs: 3 iterations per epoch
     run_dir = tmp_path / "run"
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        cfg = compose(
-            "train",
-            overrides=[
-                "experiment=personalize",
-                f"ckpt={base_ckpt}",
-                f"data.root={subject_dir}",
-                f"run_dir={run_dir}",
-                "model.moa.token_grid=[2,2]",
-                "model.optim.iterations=8",
-                "data.batch_size=4",
-                "checkpoint_every_n_iterations=2",
-                "callbacks=[{_target_:_signals.SignalAt,iteration:5}]",
-                "trainer.enable_progress_bar=false",
-                "trainer.enable_model_summary=false",
-            ],
-        )
+    cfg = personalisation_config(
+        tmp_path,
+        "model.optim.iterations=8",
+        "checkpoint_every_n_iterations=2",
+        "callbacks=[{_target_:_signals.SignalAt,iteration:5}]",
+    )
     with pytest.raises(Exception) as error:
         train_script.train(cfg)
     message = str(find_user_error(error.value))
@@ -474,25 +472,8 @@ def test_bad_personalisation_options_are_named_before_the_base_is_read(
 
 @pytest.mark.parametrize("override", ["model.loss.lambda_l1=1e39", "model.optim.lr=1e30"])
 def test_a_diverging_personalisation_stops_and_writes_no_adapter(override: str, tmp_path: Path) -> None:
-    base_ckpt = write_base_checkpoint(tmp_path / "base.ckpt")
-    subject_dir = write_subject(tmp_path / "me", num_photos=4)
     run_dir = tmp_path / "run"
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        cfg = compose(
-            "train",
-            overrides=[
-                "experiment=personalize",
-                f"ckpt={base_ckpt}",
-                f"data.root={subject_dir}",
-                f"run_dir={run_dir}",
-                "model.moa.token_grid=[2,2]",
-                "model.optim.iterations=6",
-                "data.batch_size=4",
-                "trainer.enable_progress_bar=false",
-                "trainer.enable_model_summary=false",
-                override,
-            ],
-        )
+    cfg = personalisation_config(tmp_path, "model.optim.iterations=6", override)
     with pytest.raises(Exception) as error:
         train_script.train(cfg)
     diverged = find_user_error(error.value)
@@ -524,21 +505,7 @@ def test_masked_l1_averages_inside_the_mask_only() -> None:
     ],
 )
 def test_photos_that_do_not_fit_the_base_are_a_clear_error(tmp_path: Path, photo_size, override, expected) -> None:
-    base_ckpt = write_base_checkpoint(tmp_path / "base.ckpt")
-    subject_dir = write_subject(tmp_path / "me", height=photo_size[0], width=photo_size[1])
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        cfg = compose(
-            "train",
-            overrides=[
-                "experiment=personalize",
-                f"ckpt={base_ckpt}",
-                f"data.root={subject_dir}",
-                f"run_dir={tmp_path / 'run'}",
-                override,
-                "trainer.enable_progress_bar=false",
-                "trainer.enable_model_summary=false",
-            ],
-        )
+    cfg = personalisation_config(tmp_path, override, height=photo_size[0], width=photo_size[1])
     with pytest.raises(Exception) as error:
         train_script.train(cfg)
     user_error = find_user_error(error.value)
