@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from emca.checkpoint import load_generator
 from emca.data.synthetic import render_identity
-from emca.errors import CheckpointError, DataError
+from emca.errors import CheckpointError, DataError, OutputError
 from emca.export import export, main
 from emca.infer import main as infer_main
 
@@ -198,5 +198,5 @@ def test_bad_inputs_and_destinations_are_refused_before_anything_is_written(chec
 
 def test_an_unwritable_destination_is_a_message(checkpoint: Path, tmp_path: Path) -> None:
     (tmp_path / "a_file").write_text("x")  # unwritable even for root, which CI runs as
-    with pytest.raises(DataError, match="Cannot write the export beside"):
+    with pytest.raises(OutputError, match="a_file' is a file, not a folder"):
         export(checkpoint, tmp_path / "a_file" / "model")
