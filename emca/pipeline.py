@@ -47,7 +47,8 @@ class PoseTransferPipeline:
 
     Args:
         generator: ``generator(source_image, source_pose, target_pose) -> image``, each (B, C, H, W).
-        height, width: the generator's image size.
+        height: the generator's image height.
+        width: the generator's image width.
         sigma: the Gaussian width of the pose maps it was trained on.
         device: where it runs; inputs are moved there and results come back on the CPU.
         batch_size: at most this many pairs per forward pass.

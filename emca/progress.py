@@ -7,8 +7,11 @@ each validation:
 
     iteration 240/800 (30 %), 0.21 s/iteration, about 2 min left; train/l1 0.1210, ...
     validation after iteration 336: val/ssim 0.3394, val/l1 0.1130
+    training finished: 800 of 800 iterations in 3 min
 
-An iteration is one batch: the generator step plus both discriminator steps (three optimizer steps).
+An iteration is one batch: the generator step plus both discriminator steps (three optimizer steps). The
+run's end is said in iterations too: Lightning's own "`Trainer.fit` stopped: `max_steps=2400` reached" counts
+optimizer steps, so it is filtered out while this callback runs.
 """
 
 from __future__ import annotations
@@ -23,6 +26,15 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 from emca.errors import ConfigError
 
 log = logging.getLogger(__name__)
+# the loggers Lightning's rank_zero_info writes through
+_LIGHTNING_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero")
+
+
+class _OptimizerStepEnd(logging.Filter):
+    """Drops Lightning's end-of-fit line, which counts optimizer steps, not iterations."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("`Trainer.fit` stopped: `max_steps=")
 
 
 def _duration(seconds: float) -> str:
@@ -47,6 +59,7 @@ class ProgressLog(pl.Callback):
         self.every_seconds = float(every_seconds)
         self._started = self._last_line = 0.0
         self._first_iteration = 0
+        self._step_end_filter = _OptimizerStepEnd()
 
     @staticmethod
     def iterations(trainer: pl.Trainer) -> tuple[int, int | None]:
@@ -59,6 +72,22 @@ class ProgressLog(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = self._last_line = time.monotonic()
         self._first_iteration = self.iterations(trainer)[0]  # > 0 when resuming
+        for name in _LIGHTNING_LOGGERS:
+            logging.getLogger(name).addFilter(self._step_end_filter)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        done, planned = self.iterations(trainer)
+        if trainer.is_global_zero:
+            of = f" of {planned}" if planned else ""
+            log.info(f"training finished: {done}{of} iterations in {_duration(time.monotonic() - self._started)}")
+        self._remove_filter()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._remove_filter()
+
+    def _remove_filter(self) -> None:
+        for name in _LIGHTNING_LOGGERS:
+            logging.getLogger(name).removeFilter(self._step_end_filter)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int

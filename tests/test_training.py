@@ -31,7 +31,7 @@ def data_root(tmp_path: Path) -> Path:
 
 def test_training_writes_checkpoints_and_samples(data_root: Path, tmp_path: Path, monkeypatch, caplog) -> None:
     run_dir = tmp_path / "run"
-    caplog.set_level(logging.INFO, logger="emca.progress")
+    caplog.set_level(logging.INFO)
     recorder = run(tiny_config(data_root, run_dir, *iterations(3), "progress_log_seconds=1e-9"), monkeypatch)
     progress = [record.getMessage() for record in caplog.records if record.name == "emca.progress"]
     assert [line.split(",")[0] for line in progress[:3]] == [
@@ -39,10 +39,13 @@ def test_training_writes_checkpoints_and_samples(data_root: Path, tmp_path: Path
         "iteration 2/3 (67 %)",
         "iteration 3/3 (100 %)",
     ]
-    assert len(progress) == 4 and progress[3].startswith(
+    assert len(progress) == 5 and progress[3].startswith(
         "validation after iteration 3 (PATN SSIM, no white padding): val/l1 "
     )
-    assert "left; " in progress[0] and "train/l1 " in progress[0] and "val/ssim " in progress[-1]
+    assert "left; " in progress[0] and "train/l1 " in progress[0] and "val/ssim " in progress[3]
+    # the end of the run in iterations, and not Lightning's line in optimizer steps ("max_steps=9 reached")
+    assert progress[4].startswith("training finished: 3 of 3 iterations in ")
+    assert not [record for record in caplog.records if "max_steps=" in record.getMessage()]
     assert len(recorder.losses) == 3  # three iterations, three optimizer steps each
     assert [step for step, _, _ in recorder.losses] == [3, 6, 9]
     assert all(torch.isfinite(torch.tensor(loss)) for _, loss, _ in recorder.losses)
