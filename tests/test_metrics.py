@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import lpips
@@ -268,6 +269,12 @@ def test_lpips_equals_lpips_package_with_the_same_backbone(torch_home):
     target = torch.from_numpy(rng.integers(0, 256, (3, 3, 64, 48), dtype=np.uint8))
     expected = reference(generated.float() / 127.5 - 1, target.float() / 127.5 - 1).flatten()
     distance = lpips_distance(ours, generated, target)
+    # the report names the files the network was built from: the trunk found in torch's cache, and the
+    # linear layers the lpips package ships (the very file lpips.LPIPS loads)
+    trunk = torch_home / "alexnet-owt-7be5be79.pth"
+    assert ours.weight_file["weights_file"] == str(trunk)
+    assert ours.weight_file["weights_sha256"] == hashlib.sha256(trunk.read_bytes()).hexdigest()
+    assert Path(ours.weight_file["linear_layers_file"]).is_file()
     np.testing.assert_allclose(distance.numpy(), expected.detach().numpy(), rtol=1e-5, atol=1e-6)
     assert (distance > 0).all()
 

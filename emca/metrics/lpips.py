@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import lpips
 import torch
@@ -29,13 +30,15 @@ def load_lpips(
     device: torch.device | str = "cpu",
     disable_hint: str = "",
 ) -> lpips.LPIPS:
-    """An eval-mode ``lpips.LPIPS`` whose trunk holds the torchvision ImageNet weights.
+    """An eval-mode ``lpips.LPIPS`` whose trunk holds the torchvision ImageNet weights; its ``weight_file``
+    names the files it was built from, for reports.
 
     Raises:
         WeightsError: the backbone file is missing or unreadable.
     """
     if net not in BACKBONE_WEIGHTS:
         raise ConfigError(f"LPIPS field 'net' must be one of {sorted(BACKBONE_WEIGHTS)}, got {net!r}.")
+    trunk_path = weights.resolve(BACKBONE_WEIGHTS[net], weights_dir, disable_hint)
     backbone = weights.load_state_dict(BACKBONE_WEIGHTS[net], weights_dir, disable_hint)
     with warnings.catch_warnings():  # lpips still passes torchvision's deprecated `pretrained=False`
         warnings.simplefilter("ignore", UserWarning)
@@ -55,6 +58,12 @@ def load_lpips(
         model.net.load_state_dict(trunk)
     except RuntimeError as err:
         raise WeightsError(f"The {BACKBONE_WEIGHTS[net]} weight file does not fit LPIPS ({net}): {err}") from err
+    # what the report names: the trunk file and where it was found, and the linear layers the lpips package ships
+    model.weight_file = {
+        "weights_file": str(trunk_path),
+        "weights_sha256": weights.file_sha256(trunk_path),
+        "linear_layers_file": str(Path(lpips.__file__).parent / "weights" / f"v{version}" / f"{net}.pth"),
+    }
     return model.eval().requires_grad_(False).to(device)
 
 

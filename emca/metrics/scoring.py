@@ -248,7 +248,8 @@ def score(
         if not spec.set_level:
             table[spec.name] = values.numpy()
             summary[spec.name] = float(values.numpy().mean())
-            details[spec.name] = spec.settings()
+            # a network-based metric names the weight files it was built from (and so where they were found)
+            details[spec.name] = {**spec.settings(), **getattr(models.get(spec.name), "weight_file", {})}
             continue
         for name, (value, facts) in spec.summarize(values, models[spec.name], set_scoring).items():
             summary[name], details[name] = value, facts
