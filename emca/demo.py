@@ -53,7 +53,9 @@ from emca.data.openpose import read_json
 from emca.data.skeleton import draw_skeleton
 from emca.errors import ConfigError, DataError, EmcaError
 from emca.infer import GIVE_KEYPOINTS, InferOptions, Pose, Transfer, load_limits, source_keypoints
+from emca.io import atomic_save_image
 from emca.pose.framing import FIT_MODES
+from emca.visualize import enlarged
 
 # how a photo's keypoints can be given instead of detected, in the page's words (emca.infer names its options)
 _GIVE_KEYPOINTS_IN_PAGE = {
@@ -165,6 +167,11 @@ class Outcome:
 
     def images(self) -> tuple[Image.Image | None, ...]:
         return self.source, self.target_skeleton, self.result, self.sheet
+
+    def shown(self, model_height: int) -> tuple[Image.Image | None, ...]:
+        """:meth:`images` as the page shows them: enlarged with nearest-neighbour sampling to at least 256 px
+        per picture (a 32x24 model's result is a thumbnail otherwise); the download keeps the model's size."""
+        return tuple(None if image is None else enlarged(image, model_height) for image in self.images())
 
 
 def overlay_skeleton(image: np.ndarray, keypoints: np.ndarray) -> Image.Image:
@@ -397,9 +404,10 @@ def build_app(options: DemoOptions, demo: PoseTransferDemo | None = None) -> Any
     has_dataset = demo.dataset is not None
     gallery_names = demo.dataset.names if has_dataset else []
 
-    def shown(elem_id: str) -> dict[str, Any]:  # an output image: lossless, scaled up from the model's size
-        return {"format": "png", "interactive": False, "height": 320, "elem_id": elem_id}
+    def shown(elem_id: str) -> dict[str, Any]:  # an output image: lossless, already enlarged (Outcome.shown)
+        return {"format": "png", "interactive": False, "elem_id": elem_id}
 
+    downloads = Path(tempfile.mkdtemp(prefix="emca-demo-"))
     with gr.Blocks(title="emca pose transfer", analytics_enabled=False) as app:
         gr.Markdown(f"# Pose transfer\n{demo.describe()}")
         with gr.Row():
@@ -456,6 +464,7 @@ def build_app(options: DemoOptions, demo: PoseTransferDemo | None = None) -> Any
             target_view = gr.Image(label="Target skeleton", **shown("target-view"))
             result_view = gr.Image(label="Result", **shown("result"))
         sheet_view = gr.Image(label="Sheet: source | source pose | target pose | result", **shown("sheet"))
+        result_file = gr.File(label="Download the result at the model's size", elem_id="result-file")
 
         def warn(text: str) -> str:
             if text:
@@ -480,7 +489,10 @@ def build_app(options: DemoOptions, demo: PoseTransferDemo | None = None) -> Any
             outcome = demo.run(*values)
             if not outcome.ok:
                 gr.Warning(outcome.message)
-            return (*outcome.images(), message_markdown(outcome.message, outcome.ok))
+                return (*outcome.images(), None, message_markdown(outcome.message, outcome.ok))
+            download = downloads / "result.png"  # the result at the model's size, as infer writes it
+            atomic_save_image(outcome.result, download)
+            return (*outcome.shown(demo.size[0]), str(download), message_markdown(outcome.message, outcome.ok))
 
         source_photo.upload(uploaded_source, source_photo, [source_mode, source_preview, message])
         source_photo.clear(lambda: None, None, source_preview)
@@ -494,7 +506,7 @@ def build_app(options: DemoOptions, demo: PoseTransferDemo | None = None) -> Any
             clicked,
             [source_mode, source_photo, source_keypoints, source_name,
              target_mode, target_photo, target_json, target_name, scale],
-            [source_view, target_view, result_view, sheet_view, message],
+            [source_view, target_view, result_view, sheet_view, result_file, message],
         )  # fmt: skip
     return app
 

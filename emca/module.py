@@ -27,7 +27,7 @@ from emca.io import atomic_save_image
 from emca.losses import ImagePool, LossOptions, PoseTransferLoss
 from emca.metrics.validation import ValidationMetrics
 from emca.options import bounded, parse
-from emca.visualize import pose_transfer_sheet
+from emca.visualize import enlarged, pose_transfer_sheet
 
 
 @dataclass(frozen=True)
@@ -329,12 +329,14 @@ class PoseTransferModule(GeneratorModule):
         return generated
 
     def _write_sample_grid(self, batch: PoseTransferBatch, generated: Tensor) -> None:
-        """Rows of source | source pose | target pose | generated | target, saved as PNG and logged."""
+        """Rows of source | source pose | target pose | generated | target, saved as PNG and logged, each row
+        enlarged (nearest neighbour) to at least 256 px so that a small model's images can be seen."""
         if not self.trainer.is_global_zero:
             return
         sheet = pose_transfer_sheet(
             batch.source_image, batch.source_keypoints, batch.target_keypoints, generated, batch.target_image
         )
+        sheet = enlarged(sheet, unit_height=generated.shape[-2])
         path = Path(self.trainer.default_root_dir) / "samples" / f"iteration_{self.iteration:07d}.png"
         atomic_save_image(sheet, path)
         if hasattr(self.logger, "log_image"):

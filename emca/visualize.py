@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -17,6 +18,18 @@ def image_sheet(columns: Sequence[Tensor], padding: int = 2) -> Image.Image:
     tiles = torch.stack([column.detach().float().cpu() for column in columns], dim=1).flatten(0, 1)
     grid = make_grid(tiles, nrow=len(columns), padding=padding, normalize=True, value_range=(-1, 1))
     return Image.fromarray(grid.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy())
+
+
+# pictures shown to people are at least this tall: a 32x24 model's images are thumbnails otherwise
+VIEWABLE_HEIGHT = 256
+
+
+def enlarged(image: Image.Image, unit_height: int | None = None, height: int = VIEWABLE_HEIGHT) -> Image.Image:
+    """``image`` scaled up by the smallest whole factor that makes ``unit_height`` (default: the image's height;
+    for a sheet, one picture's) at least ``height`` pixels, with nearest-neighbour sampling so every model pixel
+    stays a sharp square; unchanged if already that tall."""
+    factor = max(1, math.ceil(height / (unit_height or image.height)))
+    return image if factor == 1 else image.resize((image.width * factor, image.height * factor), Image.NEAREST)
 
 
 def pose_transfer_sheet(

@@ -111,6 +111,12 @@ def test_photo_and_pasted_json_give_what_infer_gives(demo: PoseTransferDemo, tra
     np.testing.assert_array_equal(pixels(outcome.target_skeleton), draw_skeleton(target_keypoints, 32, 16))
     np.testing.assert_array_equal(pixels(outcome.source_skeleton), draw_skeleton(framed_source, 32, 16))
     assert outcome.result.size == outcome.source.size == (16, 32)
+    # shown at a size a person can see: 32 px -> x8 = 256 px, each model pixel an 8x8 square (nearest)
+    source, target, result, sheet = outcome.shown(32)
+    assert result.size == (128, 256) and source.size == target.size == (128, 256)
+    np.testing.assert_array_equal(pixels(result)[::8, ::8], pixels(outcome.result))
+    np.testing.assert_array_equal(pixels(result)[7::8, 7::8], pixels(outcome.result))
+    assert sheet.size == (outcome.sheet.width * 8, outcome.sheet.height * 8)
 
 
 def test_photos_without_keypoints_go_through_infers_detection(
@@ -293,8 +299,13 @@ def test_page_in_a_headless_browser(demo: PoseTransferDemo, photos) -> None:
         shown = shown_result()
         expected = demo.run(PHOTO, str(folder / "p0.png"), pose_json_text(annotations["p0.png"]), None,
                             JSON, None, (folder / "p1.json").read_text(), None).result  # fmt: skip
-        np.testing.assert_array_equal(pixels(shown), pixels(expected))  # the page shows the image losslessly
+        # the page shows the image losslessly, each model pixel an 8x8 square (32 px -> 256 px tall)
+        np.testing.assert_array_equal(pixels(shown), pixels(expected).repeat(8, axis=0).repeat(8, axis=1))
         assert driver.find_elements(By.CSS_SELECTOR, "#sheet img")
+        # the download is the result at the model's size
+        link = driver.find_element(By.CSS_SELECTOR, "#result-file a").get_attribute("href")
+        with urllib.request.urlopen(link, timeout=10) as response:
+            np.testing.assert_array_equal(pixels(Image.open(BytesIO(response.read())).convert("RGB")), pixels(expected))
 
         open_page()  # the dataset: a test image as the source, a pose of the gallery as the target
         dataset = demo.dataset
@@ -308,7 +319,7 @@ def test_page_in_a_headless_browser(demo: PoseTransferDemo, photos) -> None:
         driver.find_element(By.ID, "generate").click()
         wait.until(lambda page: page.find_elements(By.CSS_SELECTOR, "#result img"))
         expected = demo.run(DATASET, None, None, dataset.names[1], DATASET, None, None, dataset.names[3]).result
-        np.testing.assert_array_equal(pixels(shown_result()), pixels(expected))
+        np.testing.assert_array_equal(pixels(shown_result()), pixels(expected).repeat(8, axis=0).repeat(8, axis=1))
 
         open_page()
         upload("source-photo", folder / "broken.jpg")

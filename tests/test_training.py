@@ -12,6 +12,7 @@ import pytest
 import torch
 from _fake_data import make_dataset
 from _tiny_training import iterations, logged_steps, run, stop_at, tiny_config
+from PIL import Image
 
 from emca.checkpoint import load_generator
 from emca.cli import find_user_error
@@ -51,7 +52,11 @@ def test_training_writes_checkpoints_and_samples(data_root: Path, tmp_path: Path
     assert all(torch.isfinite(torch.tensor(loss)) for _, loss, _ in recorder.losses)
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
-    assert list((run_dir / "samples").glob("iteration_*.png"))
+    sheets = sorted((run_dir / "samples").glob("iteration_*.png"))
+    assert sheets
+    # rows of 32 px pictures, enlarged x8 (nearest) so that each is 256 px tall: one row is 8 x (32 + 2 padding)
+    with Image.open(sheets[-1]) as sheet:
+        assert sheet.height % (8 * 34) == 8 * 2 and sheet.height >= 256
     checkpoint = safe_torch_load(run_dir / "checkpoints" / "last.ckpt")
     assert isinstance(checkpoint["hyper_parameters"]["model"], dict)  # plain containers, not OmegaConf
     assert not any(key.startswith("perceptual_loss") for key in checkpoint["state_dict"])
