@@ -72,14 +72,31 @@ def test_deepfashion_crop_and_keypoint_shift(tmp_path: Path, capsys: pytest.Capt
     assert not list(out.rglob("*.tmp")), "atomic writes leave no temporary files"
 
 
-def test_deepfashion_keypoints_already_cropped(tmp_path: Path) -> None:
+@pytest.mark.parametrize("frame", ["auto", "256x176"])
+def test_deepfashion_keypoints_already_cropped(frame: str, tmp_path: Path, capsys) -> None:
     raw, out = tmp_path / "raw", tmp_path / "out"
     keypoints = np.full((18, 2), -1, dtype=np.int64)
     keypoints[1] = (30, 10)
+    keypoints[5] = (50, 175)  # the crop's last column: still inside the 256x176 frame
     write_raw_release(raw, "deepfashion", 256, 256, keypoints)
-    prepare_deepfashion(raw, out, keypoints_cropped=True, progress=False)
+    prepare_deepfashion(raw, out, frame, progress=False)
     converted = read_annotations(out / "fasion-resize-annotation-train.csv")[DEEPFASHION_NAMES[1]]
     np.testing.assert_array_equal(converted, keypoints)
+    expected = (
+        "no joint of the 2 annotated images lies beyond x = 175"
+        if frame == "auto"
+        else "as stated with --keypoints-frame"
+    )
+    assert f"the 256x176 frame ({expected}); kept as they are" in capsys.readouterr().out
+
+
+def test_deepfashion_keypoints_beyond_the_crop_mean_the_full_frame(tmp_path: Path, capsys) -> None:
+    keypoints = raw_deepfashion_keypoints()  # x = 215 and 216: beyond the crop's last column
+    write_raw_release(tmp_path / "raw", "deepfashion", 256, 256, keypoints)
+    prepare_deepfashion(tmp_path / "raw", tmp_path / "out", progress=False)
+    assert "the 256x256 frame ('fashionMENDenimid0000008001_1front.png' has a joint at x = 215" in (
+        capsys.readouterr().out
+    )
 
 
 def test_crop_keypoints_keeps_missing_joints() -> None:

@@ -1,7 +1,7 @@
 """``emca data``: generate, convert, pair, annotate and check datasets.
 
     emca data synthetic ROOT --height 64 --width 48 --seed 0 [--train-identities 600]
-    emca data prepare deepfashion RAW OUT [--keypoints-cropped]
+    emca data prepare deepfashion RAW OUT [--keypoints-frame auto|256x256|256x176]
     emca data prepare market RAW OUT
     emca data pairs ANNOTATIONS.csv --out PAIRS.csv --person-id deepfashion
     emca data openpose JSON_DIR --out ANNOTATIONS.csv
@@ -18,10 +18,38 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from emca.cli import run_command
+from emca.cli import renamed_flag, run_command
 from emca.data.annotations import read_annotations, write_pairs
 from emca.data.dataset import PRESETS, make_layout, validate_split
+from emca.data.prepare import KEYPOINT_FRAMES
 from emca.data.synthetic import DEFAULT_NUM_TEST_IDENTITIES, DEFAULT_NUM_TRAIN_IDENTITIES, DEFAULT_POSES_PER_IDENTITY
+
+PREPARE_GUIDE = """\
+where the files come from (data/README.md says more):
+  Market-1501   the official re-identification release; rename its bounding_box_train/ and
+                bounding_box_test/ to train/ and test/. market-pairs-{train,test}.csv and
+                market-annotation-{train,test}.csv are distributed by PATN (Pose-Transfer's README).
+  DeepFashion   the In-shop Clothes Retrieval release (CUHK MMLab); the images need a password that the
+                dataset's maintainers send on request. fasion-resize-pairs-{train,test}.csv and
+                fasion-resize-annotation-{train,test}.csv (spelled "fasion") are distributed by PATN, whose
+                tool/generate_fashion_datasets.py puts the images into train/ and test/ under flattened
+                names such as fashionMENDenimid0000008001_1front.jpg.
+  The DPTN / CFLD layout (fashion-resize-*, train.lst, MEN/ WOMEN/) and the GFLA / PIDM one
+  (train_pairs.txt, pose/) are not read yet.
+
+RAW must hold:
+  RAW/train/*.jpg  RAW/test/*.jpg                 256x256 DeepFashion or 128x64 Market-1501 images
+  RAW/fasion-resize-annotation-{train,test}.csv   DeepFashion (market-annotation-* for Market-1501)
+  RAW/fasion-resize-pairs-{train,test}.csv        DeepFashion (market-pairs-* for Market-1501)
+
+A folder already at 256x176 with these files needs no prepare: check it with
+`emca data validate FOLDER --preset deepfashion` and train on it with data.root=FOLDER.
+
+prepare prints the keypoint frame it used and why, the joints that fell outside the crop, the images
+written, and each split's pair count against the published one (DeepFashion 101,966 / 8,570; Market-1501
+263,632 / 12,000). Then: emca data validate OUT --preset deepfashion, and
+emca train experiment=xinggan_deepfashion data.root=OUT.
+"""
 
 # `synthetic`'s count flags: flag, the generator's option, help; unset ones keep the generator's default
 _COUNT_FLAGS = (
@@ -47,7 +75,7 @@ def _prepare(args: argparse.Namespace) -> None:
     from emca.data.prepare import prepare_deepfashion, prepare_market
 
     if args.dataset == "deepfashion":
-        prepare_deepfashion(args.raw, args.out, keypoints_cropped=args.keypoints_cropped)
+        prepare_deepfashion(args.raw, args.out, args.keypoints_frame)
     else:
         prepare_market(args.raw, args.out)
 
@@ -130,15 +158,24 @@ def build_parser() -> argparse.ArgumentParser:
         synthetic.add_argument(flag, dest=option, metavar="N", type=int, default=None, help=meaning)
     synthetic.set_defaults(run=_synthetic)
 
-    prepare = commands.add_parser("prepare", help="convert a raw DeepFashion / Market-1501 release")
+    prepare = commands.add_parser(
+        "prepare",
+        help="convert a raw DeepFashion / Market-1501 release",
+        description="Convert a DeepFashion In-shop or Market-1501 release in the PATN file layout into emca's.",
+        epilog=PREPARE_GUIDE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     prepare.add_argument("dataset", choices=("deepfashion", "market"))
     prepare.add_argument("raw", type=Path, help="folder with train/, test/ and the annotation and pairs CSVs")
     prepare.add_argument("out", type=Path)
     prepare.add_argument(
-        "--keypoints-cropped",
-        action="store_true",
-        help="DeepFashion: the annotation is already in the 256x176 frame; crop images only",
+        "--keypoints-frame",
+        choices=KEYPOINT_FRAMES,
+        default="auto",
+        help="DeepFashion: the frame of the annotation's keypoints (default auto: read from the files, a joint "
+        "beyond x = 175 means 256x256); PATN's and DPTN's CSVs are in the 256x176 frame",
     )
+    renamed_flag(prepare, "--keypoints-cropped", "--keypoints-frame 256x176")
     prepare.set_defaults(run=_prepare)
 
     pairs = commands.add_parser("pairs", help="build all same-person pairs from an annotation CSV")

@@ -6,11 +6,12 @@ Expected raw layout (the file names of the PATN / Pose-Transfer release, as in t
     RAW/fasion-resize-annotation-{train,test}.csv      (DeepFashion) or market-annotation-{train,test}.csv
     RAW/fasion-resize-pairs-{train,test}.csv           (DeepFashion) or market-pairs-{train,test}.csv
 
-DeepFashion images are 256x256 (H x W) and by default their annotation is in that 256x256 frame; the
-output keeps the central 256x176 (40 px cut from each side), subtracts 40 from every x coordinate and
-marks joints that fall outside the crop as missing. If the annotation is already in the 256x176 frame
-(as the CSVs distributed with PATN are), pass ``keypoints_cropped=True`` (CLI:
-``--keypoints-cropped``): only the images are cropped. Market-1501 images are 128x64 already and are
+DeepFashion images are 256x256 (H x W); the output keeps the central 256x176 (40 px cut from each side).
+The annotation may be in either frame: the CSVs distributed with PATN and DPTN are already in the 256x176
+one. The frame is read from the files (``keypoints_frame="auto"``): a visible joint beyond x = 175, the
+crop's last column, means the 256x256 frame, whose x coordinates are then shifted by -40 (joints that fall
+outside the crop become missing); otherwise the keypoints are kept as they are. ``"256x256"`` or
+``"256x176"`` (CLI: ``--keypoints-frame``) states it instead; the command prints which frame it used and why. Market-1501 images are 128x64 already and are
 copied as they are. Pairs files are copied unchanged. Every output file is written atomically, and the
 result is checked with :func:`emca.data.dataset.validate_split` before the command reports success.
 """
@@ -39,6 +40,7 @@ EXPECTED_PAIRS: dict[str, dict[str, int]] = {
 }
 DEEPFASHION_RAW_SIZE = (256, 256)  # (H, W)
 DEEPFASHION_CROP = 40  # px cut from the left and from the right
+KEYPOINT_FRAMES = ("auto", "256x256", "256x176")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 JPEG_QUALITY = 95  # re-encoding cropped JPEGs at PIL's default 75 would visibly degrade them
 
@@ -84,6 +86,17 @@ def crop_deepfashion_keypoints(keypoints: np.ndarray) -> np.ndarray:
     outside = present & ((shifted[:, 1] < 0) | (shifted[:, 1] >= cropped_width))
     shifted[outside] = MISSING
     return shifted
+
+
+def keypoints_frame(annotations: dict[str, np.ndarray]) -> tuple[str, str]:
+    """The frame of DeepFashion keypoints read from them, and why: ("256x256" | "256x176", reason)."""
+    cropped_width = DEEPFASHION_RAW_SIZE[1] - 2 * DEEPFASHION_CROP
+    for name, keypoints in annotations.items():
+        beyond = visible(keypoints) & (keypoints[:, 1] >= cropped_width)
+        if beyond.any():
+            column = int(keypoints[beyond][0, 1])
+            return "256x256", f"'{name}' has a joint at x = {column}, beyond the 256x176 crop's last column (175)"
+    return "256x176", f"no joint of the {len(annotations):,} annotated images lies beyond x = 175"
 
 
 def _report_pair_count(dataset: str, split: str, found: int) -> None:
@@ -134,13 +147,29 @@ def _prepare(
 
 
 def prepare_deepfashion(
-    raw_root: str | os.PathLike, out_root: str | os.PathLike, keypoints_cropped: bool = False, progress: bool = True
+    raw_root: str | os.PathLike,
+    out_root: str | os.PathLike,
+    keypoints_frame_given: str = "auto",
+    progress: bool = True,
 ) -> dict[str, int]:
-    """Crop a 256x256 DeepFashion release to 256x176 under ``out_root``; returns pairs per split."""
+    """Crop a 256x256 DeepFashion release to 256x176 under ``out_root``; returns pairs per split.
+    ``keypoints_frame_given``: "auto" (read from the annotation), "256x256" or "256x176"."""
+    raw_root = Path(raw_root)
+    if keypoints_frame_given not in KEYPOINT_FRAMES:
+        raise DataError(f"--keypoints-frame {keypoints_frame_given}: expected one of {', '.join(KEYPOINT_FRAMES)}.")
+    frame, reason = keypoints_frame_given, "as stated with --keypoints-frame"
+    if frame == "auto":
+        layout = PRESETS["deepfashion"]
+        annotations: dict[str, np.ndarray] = {}
+        for split in SPLITS:
+            annotations |= read_annotations(layout.annotation_path(raw_root, split))
+        frame, reason = keypoints_frame(annotations)
+    action = "x shifted by -40 into the crop" if frame == "256x256" else "kept as they are"
+    print(f"deepfashion keypoints: the {frame} frame ({reason}); {action}.")
     return _prepare(
-        "deepfashion", Path(raw_root), Path(out_root), _crop_deepfashion_image,
-        None if keypoints_cropped else crop_deepfashion_keypoints, progress,
-    )
+        "deepfashion", raw_root, Path(out_root), _crop_deepfashion_image,
+        crop_deepfashion_keypoints if frame == "256x256" else None, progress,
+    )  # fmt: skip
 
 
 def prepare_market(raw_root: str | os.PathLike, out_root: str | os.PathLike, progress: bool = True) -> dict[str, int]:
