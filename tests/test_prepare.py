@@ -138,3 +138,23 @@ def test_market_wrong_size_and_missing_folder(tmp_path: Path) -> None:
         prepare_market(raw, tmp_path / "out", progress=False)
     with pytest.raises(DataError, match=r"Raw image folder '.*nowhere/train' does not exist"):
         prepare_market(tmp_path / "nowhere", tmp_path / "out2", progress=False)
+
+
+def test_an_already_converted_folder_is_named_as_usable_and_nothing_is_written(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    write_raw_release(raw, "deepfashion", 256, 176, raw_deepfashion_keypoints())
+    with pytest.raises(DataError, match="already in emca's layout and needs no prepare: check it with `emca data"):
+        prepare_deepfashion(raw, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()  # an empty train/ was left behind before
+
+
+def test_dptn_spelling_is_named_as_a_near_miss(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    write_raw_release(raw, "deepfashion", 256, 256, raw_deepfashion_keypoints())
+    (raw / "fasion-resize-annotation-train.csv").rename(raw / "fashion-resize-annotation-train.csv")
+    with pytest.raises(DataError) as error:
+        prepare_deepfashion(raw, tmp_path / "out", progress=False)
+    message = str(error.value)
+    assert "has no 'fasion-resize-annotation-train.csv'" in message
+    assert "It holds 'fashion-resize-annotation-train.csv', a near miss" in message
+    assert not (tmp_path / "out").exists()

@@ -18,6 +18,7 @@ result is checked with :func:`emca.data.dataset.validate_split` before the comma
 
 from __future__ import annotations
 
+import difflib
 import os
 import shutil
 from collections.abc import Callable
@@ -110,6 +111,40 @@ def _report_pair_count(dataset: str, split: str, found: int) -> None:
         )
 
 
+def check_raw_release(dataset: str, raw_root: Path) -> None:
+    """Before anything is written: every file the PATN layout needs is in ``raw_root`` (a near-miss name, such
+    as DPTN's correctly spelled ``fashion-resize-*``, is named), and the images are not already converted."""
+    layout = PRESETS[dataset]
+    present = sorted(path.name for path in raw_root.iterdir()) if raw_root.is_dir() else []
+    for split in SPLITS:
+        images = layout.image_dir_path(raw_root, split)
+        if not images.is_dir():
+            raise DataError(f"Raw image folder '{images}' does not exist (see `emca data prepare --help`).")
+        for needed in (layout.annotation_path(raw_root, split), layout.pairs_path(raw_root, split)):
+            if needed.is_file():
+                continue
+            near = difflib.get_close_matches(needed.name, present, n=1, cutoff=0.8)
+            hint = (
+                f" It holds '{near[0]}', a near miss: that is the DPTN / CFLD spelling, whose layout emca does not "
+                f"read yet; if the file is in PATN's format, rename it to '{needed.name}'."
+                if near
+                else " `emca data prepare --help` lists what the folder must hold and where the files come from."
+            )
+            raise DataError(f"Raw folder '{raw_root}' has no '{needed.name}'.{hint}")
+    first = next((p for p in sorted(layout.image_dir_path(raw_root, "train").iterdir())
+                  if p.suffix.lower() in IMAGE_SUFFIXES), None)  # fmt: skip
+    if dataset == "deepfashion" and first is not None:
+        with Image.open(first) as image:
+            converted = image.size == (layout.width, layout.height)
+        if converted:
+            height, width = DEEPFASHION_RAW_SIZE
+            raise DataError(
+                f"Raw image '{first}' is {layout.height}x{layout.width} (HxW); expected {height}x{width}. The folder "
+                f"'{raw_root}' is already in emca's layout and needs no prepare: check it with `emca data validate "
+                f"{raw_root} --preset {dataset}` and train with data.root={raw_root}."
+            )
+
+
 def _prepare(
     dataset: str,
     raw_root: Path,
@@ -122,8 +157,6 @@ def _prepare(
     pair_counts = {}
     for split in SPLITS:
         raw_images = layout.image_dir_path(raw_root, split)
-        if not raw_images.is_dir():
-            raise DataError(f"Raw image folder '{raw_images}' does not exist (see `emca data prepare -h`).")
         annotations = read_annotations(layout.annotation_path(raw_root, split))
         pairs = read_pairs(layout.pairs_path(raw_root, split))
         image_paths = sorted(p for p in raw_images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -155,6 +188,7 @@ def prepare_deepfashion(
     """Crop a 256x256 DeepFashion release to 256x176 under ``out_root``; returns pairs per split.
     ``keypoints_frame_given``: "auto" (read from the annotation), "256x256" or "256x176"."""
     raw_root = Path(raw_root)
+    check_raw_release("deepfashion", raw_root)
     if keypoints_frame_given not in KEYPOINT_FRAMES:
         raise DataError(f"--keypoints-frame {keypoints_frame_given}: expected one of {', '.join(KEYPOINT_FRAMES)}.")
     frame, reason = keypoints_frame_given, "as stated with --keypoints-frame"
@@ -174,4 +208,5 @@ def prepare_deepfashion(
 
 def prepare_market(raw_root: str | os.PathLike, out_root: str | os.PathLike, progress: bool = True) -> dict[str, int]:
     """Copy a 128x64 Market-1501 release (sizes checked) under ``out_root``; returns pairs per split."""
+    check_raw_release("market", Path(raw_root))
     return _prepare("market", Path(raw_root), Path(out_root), _copy_market_image, None, progress)
