@@ -1,4 +1,4 @@
-"""``emca eval`` (``emca eval``): find the images (generate them from a checkpoint, or take a
+"""``emca eval`` (alias ``python eval.py``): find the images (generate them from a checkpoint, or take a
 folder of any method's outputs), score them under a protocol, write and print the reports.
 """
 

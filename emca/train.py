@@ -9,7 +9,7 @@ Examples::
     emca train ckpt=converted.ckpt                    # a new run from a model's weights (fine-tuning)
     emca train -m experiment=ablation                 # Hydra multirun sweep
 
-``emca train ...`` is the same command.
+``python train.py ...`` is the same command.
 """
 
 from __future__ import annotations
