@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from emca.config import CONF
-from emca.errors import ConfigError, EmcaError
+from emca.errors import ConfigError, EmcaError, error_chain
 
 # Spellings that earlier releases used, per command, with the one that replaced them. Each fails with a
 # message naming the new spelling instead of working as a silent alias, so docs and scripts converge.
@@ -48,14 +48,8 @@ def _unwrap_worker_error(error: EmcaError) -> EmcaError:
 
 def find_user_error(error: BaseException) -> EmcaError | None:
     """The EmcaError behind ``error``, which Hydra's instantiate, Lightning or a DataLoader worker may wrap."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, EmcaError):
-            return _unwrap_worker_error(current)
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
+    found = next((link for link in error_chain(error) if isinstance(link, EmcaError)), None)
+    return None if found is None else _unwrap_worker_error(found)
 
 
 @contextlib.contextmanager

@@ -5,6 +5,19 @@ Anything the user can fix (a path, a config field, a data file, missing weights)
 expected. ``emca train`` and ``emca eval`` print such messages without a traceback.
 """
 
+from collections.abc import Iterator
+
+
+def error_chain(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and the exceptions it arose from (``__cause__``, else ``__context__``), each once: libraries
+    (Hydra, Lightning, torch) re-raise the error that matters as the cause or context of their own."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        yield current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+
 
 class EmcaError(Exception):
     """An error caused by user input, with a message that says how to fix it."""

@@ -18,7 +18,7 @@ from typing import IO, Any
 import torch
 from PIL import Image
 
-from emca.errors import CheckpointError, DiskFull, OutputError
+from emca.errors import CheckpointError, DiskFull, OutputError, error_chain
 
 
 def _umask() -> int:
@@ -46,14 +46,7 @@ def _unwritable(path: Path, error: OSError) -> OutputError:
 def _disk_full(error: BaseException) -> bool:
     """Whether ``error`` or one it arose from is a full disk or quota (torch's zip writer reports ENOSPC as a
     RuntimeError 'unexpected pos' raised while handling the OSError)."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
+    return any(isinstance(link, OSError) and link.errno in (errno.ENOSPC, errno.EDQUOT) for link in error_chain(error))
 
 
 @contextlib.contextmanager
