@@ -133,12 +133,13 @@ class GeneratorModule(pl.LightningModule):
     def validation_step(self, batch: PoseTransferBatch, batch_idx: int) -> Tensor:
         generated = self(batch.source_image, batch.source_pose, batch.target_pose)
         self.val_metrics.update(generated, batch.target_image)
+        # kept on the device: reading it back per batch would wait for the GPU every step
         spread = generated.detach().flatten(1).float().std(dim=1).max()
-        self._largest_spread = max(self._largest_spread, float(spread))
+        self._largest_spread = torch.maximum(self._largest_spread, spread)
         return generated
 
     def on_validation_epoch_start(self) -> None:
-        self._largest_spread = 0.0
+        self._largest_spread = torch.zeros((), device=self.device)
 
     def on_validation_epoch_end(self) -> None:
         results = self.val_metrics.compute()
@@ -146,10 +147,11 @@ class GeneratorModule(pl.LightningModule):
         self.val_metrics.reset()
         # a generator whose every validation image is one flat colour has collapsed (e.g. saturated by a huge
         # learning rate): report it as diverged rather than save and score it as a result
-        if not self.trainer.sanity_checking and self._largest_spread < COLLAPSED_SPREAD:
+        largest_spread = float(self._largest_spread)
+        if not self.trainer.sanity_checking and largest_spread < COLLAPSED_SPREAD:
             raise self.diverged(
                 f"every validation image is a constant colour (largest pixel standard deviation "
-                f"{self._largest_spread:.2g} in [-1, 1] units, under one 8-bit level)"
+                f"{largest_spread:.2g} in [-1, 1] units, under one 8-bit level)"
             )
 
 
