@@ -51,6 +51,9 @@ class LoadLimits:
     max_parameters: int = 500_000_000
     max_activation_gib: float = 8.0
 
+    def __post_init__(self) -> None:
+        assert self.max_parameters > 0 and self.max_activation_gib > 0, "commands check these (emca.infer.load_limits)"
+
 
 DEFAULT_LIMITS = LoadLimits()
 

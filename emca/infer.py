@@ -207,7 +207,7 @@ class Transfer:
             options.adapter,
             options.adapter_scale,
             options.device,
-            load_limits(options.max_parameters, options.max_activation_gib),
+            LoadLimits(options.max_parameters, options.max_activation_gib),  # checked by parse_options
         )
         self.size = self.pipeline.size
         self._extractor: PoseExtractor | None = None
