@@ -114,18 +114,21 @@ def _rgb(image: Image.Image, path: Path) -> np.ndarray:
     return np.asarray(image.convert("RGB"))  # forces the full decode, where truncation shows up
 
 
+def _decoded(path: Path) -> np.ndarray:
+    """The still image at ``path`` decoded by :func:`_rgb`."""
+    with opened_image(path) as image:
+        _still(image, path)
+        return _rgb(image, path)
+
+
 def read_image(path: Path) -> np.ndarray:
     """(H, W, 3) float32 in [0, 1]: 8-bit images as level / 255 (torchvision's to_tensor), 16-bit grayscale as
     level / 65535."""
-    with opened_image(path) as image:
-        _still(image, path)
-        pixels = _rgb(image, path)
+    pixels = _decoded(path)
     return (pixels.astype(np.float32) / 255) if pixels.dtype == np.uint8 else pixels.astype(np.float32)
 
 
 def read_image_uint8(path: Path) -> np.ndarray:
     """(H, W, 3) uint8: 8-bit images as stored, 16-bit grayscale rounded to the nearest 8-bit level."""
-    with opened_image(path) as image:
-        _still(image, path)
-        pixels = _rgb(image, path)
+    pixels = _decoded(path)
     return pixels if pixels.dtype == np.uint8 else np.rint(pixels * 255).astype(np.uint8)

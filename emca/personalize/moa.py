@@ -23,6 +23,7 @@ Works on any generator whose ``blocks`` own their attention step as ``cross_atte
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -48,9 +49,8 @@ class MoAOptions:
     router_init_prior: float = bounded(0.9, minimum=0.5, exclusive_maximum=1)
 
     def stored(self) -> dict[str, Any]:
-        """As an adapter file stores them: plain values."""
-        return {"token_grid": list(self.token_grid), "router_hidden": self.router_hidden,
-                "router_init_prior": self.router_init_prior}  # fmt: skip
+        """As an adapter file stores them: plain values (the grid as a list)."""
+        return {**dataclasses.asdict(self), "token_grid": list(self.token_grid)}
 
 
 class Router(nn.Module):
