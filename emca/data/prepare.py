@@ -11,8 +11,8 @@ The annotation may be in either frame: the CSVs distributed with PATN and DPTN a
 one. The frame is read from the files (``keypoints_frame="auto"``): a visible joint beyond x = 175, the
 crop's last column, means the 256x256 frame, whose x coordinates are then shifted by -40 (joints that fall
 outside the crop become missing); otherwise the keypoints are kept as they are. ``"256x256"`` or
-``"256x176"`` (CLI: ``--keypoints-frame``) states it instead; the command prints which frame it used and why. Market-1501 images are 128x64 already and are
-copied as they are. Pairs files are copied unchanged. Every output file is written atomically, and the
+``"256x176"`` (CLI: ``--keypoints-frame``) states it instead; the command prints which frame it used and
+why. Market-1501 images are 128x64 already and are copied as they are. Pairs files are copied unchanged. Every output file is written atomically, and the
 result is checked with :func:`emca.data.dataset.validate_split` before the command reports success.
 """
 
@@ -41,6 +41,7 @@ EXPECTED_PAIRS: dict[str, dict[str, int]] = {
 }
 DEEPFASHION_RAW_SIZE = (256, 256)  # (H, W)
 DEEPFASHION_CROP = 40  # px cut from the left and from the right
+DEEPFASHION_CROPPED_WIDTH = DEEPFASHION_RAW_SIZE[1] - 2 * DEEPFASHION_CROP  # 176
 KEYPOINT_FRAMES = ("auto", "256x256", "256x176")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 JPEG_QUALITY = 95  # re-encoding cropped JPEGs at PIL's default 75 would visibly degrade them
@@ -80,20 +81,18 @@ def _copy_market_image(source: Path, destination: Path) -> None:
 
 def crop_deepfashion_keypoints(keypoints: np.ndarray) -> np.ndarray:
     """Keypoints (18, 2) (row, col) in the 256x256 frame -> the 256x176 crop; joints cut off become -1."""
-    cropped_width = DEEPFASHION_RAW_SIZE[1] - 2 * DEEPFASHION_CROP
     shifted = keypoints.copy()
     present = visible(keypoints)
     shifted[present, 1] -= DEEPFASHION_CROP
-    outside = present & ((shifted[:, 1] < 0) | (shifted[:, 1] >= cropped_width))
+    outside = present & ((shifted[:, 1] < 0) | (shifted[:, 1] >= DEEPFASHION_CROPPED_WIDTH))
     shifted[outside] = MISSING
     return shifted
 
 
 def keypoints_frame(annotations: dict[str, np.ndarray]) -> tuple[str, str]:
     """The frame of DeepFashion keypoints read from them, and why: ("256x256" | "256x176", reason)."""
-    cropped_width = DEEPFASHION_RAW_SIZE[1] - 2 * DEEPFASHION_CROP
     for name, keypoints in annotations.items():
-        beyond = visible(keypoints) & (keypoints[:, 1] >= cropped_width)
+        beyond = visible(keypoints) & (keypoints[:, 1] >= DEEPFASHION_CROPPED_WIDTH)
         if beyond.any():
             column = int(keypoints[beyond][0, 1])
             return "256x256", f"'{name}' has a joint at x = {column}, beyond the 256x176 crop's last column (175)"
