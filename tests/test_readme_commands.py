@@ -21,7 +21,7 @@ from emca.demo import parse_options as parse_demo_options
 from emca.infer import parse_options as parse_infer_options
 
 REPO = Path(__file__).resolve().parents[1]
-DOCUMENTS = [REPO / "README.md", REPO / "data" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCUMENTS = [REPO / "README.md", REPO / "data" / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 # spellings that were renamed (emca.cli.RENAMED names the new ones) and the module-path entry points that the
 # one `emca` command replaced in the docs
 OLD_SPELLINGS = [
