@@ -5,8 +5,10 @@ emca never hands a config to ``hydra.utils.instantiate`` to build what a checkpo
 exported model describes: such a file may come from the internet, and ``instantiate`` would call any
 importable function it names (``builtins.open``, ``torch.load``, ...). Here ``_target_`` is only a key
 into :data:`REGISTRY`; the options beside it must be plain values (numbers, strings, booleans, lists,
-dicts) that the class's constructor accepts. Anything else is refused with an error naming the file (or
-the config) and the field, before any object is made.
+dicts) that the entry's schema accepts (types, ranges, choices and the rules between fields, all checked by
+``emca.options.parse``). Anything else is refused with an error naming the file (or the config) and the
+field, before any object is made. This is the edge for networks and data: the classes themselves receive
+checked values and only assert them.
 
 Training builds through the same functions, so a config that trains is exactly a config that loads.
 """
@@ -14,7 +16,6 @@ Training builds through the same functions, so a config that trains is exactly a
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,92 +24,72 @@ from typing import Any
 from torch import nn
 
 from emca.data.batch import IMAGE_CHANNELS
-from emca.data.datamodule import PoseTransferDataModule
+from emca.data.datamodule import MAX_IMAGE_SIDE, PoseTransferDataModule, PoseTransferDataOptions
 from emca.data.keypoints import DEFAULT_SIGMA, NUM_JOINTS
 from emca.errors import CheckpointError, ConfigError, EmcaError
-from emca.networks.attention import ChunkedAttention, FusedAttention, ReferenceAttention, SDPAttention
+from emca.networks.attention import (
+    ChunkedAttention,
+    FusedAttention,
+    ReferenceAttention,
+    SDPAttention,
+    fused_kernel_unavailable_reason,
+)
 from emca.networks.discriminator import DiscriminatorPair, ResnetDiscriminator
 from emca.networks.generator import XingGenerator
-from emca.networks.xingganpp import (
-    DenseFusionOptions,
-    EnhancedAttentionOptions,
-    MultiScaleOptions,
-    XingGANPlusPlusGenerator,
+from emca.networks.options import (
+    ChunkedAttentionOptions,
+    DiscriminatorOptions,
+    FusedAttentionOptions,
+    NoOptions,
+    XingGANPlusPlusOptions,
+    XingGeneratorOptions,
 )
-from emca.options import parse
-from emca.personalize.data import SubjectDataModule
+from emca.networks.xingganpp import XingGANPlusPlusGenerator
+from emca.options import given, parse
+from emca.personalize.data import SubjectDataModule, SubjectDataOptions
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One buildable class, the constructor arguments emca supplies itself (modules, channel counts), which
-    a config may never set, and the ranges of its numeric options."""
+    """One buildable class, the schema of the options a config may set (a frozen dataclass of emca.options
+    fields) and the constructor arguments emca supplies itself (modules, channel counts)."""
 
     cls: type
+    options: type
     injected: tuple[str, ...] = ()
-    # numeric options and their (lowest, highest) allowed values, checked before the class is called
-    ranges: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
-    # options that are option groups: parsed (types, ranges, unknown keys) into these dataclasses, a bare
-    # true / false meaning just their ``enabled`` field
-    groups: Mapping[str, type] = dataclasses.field(default_factory=dict)
-    # size options and the largest value emca builds, so that a file cannot ask for unbounded memory
-    limits: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 # kind -> {_target_ as written in conf/: entry}. Adding an architecture means adding a line here.
-# Sizes are bounded so that a config read from a file cannot ask for unbounded memory: the official models use
-# ngf 64 and 9 blocks; the bounds allow 16x the width and 7x the depth (a model that large is then still
-# refused by its parameter count, emca.checkpoint.LoadLimits, unless the user allows it)
-MAX_WIDTH = 1024
-MAX_BLOCKS = 64
-_GENERATOR_RANGES = {
-    "ngf": (1, math.inf),
-    "num_blocks": (1, math.inf),
-    "dropout": (0, 1),
-    "query_key_channels": (1, math.inf),
-}
-_GENERATOR_LIMITS = {"ngf": MAX_WIDTH, "num_blocks": MAX_BLOCKS, "query_key_channels": MAX_WIDTH}
 REGISTRY: dict[str, dict[str, Entry]] = {
     "generator": {
         "emca.networks.generator.XingGenerator": Entry(
-            XingGenerator, ("attention", "attention_factory"), _GENERATOR_RANGES, limits=_GENERATOR_LIMITS
+            XingGenerator, XingGeneratorOptions, ("attention", "attention_factory")
         ),
         "emca.networks.xingganpp.XingGANPlusPlusGenerator": Entry(
-            XingGANPlusPlusGenerator,
-            ("attention",),
-            _GENERATOR_RANGES,
-            {
-                "multi_scale": MultiScaleOptions,
-                "enhanced_attention": EnhancedAttentionOptions,
-                "dense_fusion": DenseFusionOptions,
-            },
-            _GENERATOR_LIMITS,
+            XingGANPlusPlusGenerator, XingGANPlusPlusOptions, ("attention",)
         ),
     },
     "discriminator": {
         "emca.networks.discriminator.ResnetDiscriminator": Entry(
-            ResnetDiscriminator,
-            ("image_channels", "condition_channels"),
-            {"ndf": (1, math.inf), "num_blocks": (0, math.inf), "dropout": (0, 1)},
-            limits={"ndf": MAX_WIDTH, "num_blocks": MAX_BLOCKS},
+            ResnetDiscriminator, DiscriminatorOptions, ("image_channels", "condition_channels")
         ),
     },
     "attention": {
-        "emca.networks.attention.ReferenceAttention": Entry(ReferenceAttention),
-        "emca.networks.attention.SDPAttention": Entry(SDPAttention),
-        "emca.networks.attention.ChunkedAttention": Entry(ChunkedAttention, ranges={"chunk_size": (1, math.inf)}),
-        "emca.networks.attention.FusedAttention": Entry(FusedAttention),
+        "emca.networks.attention.ReferenceAttention": Entry(ReferenceAttention, NoOptions),
+        "emca.networks.attention.SDPAttention": Entry(SDPAttention, NoOptions),
+        "emca.networks.attention.ChunkedAttention": Entry(ChunkedAttention, ChunkedAttentionOptions),
+        "emca.networks.attention.FusedAttention": Entry(FusedAttention, FusedAttentionOptions),
     },
     "data": {
-        "emca.data.datamodule.PoseTransferDataModule": Entry(PoseTransferDataModule),
-        "emca.personalize.data.SubjectDataModule": Entry(SubjectDataModule),
+        "emca.data.datamodule.PoseTransferDataModule": Entry(PoseTransferDataModule, PoseTransferDataOptions),
+        "emca.personalize.data.SubjectDataModule": Entry(SubjectDataModule, SubjectDataOptions),
     },
 }
+_FUSED_ALTERNATIVES = (
+    "use model/attention=sdpa or model/attention=reference, or set model.attention.allow_reference_fallback=true"
+)
 
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
-# the largest image side a stored model may name: the field's largest published size is 512x352, and the 18
-# pose maps of a 4,096 x 4,096 image already take 1.2 GB in fp32 (18 x 4,096^2 x 4 bytes)
-MAX_IMAGE_SIDE = 4096
 
 
 def _where(source: str | None, field: str) -> str:
@@ -168,55 +149,47 @@ def _registered(kind: str, config: Any, field: str, source: str | None) -> tuple
     return known[target], options
 
 
-def build(kind: str, config: Mapping[str, Any], field: str, source: str | None = None, **injected: Any) -> Any:
-    """Build the registered class that ``config['_target_']`` names, with the config's other entries as options.
+def check(kind: str, config: Any, field: str, source: str | None = None) -> tuple[Entry, dict[str, Any]]:
+    """The registry entry that ``config`` names and its options checked against the entry's schema, as the
+    keyword arguments to build it with (the options the config leaves out keep the constructor's defaults).
 
     ``field`` is the config's dotted path (``model.generator``) and ``source`` the file it was read from
-    (None: the user's own config), both for error messages. ``injected`` are the arguments emca supplies.
+    (None: the user's own config), both for error messages: a file's content is a CheckpointError, the user's
+    config a ConfigError.
     """
-    where = _where(source, field)
     entry, options = _registered(kind, config, field, source)
-    cls = entry.cls
-    parameters = inspect.signature(cls.__init__).parameters
-    accepted = [name for name in parameters if name != "self" and name not in entry.injected]
+    accepted = {option.name for option in dataclasses.fields(entry.options)}
     for name in options:
         if name not in accepted:
             raise _error(
                 source,
-                f"{_where(source, f'{field}.{name}')}: {cls.__name__} has no option '{name}'"
+                f"{_where(source, f'{field}.{name}')}: {entry.cls.__name__} has no option '{name}'"
                 + (" (emca sets it itself)" if name in entry.injected else "")
-                + f"; its options are: {', '.join(accepted)}.",
+                + f"; its options are: {', '.join(sorted(accepted))}.",
             )
-    for name, (lowest, highest) in entry.ranges.items():
-        value = options.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lowest <= value <= highest:
-            span = f">= {lowest}" if highest == math.inf else f"in [{lowest}, {highest}]"
-            raise _error(source, f"{_where(source, f'{field}.{name}')} is {value!r}; expected a number {span}.")
-    for name, limit in entry.limits.items():
-        if name in options and options[name] > limit:
-            raise _error(
-                source,
-                f"{_where(source, f'{field}.{name}')} is {options[name]!r}; expected at most {limit}. emca bounds the "
-                "sizes a config may ask for, so that a model file cannot take unbounded memory.",
-            )
-    for name, group in entry.groups.items():
-        if name in options:
-            value = options[name]
-            values = {"enabled": value} if isinstance(value, bool) else value
-            try:
-                options[name] = parse(group, values, f"{field}.{name}")
-            except ConfigError as err:
-                raise _error(source, f"'{source}': {err}" if source else str(err)) from err
     try:
-        return cls(**options, **injected)
+        parsed = parse(entry.options, options, field)
+    except ConfigError as err:
+        raise _error(source, f"'{source}': {err}" if source else str(err)) from err
+    if entry.cls is FusedAttention and not parsed.allow_reference_fallback:
+        reason = fused_kernel_unavailable_reason()
+        if reason is not None:
+            raise _error(
+                source, f"{field}: the fused attention backend needs a CUDA GPU, but {reason}; {_FUSED_ALTERNATIVES}."
+            )
+    return entry, given(parsed, options)
+
+
+def build(kind: str, config: Mapping[str, Any], field: str, source: str | None = None, **injected: Any) -> Any:
+    """Build the registered class that ``config['_target_']`` names, from the config's options checked by
+    :func:`check`; ``injected`` are the arguments emca supplies."""
+    entry, options = check(kind, config, field, source)
+    try:
+        return entry.cls(**options, **injected)
     except EmcaError as err:
         if source is None:
             raise
         raise CheckpointError(f"'{source}': {err}") from err
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise _error(source, f"{where}: {cls.__name__} cannot be built from options {options}: {err}") from err
 
 
 def build_generator(model: Mapping[str, Any], source: str | None = None) -> nn.Module:

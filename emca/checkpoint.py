@@ -26,7 +26,7 @@ from torch.utils._pytree import tree_flatten
 from emca.build import build_generator, image_frame
 from emca.data.batch import IMAGE_CHANNELS
 from emca.data.keypoints import NUM_JOINTS
-from emca.errors import CheckpointError, ConfigError
+from emca.errors import CheckpointError, Unavailable
 from emca.io import atomic_torch_save, remove_stale_temporaries, safe_torch_load
 
 GENERATOR_PREFIX = "generator."
@@ -52,7 +52,7 @@ class LoadLimits:
     max_activation_gib: float = 8.0
 
     def __post_init__(self) -> None:
-        assert self.max_parameters > 0 and self.max_activation_gib > 0, "commands check these (emca.infer.load_limits)"
+        assert self.max_parameters > 0 and self.max_activation_gib > 0, "commands check these (their option schemas)"
 
 
 DEFAULT_LIMITS = LoadLimits()
@@ -127,7 +127,7 @@ def hub_folder(spec: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
     except ImportError as err:
-        raise ConfigError(f"'{spec}' is on the Hugging Face Hub: pip install 'emca[hub]' to download it.") from err
+        raise Unavailable(f"'{spec}' is on the Hugging Face Hub: pip install 'emca[hub]' to download it.") from err
     repo_id, _, revision = spec[len(HUB_PREFIX) :].partition("@")
     try:
         folder = snapshot_download(

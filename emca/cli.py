@@ -1,4 +1,5 @@
-"""Turning user errors into one clear paragraph instead of a traceback."""
+"""The edge shared by the commands: key=value options, device names, renamed spellings, and turning user errors
+into one clear paragraph instead of a traceback."""
 
 from __future__ import annotations
 
@@ -132,3 +133,33 @@ def key_value_arguments(argv: Sequence[str] | None, doc: str) -> list[str] | Non
         print(doc)
         return None
     return arguments
+
+
+def key_value_options(options_class: type, argv: Sequence[str], command: str) -> Any:
+    """``key=value`` arguments (``emca infer``, ``emca demo``) parsed into ``options_class`` by emca.options:
+    the one check of types, ranges and unknown keys."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from emca.options import parse
+
+    try:
+        values = OmegaConf.to_container(OmegaConf.from_cli(list(argv)))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"Bad argument: {err}. Arguments are key=value; see `emca {command} --help`.") from err
+    return parse(options_class, values, "")
+
+
+def resolve_device(name: Any) -> Any:
+    """``device=``: ``auto`` is the GPU when there is one, else the CPU; a CUDA device without CUDA is refused."""
+    import torch
+
+    name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name}: CUDA is not available on this machine; use device=cpu or device=auto.")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"device={name}: expected auto, cpu, cuda or cuda:N.") from err

@@ -40,20 +40,19 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from PIL import Image
 
 from emca.build import build_datamodule
 from emca.checkpoint import LoadLimits
-from emca.cli import find_user_error, key_value_arguments, user_errors
+from emca.cli import find_user_error, key_value_arguments, key_value_options, resolve_device, user_errors
 from emca.data.datamodule import PoseTransferDataModule
 from emca.data.dataset import read_split, select_pairs
 from emca.data.openpose import read_json
 from emca.data.skeleton import draw_skeleton
 from emca.errors import ConfigError, DataError, EmcaError
-from emca.infer import GIVE_KEYPOINTS, InferOptions, Pose, Transfer, load_limits, source_keypoints
+from emca.infer import GIVE_KEYPOINTS, InferOptions, Pose, Transfer, source_keypoints
 from emca.io import atomic_save_image
+from emca.options import bounded
 from emca.pose.framing import FIT_MODES
 from emca.visualize import enlarged
 
@@ -69,37 +68,29 @@ MAX_UPLOAD = "50mb"  # per uploaded file: photos, not archives
 PASTED = {"source": "pasted source keypoints", "target": "pasted target pose"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class DemoOptions:
-    ckpt: str | None = None
-    adapter: str | None = None
+    """``emca demo``'s key=value options (see the module docstring)."""
+
+    ckpt: str | None = bounded(None, kind=str)
+    adapter: str | None = bounded(None, kind=str)
     host: str = "127.0.0.1"
-    port: int = 7860
+    port: int = bounded(7860, minimum=0, maximum=65535)  # a TCP port
     device: str = "auto"
-    dataset_root: str | None = None
-    dataset_images: int = 200
-    framing: str = "pad"
-    min_visibility: float = 0.5
-    max_parameters: int = LoadLimits.max_parameters
-    max_activation_gib: float = LoadLimits.max_activation_gib
+    dataset_root: str | None = bounded(None, kind=str)
+    dataset_images: int = bounded(200, minimum=1)
+    framing: str = bounded("pad", choices=FIT_MODES)
+    min_visibility: float = bounded(0.5, minimum=0, maximum=1)
+    max_parameters: int = bounded(LoadLimits.max_parameters, minimum=1)
+    max_activation_gib: float = bounded(LoadLimits.max_activation_gib, exclusive_minimum=0)
 
 
 def parse_options(argv: list[str]) -> DemoOptions:
     """``key=value`` arguments (the grammar of ``emca infer``) -> checked options."""
-    try:
-        options = OmegaConf.merge(OmegaConf.structured(DemoOptions), OmegaConf.from_cli(argv))
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"Bad argument: {err}. Arguments are key=value; see `emca demo --help`.") from err
-    options = OmegaConf.to_object(options)
+    options = key_value_options(DemoOptions, argv, "demo")
     if not options.ckpt:
         raise ConfigError("ckpt=CHECKPOINT is required (a training .ckpt or an exported model folder).")
-    load_limits(options.max_parameters, options.max_activation_gib)
-    if options.framing not in FIT_MODES:
-        raise ConfigError(f"framing={options.framing}: expected one of {', '.join(FIT_MODES)}.")
-    if not 0 <= options.port <= 65535:
-        raise ConfigError(f"port={options.port}: expected a TCP port number in 0..65535.")
-    if options.dataset_images < 1:
-        raise ConfigError(f"dataset_images={options.dataset_images}: expected a positive number of images.")
+    resolve_device(options.device)
     return options
 
 

@@ -28,7 +28,17 @@ class DataError(EmcaError):
 
 
 class ConfigError(EmcaError):
-    """A configuration value is invalid or inconsistent."""
+    """A configuration value is invalid or inconsistent. Raised only where a command starts (the edge:
+    emca.options, emca.build, the application modules), never by the classes the options configure."""
+
+
+class InputShapeError(EmcaError, ValueError):
+    """A tensor handed to a network or a metric has a shape it cannot take (channels, batch, size)."""
+
+
+class Unavailable(EmcaError):
+    """Something a run needs cannot be used on this machine: a kernel without its GPU, an optional package
+    that is not installed."""
 
 
 class WeightsError(EmcaError):

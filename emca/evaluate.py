@@ -4,8 +4,10 @@ folder of any method's outputs), score them under a protocol, write and print th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,38 +19,73 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from emca.build import build_datamodule
-from emca.checkpoint import find_latest_checkpoint
-from emca.cli import hydra_command
+from emca.checkpoint import LoadLimits, find_latest_checkpoint
+from emca.cli import hydra_command, resolve_device
 from emca.data.batch import collate_pairs
 from emca.data.dataset import DatasetLayout
 from emca.errors import CheckpointError, ConfigError, DataError
-from emca.infer import load_limits
 from emca.io import atomic_save_image
 from emca.metrics.definitions import COPY_SOURCE_SUFFIX, FIDSpec, MetricSpec, ReferenceStatistics
 from emca.metrics.fid import FeatureStatistics, cached_statistics
 from emca.metrics.images import (
     DEFAULT_NAME_PATTERN,
-    check_name_pattern,
-    check_resize,
+    RESAMPLING,
     check_sizes,
     compression_note,
     locate_generated,
+    name_pattern_problem,
     pair_file_name,
     to_uint8,
 )
 from emca.metrics.inception import BACKBONE_RESIZE, InceptionBackbone
-from emca.metrics.protocol import parse_protocol
 from emca.metrics.report import markdown_table, write_reports
 from emca.metrics.scoring import (
+    ON_MISSING_WEIGHTS,
     ScoreResult,
     ScoringPairs,
     image_features,
     load_models,
     score,
 )
-from emca.pipeline import PoseTransferPipeline, resolve_device
+from emca.options import bounded, parse
+from emca.pipeline import PoseTransferPipeline
+from emca.protocol import parse_protocol
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """The schema of conf/eval.yaml's own keys (``data`` and ``eval``, the protocol, are checked by their own
+    schemas: emca.build and emca.protocol); conf/eval.yaml explains each."""
+
+    ckpt: str | None = bounded(None, kind=str)
+    generated_dir: str | None = bounded(None, kind=str)
+    adapter: str | None = bounded(None, kind=str)
+    adapter_scale: float = bounded(1.0, minimum=0, maximum=1)
+    max_parameters: int = bounded(LoadLimits.max_parameters, minimum=1)
+    max_activation_gib: float = bounded(LoadLimits.max_activation_gib, exclusive_minimum=0)
+    train_runs_dir: str = "outputs/train"
+    data_from_checkpoint: bool = True
+    name_pattern: str = DEFAULT_NAME_PATTERN
+    resize: str | None = bounded(None, kind=str, choices=tuple(RESAMPLING))
+    max_pairs: int | None = bounded(None, kind=int, minimum=1)
+    metrics: tuple[str, ...] = bounded(("ssim",), kind=str)
+    on_missing_weights: str = bounded("skip", choices=ON_MISSING_WEIGHTS)
+    fid_backbone: str | None = bounded(None, kind=str)
+    fid_reference: str | None = bounded(None, kind=str)
+    fid_trust_sha256: str | None = bounded(None, kind=str)
+    copy_source_baseline: bool = True
+    weights_dir: str | None = bounded(None, kind=str)
+    cache_dir: str | None = bounded(None, kind=str)
+    device: str = "auto"
+    batch_size: int = bounded(16, minimum=1)
+    num_workers: int = bounded(0, minimum=0)
+    out: str = ""
+
+    def problems(self, path: str) -> list[str]:
+        pattern = name_pattern_problem(self.name_pattern)
+        return [pattern] if pattern else []
 
 
 # generator(source_image (B,3,H,W) in [-1,1], source_pose (B,18,H,W), target_pose (B,18,H,W)) -> (B,3,H,W)
@@ -70,7 +107,7 @@ def generate_test_pairs(
     Each output is written atomically as a PNG named by ``name_pattern`` under ``out_dir``.
     Returns the written paths, in the dataset's pair order.
     """
-    check_name_pattern(name_pattern)
+    assert name_pattern_problem(name_pattern) is None, name_pattern
     if not name_pattern.lower().endswith(".png"):
         raise ConfigError(
             f"name_pattern {name_pattern!r}: generated images are written losslessly, so it must end in .png."
@@ -180,22 +217,22 @@ def add_copy_source_baseline(
     result.summary = summary
 
 
-def _protocol_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def _protocol_config(cfg: Mapping[str, Any], options: EvalOptions) -> dict[str, Any]:
     """The protocol config with the top-level FID / IS overrides (fid_backbone, fid_reference) applied."""
     protocol = (
         OmegaConf.to_container(cfg["eval"], resolve=True) if isinstance(cfg["eval"], DictConfig) else dict(cfg["eval"])
     )
     for definition in (protocol.get("definitions") or {}).values():
-        if definition.get("type") == "fid" and cfg.get("fid_reference"):
-            definition["reference_split"] = cfg["fid_reference"]
-        if definition.get("type") in ("fid", "inception_score") and cfg.get("fid_backbone"):
-            definition["backbone"] = cfg["fid_backbone"]
+        if definition.get("type") == "fid" and options.fid_reference:
+            definition["reference_split"] = options.fid_reference
+        if definition.get("type") in ("fid", "inception_score") and options.fid_backbone:
+            definition["backbone"] = options.fid_backbone
     return protocol
 
 
-def _source(cfg: Mapping[str, Any], generator: Generator | None) -> tuple[str | None, str | None]:
+def _source(options: EvalOptions, generator: Generator | None) -> tuple[str | None, str | None]:
     """(checkpoint, generated_dir): exactly one is used; with neither, the newest training checkpoint."""
-    ckpt, generated_dir = cfg.get("ckpt"), cfg.get("generated_dir")
+    ckpt, generated_dir = options.ckpt, options.generated_dir
     if ckpt and generated_dir:
         raise ConfigError(
             "Pass either ckpt=... (generate, then score) or generated_dir=... (score a folder), not both."
@@ -204,7 +241,7 @@ def _source(cfg: Mapping[str, Any], generator: Generator | None) -> tuple[str | 
         return None, generated_dir
     if ckpt:
         return str(ckpt), None
-    runs = cfg.get("train_runs_dir", "outputs/train")
+    runs = options.train_runs_dir
     latest = find_latest_checkpoint(runs, "best.ckpt")
     if latest is None:
         raise ConfigError(
@@ -221,33 +258,31 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
     ``generator`` (a callable as ``emca.checkpoint.load_generator`` returns) replaces the checkpoint,
     for programmatic use.
     """
-    device = resolve_device(str(cfg.get("device", "auto")))
-    limits = load_limits(cfg["max_parameters"], cfg["max_activation_gib"])
-    check_resize(cfg.get("resize"))
-    out_dir = Path(cfg["out"])
-    checkpoint, generated_dir = _source(cfg, generator)
+    names = [field.name for field in dataclasses.fields(EvalOptions)]
+    values = {name: cfg[name] for name in names if name in cfg}
+    plain = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in values.items()}
+    options = parse(EvalOptions, plain, "")
+    device = resolve_device(options.device)
+    limits = LoadLimits(options.max_parameters, options.max_activation_gib)
+    out_dir = Path(options.out)
+    checkpoint, generated_dir = _source(options, generator)
     data_cfg, data_source = cfg["data"], None
-    adapter, adapter_scale = cfg.get("adapter"), float(cfg.get("adapter_scale", 1.0))
+    adapter, adapter_scale = options.adapter, options.adapter_scale
     if checkpoint is not None:
         pipeline = PoseTransferPipeline.from_pretrained(checkpoint, adapter, adapter_scale, device, limits)
         generator = pipeline.generate  # on the dataset's pose maps; moves the inputs to its device itself
-        if cfg.get("data_from_checkpoint", True) and pipeline.data:
+        if options.data_from_checkpoint and pipeline.data:
             data_cfg, data_source = pipeline.data, checkpoint
     if isinstance(data_cfg, DictConfig):
         data_cfg = OmegaConf.to_container(data_cfg, resolve=True)
     datamodule = build_datamodule(data_cfg, source=data_source)
     datamodule.prepare_data()
-    dataset = datamodule.test_pairs(cfg.get("max_pairs"))
+    dataset = datamodule.test_pairs(options.max_pairs)
     height, width = datamodule.height, datamodule.width
-    batch_size, num_workers = cfg.get("batch_size", 16), cfg.get("num_workers", 0)
-    if not isinstance(batch_size, int) or batch_size <= 0 or not isinstance(num_workers, int) or num_workers < 0:
-        raise ConfigError(
-            f"batch_size must be a positive integer and num_workers 0 or more; got {batch_size!r} and {num_workers!r}."
-        )
-
-    protocol_config = _protocol_config(cfg)
-    protocol = parse_protocol(protocol_config, list(cfg["metrics"]), datamodule.preset)
-    name_pattern = cfg.get("name_pattern") or DEFAULT_NAME_PATTERN
+    batch_size, num_workers = options.batch_size, options.num_workers
+    protocol_config = _protocol_config(cfg, options)
+    protocol = parse_protocol(protocol_config, list(options.metrics), datamodule.preset)
+    name_pattern = options.name_pattern
     if generator is not None:
         image_dir = out_dir / "images"
         generate_test_pairs(generator, dataset, image_dir, batch_size, device, name_pattern, num_workers)
@@ -258,25 +293,25 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
         image_dir = Path(generated_dir)
         images = {"folder": str(image_dir), "name_pattern": name_pattern}
     generated = locate_generated(image_dir, dataset.pairs, name_pattern)
-    check_sizes(generated, height, width, cfg.get("resize"))
-    images["resize"] = cfg.get("resize") or "none (sizes must match)"
+    check_sizes(generated, height, width, options.resize)
+    images["resize"] = options.resize or "none (sizes must match)"
     images["compression"] = compression_note(generated)
 
     models, skipped = load_models(
         protocol.metrics,
-        cfg.get("weights_dir"),
+        options.weights_dir,
         device,
-        cfg.get("on_missing_weights", "skip"),
-        trusted_sha256=cfg.get("fid_trust_sha256"),
+        options.on_missing_weights,
+        trusted_sha256=options.fid_trust_sha256,
     )
-    copy_source = bool(cfg.get("copy_source_baseline", True))
+    copy_source = options.copy_source_baseline
     pairs = ScoringPairs(
         generated,
         [dataset.image_dir / target for _, target in dataset.pairs],
         [dataset.annotations[target] for _, target in dataset.pairs],
         height,
         width,
-        cfg.get("resize"),
+        options.resize,
         [dataset.image_dir / source for source, _ in dataset.pairs] if copy_source else None,
     )
     needs_reference = any(spec.set_level for spec in protocol.metrics)
@@ -285,7 +320,7 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
             Path(datamodule.root),
             datamodule.layout,
             datamodule.preset,
-            cfg.get("cache_dir"),
+            options.cache_dir,
             batch_size,
             num_workers,
             device,

@@ -39,13 +39,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from PIL import Image
 from tqdm import tqdm
 
 from emca.checkpoint import LoadLimits
-from emca.cli import key_value_arguments, user_errors
+from emca.cli import key_value_arguments, key_value_options, resolve_device, user_errors
 from emca.data.annotations import read_annotations, read_pairs
 from emca.data.keypoints import JOINT_NAMES, MISSING, NUM_JOINTS, REQUIRED_FOR_PAIRS, visible
 from emca.data.openpose import openpose_keypoints, read_json
@@ -53,30 +51,33 @@ from emca.data.photo import image_size, read_image_uint8
 from emca.errors import ConfigError, DataError, EmcaError
 from emca.io import atomic_save_image
 from emca.metrics.images import DEFAULT_NAME_PATTERN, pair_file_name
+from emca.options import bounded
 from emca.pipeline import PoseTransferPipeline
 from emca.pose.extract import IMAGE_SUFFIXES, PoseExtractor
 from emca.pose.framing import FIT_MODES, fit_to_model, plan_framing, transform_keypoints
 from emca.visualize import pose_transfer_sheet
 
 
-@dataclass
+@dataclass(frozen=True)
 class InferOptions:
-    ckpt: str | None = None
-    adapter: str | None = None
-    adapter_scale: float = 1.0
-    source: str | None = None
-    source_pose: str | None = None
-    target: str | None = None
-    out: str | None = None
-    sheet: str | None = None
-    pairs: str | None = None
-    images: str | None = None
-    annotations: str | None = None
-    framing: str = "pad"
+    """``emca infer``'s key=value options (see the module docstring)."""
+
+    ckpt: str | None = bounded(None, kind=str)
+    adapter: str | None = bounded(None, kind=str)
+    adapter_scale: float = bounded(1.0, minimum=0, maximum=1)
+    source: str | None = bounded(None, kind=str)
+    source_pose: str | None = bounded(None, kind=str)
+    target: str | None = bounded(None, kind=str)
+    out: str | None = bounded(None, kind=str)
+    sheet: str | None = bounded(None, kind=str)
+    pairs: str | None = bounded(None, kind=str)
+    images: str | None = bounded(None, kind=str)
+    annotations: str | None = bounded(None, kind=str)
+    framing: str = bounded("pad", choices=FIT_MODES)
     device: str = "auto"
-    min_visibility: float = 0.5
-    max_parameters: int = LoadLimits.max_parameters
-    max_activation_gib: float = LoadLimits.max_activation_gib
+    min_visibility: float = bounded(0.5, minimum=0, maximum=1)
+    max_parameters: int = bounded(LoadLimits.max_parameters, minimum=1)
+    max_activation_gib: float = bounded(LoadLimits.max_activation_gib, exclusive_minimum=0)
 
 
 @dataclass
@@ -341,15 +342,6 @@ def run_batch(transfer: Transfer, batch: Batch, options: InferOptions) -> None:
     print(f"wrote {len(batch.pairs)} images to {out_dir}")
 
 
-def load_limits(max_parameters: int, max_activation_gib: float) -> LoadLimits:
-    """A command's ``max_parameters`` and ``max_activation_gib``, checked."""
-    if max_parameters < 1:
-        raise ConfigError(f"max_parameters={max_parameters}: expected a positive number of parameters.")
-    if not max_activation_gib > 0:
-        raise ConfigError(f"max_activation_gib={max_activation_gib}: expected a positive number of GiB.")
-    return LoadLimits(int(max_parameters), float(max_activation_gib))
-
-
 def check_image_path(field: str, value: str) -> None:
     """ConfigError unless ``value`` ends in an image suffix PIL can write: the suffix picks the format."""
     extensions = Image.registered_extensions()
@@ -362,16 +354,10 @@ def check_image_path(field: str, value: str) -> None:
 
 
 def parse_options(argv: list[str]) -> InferOptions:
-    try:
-        options = OmegaConf.merge(OmegaConf.structured(InferOptions), OmegaConf.from_cli(argv))
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"Bad argument: {err}. Arguments are key=value; see `emca infer --help`.") from err
-    options = OmegaConf.to_object(options)
+    options = key_value_options(InferOptions, argv, "infer")
     if not options.ckpt or not options.out:
         raise ConfigError("ckpt=CHECKPOINT and out=PATH are required.")
-    load_limits(options.max_parameters, options.max_activation_gib)
-    if options.framing not in FIT_MODES:
-        raise ConfigError(f"framing={options.framing}: expected one of {', '.join(FIT_MODES)}.")
+    resolve_device(options.device)
     if options.pairs:
         single_only = [field for field in ("source", "source_pose", "target", "sheet") if getattr(options, field)]
         if single_only:

@@ -16,7 +16,7 @@ import torchvision
 from torch import Tensor, nn
 
 from emca.data.batch import PoseTransferBatch
-from emca.errors import CheckpointError, ConfigError, WeightsError
+from emca.errors import CheckpointError, WeightsError
 from emca.networks.discriminator import DiscriminatorPair
 from emca.options import bounded
 from emca.weights import WEIGHT_FILES, load_state_dict
@@ -108,8 +108,7 @@ class GANLoss(nn.Module):
 
     def __init__(self, mode: str = "lsgan", real_label: float = 1.0, fake_label: float = 0.0) -> None:
         super().__init__()
-        if mode not in GAN_MODES:
-            raise ConfigError(f"Config field 'gan_mode' is '{mode}'; expected one of {list(GAN_MODES)}.")
+        assert mode in GAN_MODES, mode
         self.mode = mode
         self.real_label = real_label
         self.fake_label = fake_label
@@ -188,8 +187,7 @@ class ImagePool:
     """
 
     def __init__(self, size: int, seed: int = 0) -> None:
-        if size < 0:
-            raise ConfigError(f"Config field 'pool_size' is {size}; expected 0 (no pool) or a positive size.")
+        assert size >= 0, size
         self.size = size
         self.images: list[Tensor] = []
         self.generator = torch.Generator().manual_seed(seed)

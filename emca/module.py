@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from emca.build import build_discriminators, build_generator
 from emca.checkpoint import last_checkpoint
 from emca.data.batch import PoseTransferBatch
-from emca.errors import ConfigError, TrainingDiverged
+from emca.errors import TrainingDiverged
 from emca.io import atomic_save_image
 from emca.losses import ImagePool, LossOptions, PoseTransferLoss
 from emca.metrics.validation import ValidationMetrics
@@ -38,6 +38,12 @@ class OptimOptions:
     betas: tuple[float, ...] = bounded((0.5, 0.999), minimum=0, exclusive_maximum=1, length=2)
     constant_iterations: int = bounded(25000, minimum=0)
     decay_iterations: int = bounded(12500, minimum=0)
+
+    def problems(self, path: str) -> list[str]:
+        if self.constant_iterations + self.decay_iterations == 0:
+            return [f"Config fields '{path}.constant_iterations' and '{path}.decay_iterations' are both 0; a run "
+                    "needs at least one iteration."]  # fmt: skip
+        return []
 
 
 @dataclass(frozen=True)
@@ -182,14 +188,9 @@ class PoseTransferModule(GeneratorModule):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
-        # checked here, before any network is built, so a bad value is named by its config path
+        # typed views of options that emca train checked where it started (emca.build.check_model)
         self.loss_options = parse(LossOptions, model.get("loss"), "model.loss")
         self.optim_options = parse(OptimOptions, model.get("optim"), "model.optim")
-        if self.optim_options.constant_iterations + self.optim_options.decay_iterations == 0:
-            raise ConfigError(
-                "Config fields 'model.optim.constant_iterations' and 'model.optim.decay_iterations' are both 0; a "
-                "run needs at least one iteration."
-            )
         options = parse(
             TrainingOptions,
             {field.name: model[field.name] for field in fields(TrainingOptions) if field.name in model},

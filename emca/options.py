@@ -1,9 +1,16 @@
 """Typed option groups read from configs: one check of types, ranges and unknown keys, at the edge.
 
 An option group is a frozen dataclass whose fields carry their type (from the default) and, in the
-field's metadata, their range (``minimum`` / ``maximum`` / ``exclusive_minimum``) or ``choices``.
-:func:`parse` turns a config mapping into one, or raises a :class:`ConfigError` that names the dotted
-config path of the offending field and what was expected.
+field's metadata, their range (``minimum`` / ``maximum`` / ``exclusive_minimum``) or ``choices``. A field
+whose default is itself an option group is parsed as a nested group (a bare true / false meaning its
+``enabled`` field). Rules that tie fields together live in the group's ``problems(path)`` method, which
+returns messages naming the fields by their dotted paths under ``path``. :func:`parse` turns a config
+mapping into one, or raises a :class:`ConfigError` that names the dotted config path of the offending field
+and what was expected.
+
+This is the one place options are checked. Commands call it where they start (through the build registry,
+the data and model schemas, the infer / demo / eval option groups); the classes the options configure
+receive typed values and only assert them.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any, TypeVar
 from emca.errors import ConfigError
 
 Options = TypeVar("Options")
+FLAGS = "--"  # the path of a group whose fields are a command's flags
 
 
 def bounded(
@@ -29,9 +37,11 @@ def bounded(
     length: int | None = None,
     distinct: bool = False,
     kind: type | None = None,
+    size_limit: int | None = None,
 ) -> Any:
     """A dataclass field with a range, a set of choices or (for a list) a length and distinct items; ``kind``
-    gives the type of a field whose default is None (None then stays allowed)."""
+    gives the type of a field whose default is None (None then stays allowed); ``size_limit`` is the largest
+    size (a width, a depth) emca builds, so that a file cannot ask for unbounded memory."""
     metadata = {
         "minimum": minimum,
         "maximum": maximum,
@@ -41,8 +51,21 @@ def bounded(
         "length": length,
         "distinct": distinct,
         "kind": kind,
+        "size_limit": size_limit,
     }
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def _join(path: str, name: str) -> str:
+    """The dotted path of field ``name`` in the group at ``path``: "" for a command's own key=value options,
+    ``--`` for a file tool's flags (``max_jump`` is ``--max-jump``)."""
+    if path == FLAGS:
+        return "--" + name.replace("_", "-")
+    return f"{path}.{name}" if path else name
+
+
+def _named(path: str) -> str:
+    return path if path.startswith("--") else f"Config field '{path}'"
 
 
 def _expected(kind: type) -> str:
@@ -59,11 +82,11 @@ def _scalar(value: Any, kind: type, path: str, field: dataclasses.Field) -> Any:
     }[kind]
     if not valid:
         finite = " (finite)" if kind is float and is_number else ""
-        raise ConfigError(f"Config field '{path}' is {value!r}; expected {_expected(kind)}{finite}.")
+        raise ConfigError(f"{_named(path)} is {value!r}; expected {_expected(kind)}{finite}.")
     value = kind(value)
     limits = field.metadata
     if limits.get("choices") and value not in limits["choices"]:
-        raise ConfigError(f"Config field '{path}' is {value!r}; expected one of {list(limits['choices'])}.")
+        raise ConfigError(f"{_named(path)} is {value!r}; expected one of {list(limits['choices'])}.")
     ranges = (
         (limits.get("minimum"), lambda v, m: v >= m, ">="),
         (limits.get("exclusive_minimum"), lambda v, m: v > m, ">"),
@@ -72,39 +95,56 @@ def _scalar(value: Any, kind: type, path: str, field: dataclasses.Field) -> Any:
     )
     for limit, holds, symbol in ranges:
         if limit is not None and not holds(value, limit):
-            raise ConfigError(f"Config field '{path}' is {value!r}; expected a value {symbol} {limit}.")
+            raise ConfigError(f"{_named(path)} is {value!r}; expected a value {symbol} {limit}.")
+    if limits.get("size_limit") is not None and value > limits["size_limit"]:
+        raise ConfigError(
+            f"{_named(path)} is {value!r}; expected at most {limits['size_limit']}. emca bounds the sizes a "
+            "config may ask for, so that a model file cannot take unbounded memory."
+        )
     return value
 
 
 def parse(options_class: type[Options], values: Mapping[str, Any] | None, path: str) -> Options:
     """``options_class`` from ``values`` (missing fields take their defaults); ``path`` is the dotted config
-    path of ``values`` (``model.optim``), used in every error message."""
+    path of ``values`` (``model.optim``; "" for a command's key=value options), used in every error message."""
     if values is None:
         values = {}
     if not isinstance(values, Mapping):
-        raise ConfigError(f"Config field '{path}' is {values!r}; expected a mapping.")
+        raise ConfigError(f"{_named(path)} is {values!r}; expected a mapping.")
     fields = {field.name: field for field in dataclasses.fields(options_class)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ConfigError(f"Config field '{path}' has unknown keys {unknown}; expected some of {list(fields)}.")
+        where = f"Config field '{path}' has unknown keys" if path else "Unknown options"
+        raise ConfigError(f"{where} {unknown}; expected some of {list(fields)}.")
     parsed = {}
     for name, value in values.items():
         field, default = fields[name], fields[name].default
         if isinstance(default, tuple):
             if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
-                raise ConfigError(f"Config field '{path}.{name}' is {value!r}; expected a list.")
+                raise ConfigError(f"{_named(_join(path, name))} is {value!r}; expected a list.")
             value = tuple(value)
             length = field.metadata.get("length")
             if length is not None and len(value) != length:
-                raise ConfigError(f"Config field '{path}.{name}' is {list(value)}; expected {length} values.")
+                raise ConfigError(f"{_named(_join(path, name))} is {list(value)}; expected {length} values.")
             kind = field.metadata.get("kind") or type(default[0])
-            value = tuple(_scalar(item, kind, f"{path}.{name}[{i}]", field) for i, item in enumerate(value))
+            value = tuple(_scalar(item, kind, f"{_join(path, name)}[{i}]", field) for i, item in enumerate(value))
             if field.metadata.get("distinct") and len(set(value)) != len(value):
-                raise ConfigError(f"Config field '{path}.{name}' is {list(value)}; expected distinct values.")
+                raise ConfigError(f"{_named(_join(path, name))} is {list(value)}; expected distinct values.")
+        elif dataclasses.is_dataclass(default):
+            value = parse(type(default), {"enabled": value} if isinstance(value, bool) else value, _join(path, name))
         elif default is None:
             if value is not None:
-                value = _scalar(value, field.metadata["kind"], f"{path}.{name}", field)
+                value = _scalar(value, field.metadata["kind"], _join(path, name), field)
         else:
-            value = _scalar(value, type(default), f"{path}.{name}", field)
+            value = _scalar(value, type(default), _join(path, name), field)
         parsed[name] = value
-    return options_class(**parsed)
+    options = options_class(**parsed)
+    for problem in getattr(options, "problems", lambda _: [])(path):
+        raise ConfigError(problem)
+    return options
+
+
+def given(options: Any, values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The parsed values of the fields that ``values`` sets, as keyword arguments: the fields left out keep
+    the defaults of the function they are passed to."""
+    return {name: getattr(options, name) for name in values or {}}

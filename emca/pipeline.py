@@ -23,23 +23,10 @@ from torch import Tensor, nn
 
 from emca.build import image_frame
 from emca.checkpoint import DEFAULT_LIMITS, LoadLimits
+from emca.cli import resolve_device
 from emca.data.keypoints import DEFAULT_SIGMA, pose_heatmaps
-from emca.errors import ConfigError
 from emca.metrics.images import to_uint8
 from emca.personalize.adapter import load_generator_with_adapter
-
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    """``auto`` is the GPU when there is one, else the CPU; a CUDA device without CUDA is a ConfigError."""
-    name = str(name)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name}: CUDA is not available on this machine; use device=cpu or device=auto.")
-    try:
-        return torch.device(name)
-    except RuntimeError as err:
-        raise ConfigError(f"device={name}: expected auto, cpu, cuda or cuda:N.") from err
 
 
 class PoseTransferPipeline:

@@ -23,8 +23,6 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
 
-from emca.errors import ConfigError
-
 log = logging.getLogger(__name__)
 # the loggers Lightning's rank_zero_info writes through
 _LIGHTNING_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero")
@@ -54,8 +52,7 @@ class ProgressLog(pl.Callback):
     """Logs iteration, speed, time left and the latest training losses every ``every_seconds``."""
 
     def __init__(self, every_seconds: float = 60.0) -> None:
-        if not every_seconds > 0:
-            raise ConfigError(f"progress_log_seconds must be a positive number of seconds, got {every_seconds!r}.")
+        assert every_seconds > 0, every_seconds
         self.every_seconds = float(every_seconds)
         self._started = self._last_line = 0.0
         self._first_iteration = 0

@@ -15,11 +15,51 @@ Examples::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig
 
 from emca.cli import hydra_command
+from emca.errors import ConfigError
+from emca.options import bounded, parse
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The schema of conf/train.yaml's own keys (``data``, ``model``, ``trainer`` are checked by their own
+    schemas when they are built); conf/train.yaml explains each."""
+
+    seed: int = 0
+    module: str = "emca.module.PoseTransferModule"
+    resume: str | None = bounded(None, kind=str)
+    ckpt: str | None = bounded(None, kind=str)
+    weights_dir: str | None = bounded(None, kind=str)
+    progress_log_seconds: float = bounded(60.0, exclusive_minimum=0)
+    threads: int | None = bounded(None, kind=int, minimum=1)
+    retain_freed_memory: bool = True
+    checkpoint_every_n_iterations: int | None = bounded(None, kind=int, minimum=1)
+    run_dir: str = ""
+
+
+def check_subject(module: Any, datamodule: Any, sigma: float | None) -> None:
+    """experiment=personalize: the subject's photos (and a pose sigma the user set) must fit the base model."""
+    from emca.data.keypoints import DEFAULT_SIGMA
+
+    base_data = module.base_hparams.get("data") or {}
+    expected = (base_data.get("height"), base_data.get("width"))
+    if None not in expected and expected != (datamodule.height, datamodule.width):
+        raise ConfigError(
+            f"The subject photos in '{datamodule.pairs.image_dir}' are {datamodule.height}x{datamodule.width} (HxW) "
+            f"but the base model was trained at {expected[0]}x{expected[1]}; resize or crop the photos (and their "
+            "keypoints) to the model's frame, e.g. with emca.pose.framing.fit_to_model."
+        )
+    base_sigma = base_data.get("sigma", DEFAULT_SIGMA)
+    if sigma is not None and sigma != base_sigma:
+        raise ConfigError(
+            f"data.sigma is {sigma} but the base model's pose maps used sigma {base_sigma}; leave data.sigma=null "
+            "to use the base model's."
+        )
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -37,7 +77,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from emca.allocator import retain_freed_memory
     from emca.build import build_datamodule
     from emca.config import to_plain
-    from emca.errors import ConfigError, RunInterrupted
+    from emca.errors import RunInterrupted
     from emca.progress import IterationProgressBar, ProgressLog
 
     if cfg.trainer.get("max_steps") is not None:
@@ -47,26 +87,32 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "iterations instead: model.optim.constant_iterations and model.optim.decay_iterations "
             "(experiment=personalize: model.optim.iterations)."
         )
-    if cfg.threads is not None:
-        if isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int) or cfg.threads < 1:
-            raise ConfigError(f"Config field 'threads' is {cfg.threads!r}; expected a positive number of threads.")
-        torch.set_num_threads(cfg.threads)
-    if not isinstance(cfg.retain_freed_memory, bool):
-        raise ConfigError(f"Config field 'retain_freed_memory' is {cfg.retain_freed_memory!r}; expected true or false.")
-    if cfg.retain_freed_memory:
+    plain = to_plain(cfg)
+    options = parse(TrainOptions, {key: plain[key] for key in TrainOptions.__dataclass_fields__ if key in plain}, "")
+    module_class = get_class(options.module)
+    builds_on_ckpt = getattr(module_class, "builds_on_ckpt", False)  # experiment=personalize: ckpt is the base
+    if builds_on_ckpt and not options.ckpt:
+        raise ConfigError(
+            "Config field 'ckpt' is empty; pass ckpt=PATH/TO/last.ckpt (the trained pose-transfer model to "
+            "personalise)."
+        )
+    if options.resume and options.ckpt and not builds_on_ckpt:
+        raise ConfigError("resume continues a run exactly and ckpt starts a new one from a model's weights; give one.")
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    if options.retain_freed_memory:
         retain_freed_memory()
     if cfg.trainer.get("accelerator") == "gpu" and not torch.cuda.is_available():
         raise ConfigError(
             "trainer.accelerator=gpu, but torch sees no CUDA GPU on this machine. Add trainer=cpu to train on the "
             "CPU (for a quick end-to-end check of real data on a CPU, also +smoke=cpu)."
         )
-    pl.seed_everything(cfg.seed, workers=True)
-    run_dir = Path(cfg.run_dir)
-    datamodule = build_datamodule(to_plain(cfg.data))
-    module_class = get_class(cfg.module)
-    module = module_class(
-        model=to_plain(cfg.model), data=to_plain(cfg.data), weights_dir=cfg.weights_dir, seed=cfg.seed
-    )
+    pl.seed_everything(options.seed, workers=True)
+    run_dir = Path(options.run_dir)
+    datamodule = build_datamodule(plain["data"])
+    module = module_class(model=plain["model"], data=plain["data"], weights_dir=options.weights_dir, seed=options.seed)
+    if builds_on_ckpt:
+        check_subject(module, datamodule, plain["data"].get("sigma"))
     progress_bar = [IterationProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
@@ -76,25 +122,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger=instantiate(cfg.logger),
         callbacks=[
             *checkpoint.checkpoint_callbacks(
-                run_dir, cfg.checkpoint_every_n_iterations, module.optimizer_steps_per_iteration
+                run_dir, options.checkpoint_every_n_iterations, module.optimizer_steps_per_iteration
             ),
             LearningRateMonitor(logging_interval="step"),
-            ProgressLog(cfg.progress_log_seconds),
+            ProgressLog(options.progress_log_seconds),
             *progress_bar,
             *(instantiate(callback) for callback in cfg.callbacks or ()),  # conf/train.yaml: callbacks
         ],
         plugins=[checkpoint.SafeCheckpointIO()],
     )
     # experiment=personalize builds its module around ckpt (the frozen base); the GAN starts from its weights
-    starts_from_weights = cfg.ckpt and hasattr(module, "load_initial_weights")
-    if cfg.resume and starts_from_weights:
-        raise ConfigError("resume continues a run exactly and ckpt starts a new one from a model's weights; give one.")
-    if cfg.resume:
-        checkpoint.check_resumable(cfg.resume, module)
-    if starts_from_weights:
-        module.load_initial_weights(checkpoint.initial_weights(cfg.ckpt, module))
+    if options.resume:
+        checkpoint.check_resumable(options.resume, module)
+    if options.ckpt and not builds_on_ckpt:
+        module.load_initial_weights(checkpoint.initial_weights(options.ckpt, module))
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume, weights_only=True)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=options.resume, weights_only=True)
     except SIGTERMException as err:
         last = checkpoint.last_checkpoint(run_dir)
         saved = f"'{last}' holds the state it reached" if last.is_file() else "no checkpoint had been written yet"

@@ -1,4 +1,5 @@
-"""The module structure of docs/architecture.md: layers that import only downwards, and no import circle.
+"""The module structure of docs/architecture.md: layers that import only downwards, no import circle, and
+options checked only at the edge (no ConfigError below it).
 
 Every import counts, also the ones inside functions (an import deferred to break a circle is still one).
 """
@@ -19,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                     "emca.weights", "emca.allocator")),
     ("libraries", ("emca.data", "emca.pose", "emca.networks", "emca.losses", "emca.metrics", "emca.visualize",
                    "emca.personalize.moa", "emca.personalize.data", "emca.personalize.loss", "emca_fused")),
-    ("composition", ("emca.build", "emca.checkpoint", "emca.module", "emca.personalize.adapter",
+    ("composition", ("emca.build", "emca.protocol", "emca.checkpoint", "emca.module", "emca.personalize.adapter",
                      "emca.personalize.module", "emca.pipeline", "emca.run_summary")),
     ("applications", ("emca.commands", "emca.train", "emca.evaluate", "emca.infer", "emca.figures", "emca.ablation",
                       "emca.bench", "emca.convert", "emca.export", "emca.demo")),
@@ -109,3 +110,36 @@ def test_the_checker_sees_a_circle_and_an_upward_import(monkeypatch: pytest.Monk
         test_module_imports_only_its_layer_or_below("emca.errors")
     with pytest.raises(AssertionError, match="import circle: .*emca.build.*emca.errors"):
         test_no_import_circle()
+
+
+# where a command starts: the options machinery, the schemas' checks of configs and files (the build registry,
+# the protocol parser) and the applications. Below the edge, classes receive checked values and only assert.
+EDGE = ("emca.errors", "emca.options", "emca.config", "emca.cli", "emca.build", "emca.protocol")
+
+
+def mentions_config_error(source: str) -> bool:
+    """Whether a module's source names ConfigError (raises, imports or documents it as its own)."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name) and node.id == "ConfigError":
+            return True
+        if isinstance(node, ast.alias) and node.name == "ConfigError":
+            return True
+        if isinstance(node, ast.Attribute) and node.attr == "ConfigError":
+            return True
+    return False
+
+
+@pytest.mark.parametrize("module", sorted(set(MODULES) - PACKAGE_MARKERS))
+def test_no_config_error_below_the_edge(module: str) -> None:
+    if module in EDGE or layer(module) == len(LAYERS) - 1:
+        return
+    assert not mentions_config_error(MODULES[module].read_text()), (
+        f"{module} is below the edge but uses ConfigError: check the option in its schema (emca.options field "
+        "ranges / choices / problems) where the command starts, and assert it here"
+    )
+
+
+def test_the_edge_checker_sees_a_config_error() -> None:
+    assert mentions_config_error("from emca.errors import ConfigError")
+    assert mentions_config_error("import emca.errors\nraise emca.errors.ConfigError('x')")
+    assert not mentions_config_error("raise ValueError('ConfigError in a string is not one')")

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from emca.build import build_discriminators, build_generator
-from emca.metrics.protocol import parse_metric, parse_protocol
+from emca.protocol import parse_metric, parse_protocol
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"

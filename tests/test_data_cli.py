@@ -29,7 +29,7 @@ def test_user_errors_exit_2_without_traceback(tmp_path: Path, capsys: pytest.Cap
     assert captured.err.lstrip().startswith("error: ") and "expects 40x16" in captured.err
     assert "Traceback" not in captured.err
     assert main(["validate", str(tmp_path), "--preset", "synthetic"]) == 2
-    assert "data.height" in capsys.readouterr().err
+    assert "--height: the 'synthetic' preset has no fixed image size" in capsys.readouterr().err
 
 
 def test_pairs_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

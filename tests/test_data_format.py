@@ -11,9 +11,11 @@ import torch
 from _fake_data import make_dataset
 
 from emca.data.annotations import read_annotations, read_pairs
+from emca.data.datamodule import PoseTransferDataOptions
 from emca.data.dataset import PoseTransferDataset, make_layout
 from emca.data.keypoints import JOINT_NAMES, flip_keypoints, pose_heatmaps
 from emca.errors import ConfigError
+from emca.options import parse
 
 # the shape of real lines: a space after each ':', y (row) list first, -1 for missing joints
 SAMPLE_ANNOTATION = (
@@ -59,12 +61,15 @@ def test_preset_file_names() -> None:
 
 
 def test_layout_errors_name_the_field() -> None:
+    """The data schema, where a command starts, names the field; make_layout below it only says what is missing."""
     with pytest.raises(ConfigError, match="data.height"):
-        make_layout("synthetic", width=32)
-    with pytest.raises(ConfigError, match="unknown dataset preset 'celeb'"):
-        make_layout("celeb")
+        parse(PoseTransferDataOptions, {"root": "r", "preset": "synthetic", "width": 32}, "data")
+    with pytest.raises(ConfigError, match=r"data.preset' is 'celeb'; expected one of"):
+        parse(PoseTransferDataOptions, {"root": "r", "preset": "celeb"}, "data")
     with pytest.raises(ConfigError, match="data.width"):
-        make_layout("synthetic", height=32, width=0)
+        parse(PoseTransferDataOptions, {"root": "r", "preset": "synthetic", "height": 32, "width": 0}, "data")
+    with pytest.raises(ValueError, match="'synthetic' preset has no fixed image size; give the height"):
+        make_layout("synthetic", width=32)
 
 
 def test_heatmaps_match_per_pixel_formula() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from emca.data.pairs import build_pairs, person_id_rule
-from emca.errors import ConfigError, DataError
+from emca.errors import DataError
 
 
 def full_body() -> np.ndarray:
@@ -26,11 +26,11 @@ def test_person_id_rules() -> None:
 
 
 def test_person_id_rule_errors() -> None:
-    with pytest.raises(ConfigError, match="Unknown person-id rule 'clothes'"):
+    with pytest.raises(ValueError, match="Unknown person-id rule 'clothes'"):
         person_id_rule("clothes")
-    with pytest.raises(ConfigError, match="exactly one capture group, it has 0"):
+    with pytest.raises(ValueError, match="exactly one capture group, it has 0"):
         person_id_rule(r"regex:\d+")
-    with pytest.raises(ConfigError, match="invalid regular expression"):
+    with pytest.raises(ValueError, match="invalid regular expression"):
         person_id_rule("regex:(")
     with pytest.raises(DataError, match="'front.jpg' has no '_'"):
         person_id_rule("deepfashion")("front.jpg")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import sys
 import types
@@ -14,13 +15,16 @@ import torch
 from _fake_data import make_dataset, make_split, random_image
 from PIL import Image
 
+from emca.build import build_datamodule
 from emca.data import dataset as dataset_module
 from emca.data.annotations import write_annotations, write_pairs
 from emca.data.batch import PoseTransferBatch
-from emca.data.datamodule import PoseTransferDataModule
+from emca.data.datamodule import PoseTransferDataModule, PoseTransferDataOptions
 from emca.data.dataset import PoseTransferDataset, load_image, make_layout, select_pairs, validate_split
 from emca.data.keypoints import JOINT_NAMES, pose_heatmaps
+from emca.data.synthetic import SyntheticPeople
 from emca.errors import ConfigError, DataError
+from emca.options import parse
 
 
 @pytest.fixture
@@ -99,8 +103,6 @@ def test_subsets_are_deterministic(dataset_root: Path) -> None:
     even = PoseTransferDataset(dataset_root, LAYOUT, "train", max_pairs=4, subset="even").pairs
     assert even == [pairs[0], pairs[3], pairs[6], pairs[9]]  # 12 pairs, every third
     assert select_pairs(pairs, 100, "even") == pairs
-    with pytest.raises(ConfigError, match="'first' or 'even'"):
-        select_pairs(pairs, 2, "random")
 
 
 def test_missing_images_are_counted_and_listed(dataset_root: Path) -> None:
@@ -197,9 +199,9 @@ def test_truncated_jpeg_fails_when_loaded(tmp_path: Path) -> None:
 
 def test_invalid_options() -> None:
     with pytest.raises(ConfigError, match="flip_probability"):
-        PoseTransferDataset("/nowhere", LAYOUT, "train", flip_probability=1.5)
+        parse(PoseTransferDataOptions, {"root": "/nowhere", "flip_probability": 1.5, "height": 8, "width": 8}, "data")
     with pytest.raises(ConfigError, match="sigma"):
-        PoseTransferDataset("/nowhere", LAYOUT, "train", sigma=0)
+        parse(PoseTransferDataOptions, {"root": "/nowhere", "sigma": 0, "height": 8, "width": 8}, "data")
 
 
 def test_datamodule_loaders(dataset_root: Path) -> None:
@@ -240,45 +242,43 @@ def test_datamodule_generates_missing_synthetic_data(tmp_path: Path, monkeypatch
     )
     root = tmp_path / "synthetic"
     module = PoseTransferDataModule(
-        str(root), height=32, width=16, seed=7, generate_if_missing=True, synthetic={"num_train_identities": 5}
+        str(root), height=32, width=16, seed=7, generate_if_missing=True, synthetic=SyntheticPeople(5)
     )
     module.prepare_data()
     module.prepare_data()  # the data now exists: not generated again
-    assert calls == [(root, 32, 16, 7, {"num_train_identities": 5})]
+    assert calls == [(root, 32, 16, 7, dataclasses.asdict(SyntheticPeople(5)))]
     module.setup("fit")
     assert len(module.train_dataset) == 12
 
 
 def test_datamodule_config_errors(tmp_path: Path) -> None:
+    def data(**options: object) -> dict:
+        return {"_target_": "emca.data.datamodule.PoseTransferDataModule", "root": str(tmp_path), **options}
+
     with pytest.raises(ConfigError, match="generate_if_missing only works with the 'synthetic' preset"):
-        PoseTransferDataModule(str(tmp_path), preset="market", generate_if_missing=True)
+        build_datamodule(data(preset="market", generate_if_missing=True))
     with pytest.raises(ConfigError, match="data.batch_size"):
-        PoseTransferDataModule(str(tmp_path), height=8, width=8, batch_size=0)
-    with pytest.raises(ConfigError, match=r"data.synthetic.identities: not an option .*num_train_identities"):
-        PoseTransferDataModule(
-            str(tmp_path), height=8, width=8, generate_if_missing=True, synthetic={"identities": 600}
-        )
+        build_datamodule(data(height=8, width=8, batch_size=0))
+    with pytest.raises(ConfigError, match=r"data.synthetic' has unknown keys \['identities'\].*num_train_identities"):
+        build_datamodule(data(height=8, width=8, generate_if_missing=True, synthetic={"identities": 600}))
+    with pytest.raises(ConfigError, match=r"data.root is empty"):
+        build_datamodule(data(root="", height=8, width=8))
 
 
-def test_datamodule_is_hydra_instantiable(dataset_root: Path) -> None:
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    config = OmegaConf.create(
-        {
-            "_target_": "emca.data.datamodule.PoseTransferDataModule",
-            "root": str(dataset_root),
-            "preset": "synthetic",
-            "height": 32,
-            "width": 16,
-            "batch_size": 2,
-            "num_workers": 0,
-            "synthetic": {"poses_per_identity": 3},
-        }
-    )
-    module = instantiate(config)
+def test_datamodule_builds_from_a_config(dataset_root: Path) -> None:
+    config = {
+        "_target_": "emca.data.datamodule.PoseTransferDataModule",
+        "root": str(dataset_root),
+        "preset": "synthetic",
+        "height": 32,
+        "width": 16,
+        "batch_size": 2,
+        "num_workers": 0,
+        "synthetic": {"poses_per_identity": 3},
+    }
+    module = build_datamodule(config)
     assert isinstance(module, PoseTransferDataModule)
-    assert (module.height, module.width, module.synthetic_kwargs) == (32, 16, {"poses_per_identity": 3})
+    assert (module.height, module.width, module.synthetic.poses_per_identity) == (32, 16, 3)
 
 
 def test_annotations_unused_by_pairs_need_no_image(dataset_root: Path) -> None:
@@ -290,9 +290,10 @@ def test_annotations_unused_by_pairs_need_no_image(dataset_root: Path) -> None:
 
 
 def test_datamodule_synthetic_options_are_the_generators() -> None:
-    """data.synthetic is checked against GENERATOR_OPTIONS: it must name what the generator takes."""
-    from emca.data.synthetic import GENERATOR_OPTIONS, generate_synthetic_dataset
+    """data.synthetic is checked against SyntheticPeople: it must name what the generator takes, with its defaults."""
+    from emca.data.synthetic import generate_synthetic_dataset
 
     set_by_the_datamodule = {"root", "height", "width", "seed", "overwrite", "preset"}
-    parameters = set(inspect.signature(generate_synthetic_dataset).parameters) - set_by_the_datamodule
-    assert parameters == set(GENERATOR_OPTIONS)
+    parameters = inspect.signature(generate_synthetic_dataset).parameters
+    defaults = {name: p.default for name, p in parameters.items() if name not in set_by_the_datamodule}
+    assert defaults == dataclasses.asdict(SyntheticPeople())

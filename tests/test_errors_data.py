@@ -15,12 +15,15 @@ from _fake_data import make_split
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from emca.build import build_datamodule
 from emca.cli import find_user_error, user_errors
 from emca.data.__main__ import main
 from emca.data.datamodule import PoseTransferDataModule
 from emca.data.dataset import PoseTransferDataset, load_image, make_layout
 from emca.data.keypoints import JOINT_NAMES
 from emca.errors import ConfigError, DataError
+
+DATAMODULE = "emca.data.datamodule.PoseTransferDataModule"
 
 HEIGHT, WIDTH = 32, 16
 LAYOUT = make_layout("synthetic", height=HEIGHT, width=WIDTH)
@@ -323,21 +326,25 @@ def test_wider_than_sixteen_bit_images_are_refused(tmp_path: Path, samples: np.n
 @pytest.mark.parametrize(
     ("field", "value", "expected"),
     [
-        ("val_subset", 0, "integer >= 1, or null for every test pair; got 0"),
-        ("val_subset", -4, "integer >= 1, or null for every test pair; got -4"),
-        ("max_train_pairs", 0, "integer >= 1, or null for every training pair; got 0"),
-        ("eval_batch_size", 0, "integer >= 1, or null for data.batch_size; got 0"),
-        ("num_workers", -1, "integer >= 0; got -1"),
-        ("flip_probability", 1.5, "probability in [0, 1], got 1.5"),
-        ("flip_probability", -0.1, "probability in [0, 1], got -0.1"),
-        ("sigma", 0.0, "positive pose-map Gaussian width in pixels, got 0.0"),
-        ("sigma", -2.0, "positive pose-map Gaussian width in pixels, got -2.0"),
+        ("val_subset", 0, "is 0; expected a value >= 1"),
+        ("val_subset", -4, "is -4; expected a value >= 1"),
+        ("max_train_pairs", 0, "is 0; expected a value >= 1"),
+        ("eval_batch_size", 0, "is 0; expected a value >= 1"),
+        ("num_workers", -1, "is -1; expected a value >= 0"),
+        ("flip_probability", 1.5, "is 1.5; expected a value <= 1"),
+        ("flip_probability", -0.1, "is -0.1; expected a value >= 0"),
+        ("sigma", 0.0, "is 0.0; expected a value > 0"),
+        ("sigma", -2.0, "is -2.0; expected a value > 0"),
+        ("batch_size", True, "is True; expected an integer"),
     ],
 )
-def test_datamodule_fields_are_checked_on_construction(tmp_path: Path, field: str, value: float, expected: str) -> None:
+def test_datamodule_fields_are_checked_where_the_module_is_built(
+    tmp_path: Path, field: str, value: float, expected: str
+) -> None:
+    config = {"_target_": DATAMODULE, "root": str(tmp_path), "height": HEIGHT, "width": WIDTH, field: value}
     with pytest.raises(ConfigError) as err:
-        PoseTransferDataModule(str(tmp_path), height=HEIGHT, width=WIDTH, **{field: value})
-    assert str(err.value).startswith(f"data.{field}: ") and expected in str(err.value)
+        build_datamodule(config)
+    assert str(err.value).startswith(f"Config field 'data.{field}' ") and expected in str(err.value)
 
 
 @pytest.mark.parametrize(("split", "name"), [("train", "person01_1.png"), ("test", "person00_0.png")])

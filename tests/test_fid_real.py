@@ -28,8 +28,8 @@ from emca.evaluate import evaluate
 from emca.metrics.fid import FeatureStatistics, frechet_distance
 from emca.metrics.images import pair_file_name
 from emca.metrics.inception import load_inception
-from emca.metrics.protocol import parse_protocol
 from emca.metrics.scoring import image_features, progress
+from emca.protocol import parse_protocol
 
 REPO = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 32, 24

@@ -37,6 +37,7 @@ from emca.data.video import (  # noqa: E402
     pose_difference,
 )
 from emca.errors import ConfigError, DataError  # noqa: E402
+from emca.options import FLAGS, parse  # noqa: E402
 
 BACKGROUND = (90, 90, 90)
 FRAME_ROWS, FRAME_COLS = 176, 480
@@ -399,11 +400,11 @@ def test_presets_and_options_are_checked() -> None:
     assert parse_preset("market").height == 128 and parse_preset("deepfashion").width == 176
     assert (parse_preset("160x80").height, parse_preset("160x80").layout_preset) == (160, "market")
     for bad in ("huge", "8x8", "160"):
-        with pytest.raises(ConfigError, match="--preset"):
+        with pytest.raises(ValueError, match="HEIGHTxWIDTH|at least 16 px"):
             parse_preset(bad)
     for field, value in (("every", 0), ("split", "random"), ("test_fraction", 1.0), ("max_upscale", 0.5)):
         with pytest.raises(ConfigError, match="--" + field.replace("_", "-")):
-            FromVideoOptions(**{field: value}).check()
+            parse(FromVideoOptions, {field: value}, FLAGS)
 
 
 def test_the_command_line_builds_and_summarises(

@@ -21,12 +21,11 @@ import pytest
 import torch
 import triton
 from emca_fused import launch, xing_attention, xing_attention_backward, xing_attention_with_statistics
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from triton.backends.compiler import GPUTarget
 
-from emca.cli import find_user_error
-from emca.errors import ConfigError
+from emca.build import build
+from emca.errors import ConfigError, Unavailable
 from emca.networks.attention import FusedAttention, ReferenceAttention, SDPAttention
 from emca.networks.cross_attention import XingAttention
 
@@ -242,9 +241,9 @@ def test_kernels_compile_for_hopper_within_shared_memory() -> None:
         assert compiled.metadata.shared <= 227 * 1024, f"{kernel_name} needs {compiled.metadata.shared} bytes"
 
 
-def test_no_cuda_raises_config_error_at_construction(no_gpu: None) -> None:
+def test_no_cuda_is_a_config_error_where_the_model_is_built(no_gpu: None) -> None:
     with pytest.raises(ConfigError) as error:
-        FusedAttention()
+        build("attention", {"_target_": "emca.networks.attention.FusedAttention"}, "model.attention")
     message = str(error.value)
     for hint in (
         "needs a CUDA GPU",
@@ -253,24 +252,25 @@ def test_no_cuda_raises_config_error_at_construction(no_gpu: None) -> None:
         "model.attention.allow_reference_fallback=true",
     ):
         assert hint in message
+    with pytest.raises(Unavailable, match="needs a CUDA GPU"):  # the class alone, below the config's edge
+        FusedAttention()
 
 
 def test_config_file_builds_the_fused_backend_or_fails_clearly() -> None:
     config = OmegaConf.load(FUSED_CONFIG)
     assert config.allow_reference_fallback is False
     if DEVICE == "cuda" or INTERPRETED:
-        backend = instantiate(config)
+        backend = build("attention", OmegaConf.to_container(config), "model.attention")
         assert isinstance(backend, FusedAttention) and backend.fallback is None
     else:
-        with pytest.raises(Exception) as error:  # Hydra wraps the ConfigError in its InstantiationException
-            instantiate(config)
-        assert isinstance(find_user_error(error.value), ConfigError)
-        assert "needs a CUDA GPU" in str(find_user_error(error.value))
+        with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+            build("attention", OmegaConf.to_container(config), "model.attention")
 
 
 def test_fallback_warns_once_and_computes_the_reference(no_gpu: None) -> None:
     with pytest.warns(RuntimeWarning, match="falling back to the reference attention"):
-        backend = instantiate(OmegaConf.load(FUSED_CONFIG), allow_reference_fallback=True)
+        config = {**OmegaConf.to_container(OmegaConf.load(FUSED_CONFIG)), "allow_reference_fallback": True}
+        backend = build("attention", config, "model.attention")
     inputs = attention_inputs(2, 35, 20, 32, 48, device="cpu")
     grad_output = torch.randn(2, 35, 48)
     with warnings.catch_warnings():
@@ -284,7 +284,7 @@ def test_cpu_tensors_without_interpreter_raise_config_error(monkeypatch: pytest.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     backend = FusedAttention()  # built where the kernel can run, then given CPU tensors
     monkeypatch.setattr(launch, "interpreter_enabled", lambda: False)
-    with pytest.raises(ConfigError, match="got tensors on cpu"):
+    with pytest.raises(Unavailable, match="got tensors on cpu"):
         backend(*attention_inputs(1, 8, 8, 32, 64, device="cpu"))
 
 

@@ -138,4 +138,4 @@ def test_a_model_whose_largest_tensor_for_one_image_is_over_the_limit_is_refused
     assert PoseTransferPipeline.from_pretrained(folder, device="cpu", limits=limits).size == (1024, 704)
     with pytest.raises(SystemExit), user_errors():
         infer_main([f"ckpt={folder}", "source=a.png", "target=b.json", "out=r.png", "max_activation_gib=0"])
-    assert "max_activation_gib=0.0: expected a positive number of GiB" in capsys.readouterr().err
+    assert "'max_activation_gib' is 0.0; expected a value > 0" in capsys.readouterr().err

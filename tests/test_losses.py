@@ -15,6 +15,7 @@ from emca.data.batch import PoseTransferBatch
 from emca.errors import CheckpointError, ConfigError, WeightsError
 from emca.losses import GANLoss, ImagePool, LossOptions, PerceptualLoss, PoseTransferLoss
 from emca.networks.discriminator import DiscriminatorPair, ResnetDiscriminator
+from emca.options import parse
 
 VGG_FILE = "vgg19-dcbb9e9d.pth"
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -119,8 +120,8 @@ def test_vanilla_gan_loss_equals_official_sigmoid_then_bce():
 
 
 def test_gan_loss_rejects_unknown_mode():
-    with pytest.raises(ConfigError, match="gan_mode"):
-        GANLoss("wgan")
+    with pytest.raises(ConfigError, match=r"model.loss.gan_mode' is 'wgan'; expected one of \['lsgan', 'vanilla'\]"):
+        parse(LossOptions, {"gan_mode": "wgan"}, "model.loss")
 
 
 def tiny_batch(batch: int = 2, height: int = 8, width: int = 8) -> PoseTransferBatch:
@@ -239,7 +240,7 @@ def test_pool_state_round_trip_resumes_exactly():
 
 
 def test_pool_rejects_bad_sizes():
-    with pytest.raises(ConfigError, match="pool_size"):
-        ImagePool(-1)
+    with pytest.raises(ConfigError, match=r"model.loss.pool_size' is -1; expected a value >= 0"):
+        parse(LossOptions, {"pool_size": -1}, "model.loss")
     with pytest.raises(CheckpointError, match="pool_size=8"):
         ImagePool(8).load_state_dict(ImagePool(4).state_dict())

@@ -18,7 +18,8 @@ from skimage.metrics import peak_signal_noise_ratio as skimage_psnr
 from skimage.metrics import structural_similarity as skimage_ssim
 
 from emca.data.skeleton import person_mask
-from emca.errors import ConfigError, DataError, WeightsError
+from emca.errors import ConfigError, DataError, InputShapeError, WeightsError
+from emca.evaluate import EvalOptions
 from emca.metrics.fid import (
     FeatureStatistics,
     cached_statistics,
@@ -28,11 +29,12 @@ from emca.metrics.fid import (
 )
 from emca.metrics.inception import InceptionBackbone, load_inception
 from emca.metrics.lpips import load_lpips, lpips_distance
-from emca.metrics.protocol import SSIMSpec, parse_protocol
 from emca.metrics.psnr import peak_signal_noise_ratio
 from emca.metrics.scoring import ScoringPairs, load_models, score
 from emca.metrics.ssim import SSIMWindow, generated_range, pad_white, structural_similarity
 from emca.metrics.validation import ValidationMetrics
+from emca.options import parse
+from emca.protocol import SSIMSpec, parse_protocol
 
 PATN = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
 
@@ -139,12 +141,12 @@ def test_ssim_equals_skimage_for_other_windows(astronaut_pairs, window, data_ran
 
 
 def test_ssim_rejects_bad_windows():
-    with pytest.raises(ConfigError, match="win_size"):
-        SSIMWindow(gaussian_weights=False, win_size=50)
+    with pytest.raises(ConfigError, match=r"eval.definitions.ssim.win_size: SSIM's 'win_size' must be a positive odd"):
+        parse(SSIMWindow, {"gaussian_weights": False, "win_size": 50}, "eval.definitions.ssim")
     with pytest.raises(ConfigError, match="smaller than the Gaussian filter"):
-        SSIMWindow(gaussian_weights=True, sigma=1.5, win_size=7)
+        parse(SSIMWindow, {"gaussian_weights": True, "sigma": 1.5, "win_size": 7}, "eval.definitions.ssim")
     images = torch.zeros(1, 3, 40, 40)
-    with pytest.raises(ConfigError, match="51 pixels does not fit images of 40x40"):
+    with pytest.raises(InputShapeError, match="51 pixels does not fit images of 40x40"):
         structural_similarity(images, images, 1.0, SSIMWindow(gaussian_weights=False, win_size=51))
 
 
@@ -308,8 +310,8 @@ def test_missing_weights_message_names_file_url_and_place(torch_home):
     assert len(logged) == 2 and logged[0].startswith("skipped lpips:")
     with pytest.raises(WeightsError, match="alexnet-owt-7be5be79.pth"):
         load_models(specs, None, "cpu", "error")
-    with pytest.raises(ConfigError, match="on_missing_weights"):
-        load_models(specs, None, "cpu", "ignore")
+    with pytest.raises(ConfigError, match=r"on_missing_weights' is 'ignore'; expected one of \['skip', 'error'\]"):
+        parse(EvalOptions, {"on_missing_weights": "ignore"}, "")
 
 
 def test_torchvision_inception_features_follow_the_gfla_preprocessing(torch_home):
@@ -337,8 +339,9 @@ def test_tf_inception_file_that_would_run_code_is_refused(torch_home):
     torch.save({"weights": Path("not-a-tensor")}, torch_home / "weights-inception-2015-12-05-6726825d.pth")
     with pytest.raises(WeightsError, match="Cannot load pretrained weights"):
         load_inception("tf")
-    with pytest.raises(ConfigError, match="backbone"):
-        load_inception("resnet")
+    fid = {"name": "p", "definitions": {"fid": {"type": "fid", "backbone": "resnet"}}}
+    with pytest.raises(ConfigError, match=r"eval.definitions.fid.backbone: expected one of"):
+        parse_protocol(fid, ["fid"], "market")
 
 
 # --- FID and IS arithmetic, statistics cache ---

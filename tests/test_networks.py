@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from emca.errors import ConfigError
+from emca.build import build
+from emca.errors import ConfigError, InputShapeError
 from emca.networks.attention import ChunkedAttention, ReferenceAttention, SDPAttention
 from emca.networks.blocks import PointwiseConvTranspose2d
 from emca.networks.cross_attention import XingAttention
@@ -232,7 +233,7 @@ def test_generator_rejects_mismatched_inputs(argument, shape):
     inputs[argument] = torch.zeros(shape)
     if argument == "source_image":  # keep the poses consistent with the odd-sized image
         inputs["source_pose"] = inputs["target_pose"] = torch.zeros(2, 18, 18, 12)
-    with pytest.raises(ConfigError, match=argument):
+    with pytest.raises(InputShapeError, match=argument):
         generator(**inputs)
 
 
@@ -246,15 +247,18 @@ def test_generator_rejects_mismatched_inputs(argument, shape):
     ],
 )
 def test_bad_configuration_names_the_field(options, field):
-    with pytest.raises(ConfigError, match=field):
-        XingGenerator(ngf=8, **options)
+    config = {"_target_": "emca.networks.generator.XingGenerator", "ngf": 8, **options}
+    with pytest.raises(ConfigError, match=f"model.generator.{field}"):
+        build("generator", config, "model.generator", attention=ReferenceAttention())
 
 
 def test_discriminator_rejects_wrong_channel_count():
     judge = ResnetDiscriminator(3, ndf=8, num_blocks=1)  # D_PP: the image and the source image
-    with pytest.raises(ConfigError, match=r"input 'condition' has shape \(1, 18, 16, 16\); expected \(B, 3, H, W\)"):
+    with pytest.raises(
+        InputShapeError, match=r"input 'condition' has shape \(1, 18, 16, 16\); expected \(B, 3, H, W\)"
+    ):
         judge(torch.zeros(1, 3, 16, 16), torch.zeros(1, 18, 16, 16))
-    with pytest.raises(ConfigError, match=r"input 'image' has shape \(1, 21, 16, 16\); expected \(B, 3, H, W\)"):
+    with pytest.raises(InputShapeError, match=r"input 'image' has shape \(1, 21, 16, 16\); expected \(B, 3, H, W\)"):
         judge(torch.zeros(1, 21, 16, 16), torch.zeros(1, 3, 16, 16))
 
 
@@ -298,7 +302,7 @@ def test_chunked_attention_keeps_no_attention_matrix_for_the_backward() -> None:
 
 def test_chunked_attention_refuses_a_bad_chunk_size() -> None:
     with pytest.raises(ConfigError, match=r"model.attention.chunk_size' is 0"):
-        ChunkedAttention(0)
+        build("attention", {"_target_": "emca.networks.attention.ChunkedAttention", "chunk_size": 0}, "model.attention")
 
 
 @pytest.mark.parametrize(("height", "width"), [(5, 7), (10, 13), (64, 44)])  # N = 35, 130, DeepFashion's 2,816

@@ -116,7 +116,7 @@ def test_scale_zero_is_the_base_and_scale_is_checked(plus_plus: bool) -> None:
     half = personalized(*inputs)
     base_distance, half_distance = (full - base(*inputs)).abs().mean(), (half - base(*inputs)).abs().mean()
     assert 0 < half_distance < base_distance
-    with pytest.raises(ConfigError, match="scale is 1.5"):
+    with pytest.raises(ValueError, match="scale is 1.5"):
         personalized.set_routing_scale(1.5)
 
 

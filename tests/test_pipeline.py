@@ -20,11 +20,12 @@ import torch
 from PIL import Image
 
 from emca.checkpoint import load_generator
+from emca.cli import resolve_device
 from emca.data.keypoints import pose_heatmaps
 from emca.errors import CheckpointError, ConfigError
 from emca.infer import InferOptions, Transfer, read_pose_json
 from emca.infer import main as infer_main
-from emca.pipeline import PoseTransferPipeline, resolve_device
+from emca.pipeline import PoseTransferPipeline
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "pipeline"
 MODEL = FIXTURE / "model"

@@ -14,7 +14,7 @@ from PIL import Image
 
 from emca.data.annotations import read_annotations
 from emca.data.keypoints import JOINT_NAMES, MISSING, NUM_JOINTS
-from emca.errors import ConfigError, DataError
+from emca.errors import DataError
 from emca.pose import fit_to_model, invert_keypoints, landmarks_to_coco, transform_keypoints
 from emca.pose.__main__ import main
 
@@ -160,7 +160,7 @@ def test_keypoints_outside_the_other_frame_become_missing() -> None:
 def test_fit_to_model_refuses_bad_input() -> None:
     photo = np.zeros((30, 20, 3), np.uint8)
     keypoints = np.full((NUM_JOINTS, 2), MISSING)
-    with pytest.raises(ConfigError, match="mode must be one of pad, crop, got 'stretch'"):
+    with pytest.raises(ValueError, match="mode must be one of pad, crop, got 'stretch'"):
         fit_to_model(photo, keypoints, 256, 176, mode="stretch")  # type: ignore[arg-type]
     with pytest.raises(DataError, match=r"keypoints of shape \(18, 2\)"):
         fit_to_model(photo, keypoints[:17], 256, 176)

@@ -12,11 +12,13 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 from emca.data import synthetic
+from emca.data.__main__ import build_parser
 from emca.data.annotations import read_annotations, read_pairs
 from emca.data.keypoints import REQUIRED_FOR_PAIRS, visible
 from emca.data.skeleton import person_mask
-from emca.data.synthetic import generate_synthetic_dataset
+from emca.data.synthetic import SyntheticPeople, generate_synthetic_dataset
 from emca.errors import ConfigError, DataError
+from emca.options import parse
 
 TINY = {"num_train_identities": 3, "num_test_identities": 2, "poses_per_identity": 3}
 
@@ -180,14 +182,22 @@ def test_a_crash_leaves_no_half_made_dataset(tmp_path: Path, monkeypatch: pytest
 @pytest.mark.parametrize(
     ("arguments", "field"),
     [
-        ({"background": "stripy"}, "background"),
-        ({"poses_per_identity": 1}, "poses_per_identity"),
-        ({"num_test_identities": 0}, "num_test_identities"),
-        ({"height": 8}, "height"),
-        ({"seed": -1}, "seed"),
+        ({"background": "stripy"}, "data.synthetic.background"),
+        ({"poses_per_identity": 1}, "data.synthetic.poses_per_identity"),
+        ({"num_test_identities": 0}, "data.synthetic.num_test_identities"),
     ],
 )
-def test_bad_arguments_name_the_field(tmp_path: Path, arguments: dict, field: str) -> None:
+def test_bad_options_name_the_field(arguments: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
-        generate_synthetic_dataset(tmp_path / "data", **arguments)
+        parse(SyntheticPeople, arguments, "data.synthetic")
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [(["--poses", "1"], "poses_per_identity"), (["--height", "8"], "--height"), (["--seed", "-1"], "--seed")],
+)
+def test_bad_flags_name_the_flag(tmp_path: Path, flags: list[str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        args = build_parser().parse_args(["synthetic", str(tmp_path / "data"), *flags])
+        args.run(args)
     assert not (tmp_path / "data").exists()

@@ -347,12 +347,12 @@ def test_recording_captures_attention_without_changing_the_output():
 
 def test_recording_refuses_xinggan_and_tokens_off_the_grid():
     with (
-        pytest.raises(ConfigError, match="no multi-scale attention"),
+        pytest.raises(ValueError, match="no multi-scale attention"),
         record_attention(XingGenerator(ngf=8, num_blocks=1), [0]),
     ):
         pass
     generator = plus_plus(ngf=8, num_blocks=1, multi_scale=True)
-    with pytest.raises(ConfigError, match="32 tokens"), record_attention(generator, [32]), torch.no_grad():
+    with pytest.raises(ValueError, match="32 tokens"), record_attention(generator, [32]), torch.no_grad():
         generator(*random_inputs(1))  # 32x16 images: an 8x4 grid
 
 

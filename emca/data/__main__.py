@@ -14,6 +14,7 @@ A user-fixable problem (EmcaError) prints its message and exits with status 2, w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,17 @@ from emca.cli import renamed_flag, run_command
 from emca.data.annotations import read_annotations, write_pairs
 from emca.data.dataset import PRESETS, make_layout, validate_split
 from emca.data.prepare import KEYPOINT_FRAMES
-from emca.data.synthetic import DEFAULT_NUM_TEST_IDENTITIES, DEFAULT_NUM_TRAIN_IDENTITIES, DEFAULT_POSES_PER_IDENTITY
+from emca.data.synthetic import (
+    DEFAULT_HEIGHT,
+    DEFAULT_NUM_TEST_IDENTITIES,
+    DEFAULT_NUM_TRAIN_IDENTITIES,
+    DEFAULT_POSES_PER_IDENTITY,
+    DEFAULT_WIDTH,
+    MIN_SIZE,
+    SyntheticPeople,
+)
+from emca.errors import ConfigError
+from emca.options import FLAGS, given, parse
 
 PREPARE_GUIDE = """\
 where the files come from (data/README.md says more):
@@ -64,10 +75,15 @@ def _synthetic(args: argparse.Namespace) -> None:
     from emca.data.synthetic import generate_synthetic_dataset  # looked up here, so a test can stand in for it
 
     layout = PRESETS[args.preset]
-    height = args.height or layout.height or 64
-    width = args.width or layout.width or 48
+    height = args.height or layout.height or DEFAULT_HEIGHT
+    width = args.width or layout.width or DEFAULT_WIDTH
+    if min(height, width) < MIN_SIZE:
+        raise ConfigError(f"--height / --width: both sides must be at least {MIN_SIZE} px, got {height}x{width}.")
+    if args.seed < 0:
+        raise ConfigError(f"--seed: expected a non-negative integer, got {args.seed}.")
     counts = {option: getattr(args, option) for _, option, _ in _COUNT_FLAGS if getattr(args, option) is not None}
-    generate_synthetic_dataset(args.root, height=height, width=width, seed=args.seed, preset=args.preset, **counts)
+    people = given(parse(SyntheticPeople, counts, ""), counts)
+    generate_synthetic_dataset(args.root, height=height, width=width, seed=args.seed, preset=args.preset, **people)
     print(f"Synthetic dataset ({height}x{width}, {args.preset} file names) written to {args.root}.")
 
 
@@ -83,7 +99,11 @@ def _prepare(args: argparse.Namespace) -> None:
 def _pairs(args: argparse.Namespace) -> None:
     from emca.data.pairs import build_pairs, person_id_rule
 
-    pairs = build_pairs(read_annotations(args.annotations), person_id_rule(args.person_id))
+    try:
+        rule = person_id_rule(args.person_id)
+    except ValueError as err:
+        raise ConfigError(f"--person-id: {err}") from err
+    pairs = build_pairs(read_annotations(args.annotations), rule)
     write_pairs(args.out, pairs)
     print(f"{len(pairs):,} pairs written to {args.out}.")
 
@@ -100,6 +120,9 @@ def _openpose(args: argparse.Namespace) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
+    for side in ("height", "width"):
+        if getattr(args, side) is None and getattr(PRESETS[args.preset], side) is None:
+            raise ConfigError(f"--{side}: the '{args.preset}' preset has no fixed image size; give --{side}.")
     layout = make_layout(args.preset, args.height, args.width, args.image_dir, args.annotation_file, args.pairs_file)
     for split in args.splits:
         # unlike training's header-only check, decode every image: truncated and corrupt files fail here
@@ -112,20 +135,15 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _from_video(args: argparse.Namespace) -> None:
-    from emca.data.video import FromVideoOptions, build_from_videos  # needs the pose extra
+    from emca.data.video import FromVideoOptions, build_from_videos, parse_preset  # needs the pose extra
 
-    options = FromVideoOptions(
-        every=args.every,
-        min_gap=args.min_gap,
-        split=args.split,
-        test_fraction=args.test_fraction,
-        min_pose_difference=args.min_pose_difference,
-        min_keypoint_confidence=args.min_keypoint_confidence,
-        margin=args.margin,
-        max_overlap=args.max_overlap,
-        max_upscale=args.max_upscale,
-    )
-    result = build_from_videos(args.videos, args.out, args.preset, options, overwrite=args.overwrite)
+    try:
+        target = parse_preset(args.preset)
+    except ValueError as err:
+        raise ConfigError(f"--preset: {err}") from err
+    flags = {field.name for field in dataclasses.fields(FromVideoOptions)} & set(vars(args))
+    options = parse(FromVideoOptions, {name: getattr(args, name) for name in flags}, FLAGS)
+    result = build_from_videos(args.videos, args.out, target, options, overwrite=args.overwrite)
     report = result.report
     crops, identities, pairs = report["crops"], report["identities"], report["pairs"]
     rejected = ", ".join(f"{key} {count:,}" for key, count in crops["rejected"].items() if count)

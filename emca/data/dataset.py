@@ -30,7 +30,7 @@ from emca.data.annotations import read_annotations, read_pairs
 from emca.data.batch import IMAGE_CHANNELS
 from emca.data.photo import ImageFailure, read_image
 from emca.data.keypoints import DEFAULT_SIGMA, JOINT_NAMES, NUM_JOINTS, flip_keypoints, pose_heatmaps, visible
-from emca.errors import ConfigError, DataError
+from emca.errors import DataError
 
 SubsetMode = Literal["first", "even"]
 
@@ -83,9 +83,10 @@ def make_layout(
     annotation_file: str | None = None,
     pairs_file: str | None = None,
 ) -> DatasetLayout:
-    """The layout of ``preset`` with every argument that is not ``None`` overriding the preset's value."""
-    if preset not in PRESETS:
-        raise ConfigError(f"data.preset: unknown dataset preset {preset!r}; expected one of {sorted(PRESETS)}.")
+    """The layout of ``preset`` with every argument that is not ``None`` overriding the preset's value. The
+    commands check the values where they start (the data schema, ``emca data``'s flags); here, a preset
+    without a fixed size and no size given is a ValueError."""
+    assert preset in PRESETS, preset
     overrides = {
         "height": height,
         "width": width,
@@ -95,11 +96,9 @@ def make_layout(
     }
     layout = dataclasses.replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
     for field in ("height", "width"):
-        value = getattr(layout, field)
-        if value is None:
-            raise ConfigError(f"data.{field}: the '{preset}' preset has no fixed image size; set data.{field}.")
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"data.{field}: expected a positive integer number of pixels, got {value!r}.")
+        if getattr(layout, field) is None:
+            raise ValueError(f"the '{preset}' preset has no fixed image size; give the {field}.")
+        assert getattr(layout, field) > 0, layout
     return layout
 
 
@@ -198,14 +197,11 @@ def select_pairs(
     """At most ``max_pairs`` pairs: the first ones, or ones evenly spaced over the list (deterministic)."""
     if max_pairs is None or max_pairs >= len(pairs):
         return list(pairs)
-    if max_pairs <= 0:
-        raise ConfigError(f"Subset size must be a positive number of pairs, got {max_pairs}.")
+    assert max_pairs > 0 and mode in ("first", "even"), (max_pairs, mode)
     if mode == "first":
         return list(pairs[:max_pairs])
-    if mode == "even":
-        indices = np.linspace(0, len(pairs), max_pairs, endpoint=False).astype(int)
-        return [pairs[i] for i in indices]
-    raise ConfigError(f"Subset mode must be 'first' or 'even', got {mode!r}.")
+    indices = np.linspace(0, len(pairs), max_pairs, endpoint=False).astype(int)
+    return [pairs[i] for i in indices]
 
 
 def read_split(
@@ -216,8 +212,7 @@ def read_split(
     Checks: both files parse, coordinates are -1 or inside the image, the split has pairs and every
     paired image is annotated. ``max_pairs`` / ``subset`` then select the pairs to keep.
     """
-    if layout.height is None or layout.width is None:
-        raise ConfigError("The dataset layout has no image size; build it with make_layout(preset, height, width).")
+    assert layout.height is not None and layout.width is not None, "build the layout with make_layout"
     annotation_path = layout.annotation_path(root, split)
     pairs_path = layout.pairs_path(root, split)
     annotations = read_annotations(annotation_path)
@@ -364,18 +359,6 @@ def load_image(path: Path, height: int, width: int) -> torch.Tensor:
     return pixels * 2.0 - 1.0
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def check_item_options(sigma: float, flip_probability: float) -> None:
-    """The pose-map width and flip probability of :class:`PoseTransferDataset`, named by their config fields."""
-    if not (_is_number(sigma) and sigma > 0):
-        raise ConfigError(f"data.sigma: expected a positive pose-map Gaussian width in pixels, got {sigma!r}.")
-    if not (_is_number(flip_probability) and 0.0 <= flip_probability <= 1.0):
-        raise ConfigError(f"data.flip_probability: expected a probability in [0, 1], got {flip_probability!r}.")
-
-
 # decoded images and pose maps of a split are kept when they fit in this much memory (per loader process):
 # every image is in several pairs (the synthetic set: 10), so each is decoded and rendered once, not per pair
 IMAGE_CACHE_BUDGET_BYTES = 256 * 2**20
@@ -406,7 +389,7 @@ class PoseTransferDataset(Dataset):
         validate: bool = True,
         progress: bool = True,
     ) -> None:
-        check_item_options(sigma, flip_probability)
+        assert sigma > 0 and 0.0 <= flip_probability <= 1.0, (sigma, flip_probability)
         if validate:
             contents = validate_split(root, layout, split, max_pairs, subset, progress)
         else:

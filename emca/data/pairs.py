@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 from emca.data.keypoints import REQUIRED_FOR_PAIRS, visible
-from emca.errors import ConfigError, DataError
+from emca.errors import DataError
 
 # returns the person's id, or None for an image that belongs to nobody (a Market distractor)
 PersonId = Callable[[str], str | None]
@@ -49,7 +49,8 @@ def _market_id(name: str) -> str | None:
 
 
 def person_id_rule(rule: str) -> PersonId:
-    """The person-id function for ``rule`` (see the module docstring for the rules)."""
+    """The person-id function for ``rule`` (see the module docstring for the rules); a rule that is not one is a
+    ValueError saying why (``emca data pairs`` reports it as ``--person-id``'s)."""
     if rule == "deepfashion":
         return _deepfashion_id
     if rule == "market":
@@ -57,7 +58,7 @@ def person_id_rule(rule: str) -> PersonId:
     if rule.startswith("prefix:"):
         separator = rule[len("prefix:"):]
         if not separator:
-            raise ConfigError("Person-id rule 'prefix:SEP' needs a separator after the colon, e.g. 'prefix:_'.")
+            raise ValueError("Person-id rule 'prefix:SEP' needs a separator after the colon, e.g. 'prefix:_'.")
 
         def prefix_id(name: str) -> str:
             if separator not in name:
@@ -69,9 +70,9 @@ def person_id_rule(rule: str) -> PersonId:
         try:
             pattern = re.compile(rule[len("regex:"):])
         except re.error as err:
-            raise ConfigError(f"Person-id rule '{rule}': invalid regular expression ({err}).") from err
+            raise ValueError(f"Person-id rule '{rule}': invalid regular expression ({err}).") from err
         if pattern.groups != 1:
-            raise ConfigError(f"Person-id rule '{rule}' must have exactly one capture group, it has {pattern.groups}.")
+            raise ValueError(f"Person-id rule '{rule}' must have exactly one capture group, it has {pattern.groups}.")
 
         def regex_id(name: str) -> str:
             match = pattern.match(name)
@@ -80,7 +81,7 @@ def person_id_rule(rule: str) -> PersonId:
             return match.group(1)
 
         return regex_id
-    raise ConfigError(f"Unknown person-id rule {rule!r}; expected one of {', '.join(PERSON_ID_RULES)}.")
+    raise ValueError(f"Unknown person-id rule {rule!r}; expected one of {', '.join(PERSON_ID_RULES)}.")
 
 
 def build_pairs(annotations: dict[str, np.ndarray], person_id: PersonId) -> list[tuple[str, str]]:

@@ -35,8 +35,9 @@ from tqdm import tqdm
 from emca.data.annotations import write_annotations, write_pairs
 from emca.data.dataset import make_layout
 from emca.data.keypoints import JOINT_NAMES, MISSING, REQUIRED_FOR_PAIRS, visible
-from emca.errors import ConfigError, DataError
+from emca.errors import DataError
 from emca.io import atomic_directory
+from emca.options import bounded
 
 DEFAULT_HEIGHT = 64
 DEFAULT_WIDTH = 48
@@ -44,10 +45,18 @@ DEFAULT_NUM_TRAIN_IDENTITIES = 60
 DEFAULT_NUM_TEST_IDENTITIES = 12
 DEFAULT_POSES_PER_IDENTITY = 6
 BACKGROUND_CHOICES = ("mixed", "plain", "textured")
-# the keyword options of generate_synthetic_dataset that a config may set (data.synthetic); the rest
-# (root, size, seed, preset) come from the data config's own fields
-GENERATOR_OPTIONS = ("num_train_identities", "num_test_identities", "poses_per_identity", "background")
 MIN_SIZE = 16
+
+
+@dataclass(frozen=True)
+class SyntheticPeople:
+    """Who the synthetic dataset shows (``data.synthetic``; ``emca data synthetic``'s count flags): the options
+    of :func:`generate_synthetic_dataset` besides the root, the size, the seed and the file names."""
+
+    num_train_identities: int = bounded(DEFAULT_NUM_TRAIN_IDENTITIES, minimum=1)
+    num_test_identities: int = bounded(DEFAULT_NUM_TEST_IDENTITIES, minimum=1)
+    poses_per_identity: int = bounded(DEFAULT_POSES_PER_IDENTITY, minimum=2)  # a pair needs two images of a person
+    background: str = bounded("mixed", choices=BACKGROUND_CHOICES)
 
 _SKIN_TONES = (
     (255, 224, 196),
@@ -516,26 +525,6 @@ def render_identity(
     return images
 
 
-def _check_arguments(height: int, width: int, seed: int, counts: dict[str, int], background: str) -> None:
-    if height < MIN_SIZE or width < MIN_SIZE:
-        raise ConfigError(
-            f"Synthetic data: height and width must be at least {MIN_SIZE} px, got {height}x{width}."
-        )
-    if seed < 0:
-        raise ConfigError(f"Synthetic data: 'seed' must be a non-negative integer, got {seed}.")
-    for field, value in counts.items():
-        minimum, reason = (
-            (2, " (a pair needs two images of a person)") if field == "poses_per_identity" else (1, "")
-        )
-        if value < minimum:
-            raise ConfigError(f"Synthetic data: '{field}' must be at least {minimum}{reason}, got {value}.")
-    if background not in BACKGROUND_CHOICES:
-        raise ConfigError(
-            f"Synthetic data: 'background' must be one of {', '.join(BACKGROUND_CHOICES)}; "
-            f"got {background!r}."
-        )
-
-
 def image_name(identity: int, pose: int) -> str:
     return f"id{identity:04d}_pose{pose:02d}.png"
 
@@ -561,12 +550,9 @@ def generate_synthetic_dataset(
     so an interrupted run never leaves a half-made dataset. An existing ``root`` is an error unless
     ``overwrite`` is set, in which case it is replaced only once the new dataset is complete.
     """
-    counts = {
-        "num_train_identities": num_train_identities,
-        "num_test_identities": num_test_identities,
-        "poses_per_identity": poses_per_identity,
-    }
-    _check_arguments(height, width, seed, counts, background)
+    assert min(height, width) >= MIN_SIZE and seed >= 0, (height, width, seed)
+    assert min(num_train_identities, num_test_identities) >= 1 and poses_per_identity >= 2
+    assert background in BACKGROUND_CHOICES, background
     layout = make_layout(preset, height, width)
     root = Path(root)
     if root.is_file() or (root.is_dir() and any(root.iterdir()) and not overwrite):

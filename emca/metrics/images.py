@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from emca.data.photo import read_image_uint8
-from emca.errors import ConfigError, DataError
+from emca.errors import DataError
 
 DEFAULT_NAME_PATTERN = "{from_stem}___{to_stem}.png"
 PLACEHOLDERS = ("from", "to", "from_stem", "to_stem")
@@ -45,17 +45,19 @@ def _listed(items: Sequence[str]) -> str:
     return shown + (f" and {len(items) - LISTED} more" if len(items) > LISTED else "")
 
 
-def check_name_pattern(pattern: str) -> None:
-    """A pattern must use only the known placeholders and tell the source and the target apart."""
+def name_pattern_problem(pattern: str) -> str | None:
+    """What is wrong with a file-name pattern, else None: it must use only the known placeholders and tell the
+    source and the target apart (``emca eval`` and ``emca infer`` report it where they start)."""
     fields = {field for _, field, _, _ in string.Formatter().parse(pattern) if field is not None}
     unknown = sorted(fields - set(PLACEHOLDERS))
     if unknown:
-        raise ConfigError(f"name_pattern {pattern!r}: unknown placeholder(s) {unknown}; use {list(PLACEHOLDERS)}.")
+        return f"name_pattern {pattern!r}: unknown placeholder(s) {unknown}; use {list(PLACEHOLDERS)}."
     if not fields & {"from", "from_stem"} or not fields & {"to", "to_stem"}:
-        raise ConfigError(
+        return (
             f"name_pattern {pattern!r} must contain a source ({{from}} or {{from_stem}}) and a target "
             "({to} or {to_stem}) placeholder, so that every pair gets its own file."
         )
+    return None
 
 
 def pair_file_name(pattern: str, source_name: str, target_name: str) -> str:
@@ -70,14 +72,9 @@ def pair_file_name(pattern: str, source_name: str, target_name: str) -> str:
     )
 
 
-def check_resize(resize: str | None) -> None:
-    if resize is not None and resize not in RESAMPLING:
-        raise ConfigError(f"resize: expected null (no resizing) or one of {sorted(RESAMPLING)}, got {resize!r}.")
-
-
 def locate_generated(directory: str | Path, pairs: Sequence[tuple[str, str]], pattern: str) -> list[Path]:
     """The generated file of every pair in ``directory``; DataError naming the missing ones."""
-    check_name_pattern(pattern)
+    assert name_pattern_problem(pattern) is None, pattern
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(f"generated_dir '{directory}' does not exist or is not a folder.")
@@ -94,7 +91,7 @@ def locate_generated(directory: str | Path, pairs: Sequence[tuple[str, str]], pa
 
 def check_sizes(paths: Sequence[Path], height: int, width: int, resize: str | None) -> None:
     """Every file is a readable image of ``height`` x ``width``, unless ``resize`` allows resizing it."""
-    check_resize(resize)
+    assert resize is None or resize in RESAMPLING, resize
     wrong: list[tuple[Path, tuple[int, int]]] = []
     for path in paths:
         try:

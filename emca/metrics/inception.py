@@ -38,7 +38,7 @@ from torch import nn
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
 from emca import weights
-from emca.errors import ConfigError, WeightsError
+from emca.errors import WeightsError
 
 INCEPTION_SIZE = 299
 FEATURE_SIZE = 2048
@@ -245,6 +245,5 @@ def load_inception(
             raise WeightsError(
                 f"'{path}' does not fit torch-fidelity's Inception ({str(err).splitlines()[0]})."
             ) from err
-    if backbone == "tf-torchscript":
-        return load_torchscript_inception(weights_dir, trusted_sha256, disable_hint).to(device)
-    raise ConfigError(f"FID / IS field 'backbone' must be one of {list(BACKBONES)}, got {backbone!r}.")
+    assert backbone == "tf-torchscript", backbone  # the protocol's backbone is one of BACKBONES
+    return load_torchscript_inception(weights_dir, trusted_sha256, disable_hint).to(device)

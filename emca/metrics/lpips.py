@@ -17,7 +17,7 @@ import lpips
 import torch
 
 from emca import weights
-from emca.errors import ConfigError, WeightsError
+from emca.errors import WeightsError
 
 # lpips trunk name -> emca.weights entry of the torchvision backbone it slices
 BACKBONE_WEIGHTS = {"alex": "alexnet", "vgg": "vgg16"}
@@ -36,8 +36,7 @@ def load_lpips(
     Raises:
         WeightsError: the backbone file is missing or unreadable.
     """
-    if net not in BACKBONE_WEIGHTS:
-        raise ConfigError(f"LPIPS field 'net' must be one of {sorted(BACKBONE_WEIGHTS)}, got {net!r}.")
+    assert net in BACKBONE_WEIGHTS, net  # checked with the protocol (emca.protocol)
     trunk_path = weights.resolve(BACKBONE_WEIGHTS[net], weights_dir, disable_hint)
     backbone = weights.load_state_dict(BACKBONE_WEIGHTS[net], weights_dir, disable_hint)
     with warnings.catch_warnings():  # lpips still passes torchvision's deprecated `pretrained=False`

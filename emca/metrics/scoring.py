@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from emca.data.skeleton import person_mask
-from emca.errors import ConfigError, WeightsError
+from emca.errors import WeightsError
 from emca.metrics.definitions import MetricSpec, ReferenceStatistics, SetScoring
 from emca.metrics.images import ImageFiles, read_rgb
 from emca.metrics.inception import InceptionBackbone
@@ -129,10 +129,7 @@ def load_models(
     ``"skip"`` the metric is dropped, its reason logged and returned. ``trusted_sha256``: the checksum of a
     TorchScript FID file the user vouches for (see :func:`emca.metrics.inception.load_torchscript_inception`).
     """
-    if on_missing_weights not in ON_MISSING_WEIGHTS:
-        raise ConfigError(
-            f"on_missing_weights: expected one of {list(ON_MISSING_WEIGHTS)}, got {on_missing_weights!r}."
-        )
+    assert on_missing_weights in ON_MISSING_WEIGHTS, on_missing_weights
     loaded: dict[tuple, nn.Module] = {}
     models: dict[str, nn.Module] = {}
     skipped: dict[str, str] = {}

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from emca.errors import ConfigError
+from emca.errors import InputShapeError
+from emca.options import bounded
 
 # skimage's gaussian window follows scipy.ndimage: radius = int(truncate * sigma + 0.5)
 GAUSSIAN_TRUNCATE = 3.5
@@ -31,24 +32,24 @@ class SSIMWindow:
     """
 
     gaussian_weights: bool = True
-    sigma: float = 1.5
-    win_size: int | None = None
+    sigma: float = bounded(1.5, exclusive_minimum=0)
+    win_size: int | None = bounded(None, kind=int, minimum=1)
     use_sample_covariance: bool = False
-    k1: float = 0.01
-    k2: float = 0.03
+    k1: float = bounded(0.01, exclusive_minimum=0)
+    k2: float = bounded(0.03, exclusive_minimum=0)
 
-    def __post_init__(self) -> None:
-        if self.sigma <= 0:
-            raise ConfigError(f"SSIM field 'sigma' must be positive, got {self.sigma}.")
-        if self.win_size is not None and (self.win_size < 1 or self.win_size % 2 == 0):
-            raise ConfigError(f"SSIM field 'win_size' must be a positive odd number, got {self.win_size}.")
+    def problems(self, path: str) -> list[str]:
+        """What does not make a window (a protocol config is checked with these where ``emca eval`` starts)."""
+        if self.win_size is not None and self.win_size % 2 == 0:
+            return [f"{path}.win_size: SSIM's 'win_size' must be a positive odd number, got {self.win_size}."]
         if self.win_size is None and not self.gaussian_weights:
-            raise ConfigError("SSIM with a uniform window needs 'win_size' (GFLA uses 51).")
+            return [f"{path}.win_size: SSIM with a uniform window needs 'win_size' (GFLA uses 51)."]
         if self.gaussian_weights and self.win_size is not None and self.win_size < 2 * self.radius + 1:
-            raise ConfigError(
-                f"SSIM 'win_size' {self.win_size} is smaller than the Gaussian filter ({2 * self.radius + 1} taps "
-                f"for sigma {self.sigma}); leave win_size unset to use the filter width."
-            )
+            return [
+                f"{path}.win_size: SSIM 'win_size' {self.win_size} is smaller than the Gaussian filter "
+                f"({2 * self.radius + 1} taps for sigma {self.sigma}); leave win_size unset to use the filter width."
+            ]
+        return []
 
     @property
     def radius(self) -> int:
@@ -100,9 +101,10 @@ def structural_similarity(
             f"SSIM needs two (B, C, H, W) tensors of one shape, got {tuple(generated.shape)} "
             f"and {tuple(reference.shape)}"
         )
+    assert window.sigma > 0 and not window.problems("window"), window
     batch, channels, height, width = generated.shape
     if min(height, width) < window.crop_size:
-        raise ConfigError(
+        raise InputShapeError(
             f"SSIM window of {window.crop_size} pixels does not fit images of {height}x{width}; "
             "use a smaller win_size or sigma."
         )

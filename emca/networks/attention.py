@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from emca.errors import ConfigError
+from emca.errors import Unavailable
 
 
 def correlation_softmax(query: Tensor, key: Tensor) -> Tensor:
@@ -103,19 +103,14 @@ class ChunkedAttention(nn.Module):
 
     def __init__(self, chunk_size: int = 256) -> None:
         super().__init__()
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ConfigError(
-                f"Config field 'model.attention.chunk_size' is {chunk_size!r}; expected a positive integer."
-            )
+        assert chunk_size >= 1, chunk_size
         self.chunk_size = chunk_size
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
         return _ChunkedAttentionFunction.apply(query, key, value, self.chunk_size)
 
 
-_FUSED_ALTERNATIVES = (
-    "use model/attention=sdpa or model/attention=reference, or set model.attention.allow_reference_fallback=true"
-)
+_FUSED_ALTERNATIVES = "use SDPAttention or ReferenceAttention, or pass allow_reference_fallback=True"
 
 
 def fused_kernel_unavailable_reason() -> str | None:
@@ -147,7 +142,8 @@ class FusedAttention(nn.Module):
 
     The kernel runs on CUDA tensors, or on any device when Python was started with ``TRITON_INTERPRET=1``
     (Triton's slow CPU interpreter, for tests). Where it cannot run, construction raises
-    :class:`ConfigError` unless ``allow_reference_fallback`` is set, in which case it warns once and
+    :class:`Unavailable` (a run's config is refused earlier, by emca.build) unless
+    ``allow_reference_fallback`` is set, in which case it warns once and
     computes the reference math.
     """
 
@@ -158,11 +154,9 @@ class FusedAttention(nn.Module):
         if reason is None:
             return
         if self.fallback is None:
-            raise ConfigError(
-                f"model.attention: the fused attention backend needs a CUDA GPU, but {reason}; {_FUSED_ALTERNATIVES}."
-            )
+            raise Unavailable(f"The fused attention backend needs a CUDA GPU, but {reason}; {_FUSED_ALTERNATIVES}.")
         warnings.warn(
-            f"model.attention=fused: {reason}; falling back to the reference attention, which "
+            f"FusedAttention: {reason}; falling back to the reference attention, which "
             "stores the N x M attention matrix",
             RuntimeWarning,
             stacklevel=2,
@@ -175,7 +169,7 @@ class FusedAttention(nn.Module):
             return xing_attention(query, key, value)
         if self.fallback is not None:
             return self.fallback(query, key, value)
-        raise ConfigError(
-            f"model.attention: the fused attention kernel got tensors on {query.device}, but it runs "
+        raise Unavailable(
+            f"The fused attention kernel got tensors on {query.device}, but it runs "
             f"on CUDA tensors only; move the model to the GPU, or {_FUSED_ALTERNATIVES}."
         )

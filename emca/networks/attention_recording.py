@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from emca.errors import ConfigError
 from emca.networks.enhanced_attention import correlation
 from emca.networks.multiscale import AttentionScale, KeySet, WindowPartition
 
@@ -48,7 +47,7 @@ class AttentionRecorder:
 
     def __init__(self, query_tokens: Sequence[int], sample: int = 0) -> None:
         if not query_tokens:
-            raise ConfigError("record_attention needs at least one query token to record.")
+            raise ValueError("record_attention needs at least one query token to record.")
         self.query_tokens = torch.as_tensor(list(query_tokens), dtype=torch.int64)
         self.sample = sample
         self.records: list[ScaleRecord] = []
@@ -57,7 +56,7 @@ class AttentionRecorder:
         """Keep SA and AS rows of the recorded sample from (2B, Q, hk, wk) maps."""
         batch = attention.shape[0] // 2
         if not 0 <= self.sample < batch:
-            raise ConfigError(f"record_attention: sample {self.sample} is outside the batch of {batch}.")
+            raise ValueError(f"record_attention: sample {self.sample} is outside the batch of {batch}.")
         pick = [self.sample, batch + self.sample]
         self.records.append(
             ScaleRecord(
@@ -95,7 +94,7 @@ def _recording_hook(recorder: AttentionRecorder, block: int) -> Any:
         query, key, value, height, width, *memory = args
         tokens = recorder.query_tokens.to(query.device)
         if tokens.min() < 0 or tokens.max() >= height * width:
-            raise ConfigError(
+            raise ValueError(
                 f"record_attention: query tokens {tokens.tolist()} must index the block grid of "
                 f"{height * width} tokens (row * width + column at 1/4 resolution)."
             )
@@ -131,10 +130,10 @@ def attention_scales(generator: nn.Module) -> list[tuple[int, AttentionScale]]:
 @contextlib.contextmanager
 def record_attention(generator: nn.Module, query_tokens: Sequence[int], sample: int = 0) -> Iterator[AttentionRecorder]:
     """Record every multi-scale branch's attention for ``query_tokens`` during the forward passes run
-    inside the context; raises ConfigError for a generator without multi-scale attention blocks."""
+    inside the context; raises ValueError for a generator without multi-scale attention blocks."""
     scales = attention_scales(generator)
     if not scales:
-        raise ConfigError(
+        raise ValueError(
             "This generator has no multi-scale attention blocks to record (XingGAN, or XingGAN++ "
             "with multi_scale and enhanced_attention disabled)."
         )

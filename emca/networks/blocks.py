@@ -13,8 +13,6 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn import init
 
-from emca.errors import ConfigError
-
 NORMS = ("instance", "batch")
 PADDINGS = ("reflect", "replicate", "zero")
 # transposed: the official stride-2 transposed 3x3 convolutions; resize: nearest x2 then a reflect-padded 3x3
@@ -22,14 +20,14 @@ PADDINGS = ("reflect", "replicate", "zero")
 UPSAMPLINGS = ("transposed", "resize")
 
 
-def check_choice(field: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"Config field '{field}' is '{value}'; expected one of {list(choices)}.")
+def check_choice(value: str, choices: tuple[str, ...]) -> None:
+    """Options are checked where a command starts (emca.build); here a wrong one is a programming error."""
+    assert value in choices, (value, choices)
 
 
 def norm_layer(norm: str, channels: int) -> nn.Module:
     """Normalisation over ``channels`` feature maps: (B, channels, H, W) -> same shape."""
-    check_choice("norm", norm, NORMS)
+    check_choice(norm, NORMS)
     if norm == "instance":
         return nn.InstanceNorm2d(channels, affine=False)
     return nn.BatchNorm2d(channels, affine=True)
@@ -37,13 +35,13 @@ def norm_layer(norm: str, channels: int) -> nn.Module:
 
 def uses_bias(norm: str) -> bool:
     """Whether convolutions followed by ``norm`` carry a bias (only with the affine-free instance norm)."""
-    check_choice("norm", norm, NORMS)
+    check_choice(norm, NORMS)
     return norm == "instance"
 
 
 def padded_conv3x3(in_channels: int, out_channels: int, padding_type: str, bias: bool) -> list[nn.Module]:
     """A size-preserving 3x3 convolution: explicit reflect / replicate padding, or zero padding inside."""
-    check_choice("padding_type", padding_type, PADDINGS)
+    check_choice(padding_type, PADDINGS)
     if padding_type == "zero":
         return [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)]
     pad = nn.ReflectionPad2d(1) if padding_type == "reflect" else nn.ReplicationPad2d(1)
@@ -128,7 +126,7 @@ def upsampling_layers(channels: list[int], norm: str, upsampling: str = "transpo
 
     (B, channels[0], h, w) -> (B, channels[-1], h * 2**steps, w * 2**steps).
     """
-    check_choice("upsampling", upsampling, UPSAMPLINGS)
+    check_choice(upsampling, UPSAMPLINGS)
     bias = uses_bias(norm)
     layers: list[nn.Module] = []
     for in_channels, out_channels in pairwise(channels):

@@ -13,8 +13,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from emca.errors import ConfigError
-
 
 def last_stage_reduction(num_stages: int, channels: int) -> nn.Conv2d:
     """1x1 conv (num_stages * channels -> channels) initialised to pass the last stage through."""
@@ -32,15 +30,13 @@ class DenseStageAggregation(nn.Module):
 
     def __init__(self, num_stages: int, appearance_channels: int, shape_channels: int) -> None:
         super().__init__()
-        if num_stages < 1:
-            raise ConfigError(f"Dense fusion needs at least one block; got num_blocks {num_stages}.")
+        assert num_stages >= 1, num_stages
         self.num_stages = num_stages
         self.appearance_reduction = last_stage_reduction(num_stages, appearance_channels)
         self.shape_reduction = last_stage_reduction(num_stages, shape_channels)
 
     def forward(self, stages: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
-        if len(stages) != self.num_stages:
-            raise ConfigError(f"Dense fusion was built for {self.num_stages} blocks but got {len(stages)} stages.")
+        assert len(stages) == self.num_stages, (len(stages), self.num_stages)
         appearance = self.appearance_reduction(torch.cat([appearance for appearance, _ in stages], 1))
         shape = self.shape_reduction(torch.cat([shape for _, shape in stages], 1))
         return appearance, shape

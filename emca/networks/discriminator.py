@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from emca.errors import ConfigError
+from emca.errors import InputShapeError
 from emca.networks.blocks import ResidualBlock, downsampling_encoder
 
 
@@ -52,7 +52,7 @@ class ResnetDiscriminator(nn.Module):
             ("condition", condition, self.condition_channels),
         ):
             if tensor.dim() != 4 or tensor.shape[1] != channels or tensor.shape[0] != image.shape[0]:
-                raise ConfigError(
+                raise InputShapeError(
                     f"ResnetDiscriminator input '{name}' has shape {tuple(tensor.shape)}; expected (B, {channels}, "
                     f"H, W) with the batch size of the image {tuple(image.shape)}."
                 )

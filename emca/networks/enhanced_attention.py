@@ -32,8 +32,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from emca.errors import ConfigError
-
 
 def correlation(query: Tensor, key: Tensor) -> Tensor:
     """E = query @ key^T (scale 1, as XingGAN): (B, N, Dk), (B, M, Dk) -> (B, N, M)."""
@@ -60,11 +58,7 @@ class EnhancedAttention(nn.Module):
 
     def __init__(self, key_channels: int, inner_channels: int = 16, heads: int = 2) -> None:
         super().__init__()
-        for field, value in (("inner_channels", inner_channels), ("heads", heads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(
-                    f"Config field 'enhanced_attention.{field}' is {value!r}; expected a positive integer."
-                )
+        assert inner_channels >= 1 and heads >= 1, (inner_channels, heads)
         self.heads = heads
         self.inner_channels = inner_channels
         self.row_query = nn.Linear(key_channels, heads * inner_channels, bias=False)

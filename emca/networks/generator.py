@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from emca.errors import ConfigError
+from emca.errors import InputShapeError
 from emca.networks.attention import ReferenceAttention
 from emca.networks.blocks import (
     PointwiseConvTranspose2d,
@@ -154,8 +154,7 @@ class XingGenerator(nn.Module):
         upsampling: str = "transposed",
     ) -> None:
         super().__init__()
-        if num_blocks < 1:
-            raise ConfigError(f"Config field 'num_blocks' is {num_blocks}; a XingGAN generator needs at least 1.")
+        assert num_blocks >= 1, num_blocks
         attention = attention if attention is not None else ReferenceAttention()
         channels = ngf * 2**NUM_DOWNSAMPLING
         self.image_channels = image_channels
@@ -177,7 +176,7 @@ class XingGenerator(nn.Module):
         init_normal_(self)
 
     def check_inputs(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor) -> None:
-        """Raise ConfigError naming the argument whose shape does not fit the model."""
+        """Raise InputShapeError naming the argument whose shape does not fit the model."""
         reference = source_image.shape
         factor = 2**NUM_DOWNSAMPLING
         for name, tensor, channels in (
@@ -194,7 +193,7 @@ class XingGenerator(nn.Module):
                 or shape[2] % factor
                 or shape[3] % factor
             ):
-                raise ConfigError(
+                raise InputShapeError(
                     f"XingGenerator input '{name}' has shape {shape}; expected (B, {channels}, H, W) with the "
                     f"batch size and H, W of source_image {tuple(reference)} and H, W divisible by {factor}. "
                     f"Check the model's image_channels / pose_channels settings and the dataset's image size."

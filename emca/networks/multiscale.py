@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from emca.errors import ConfigError
 from emca.networks.cross_attention import MemoryKeys, XingAttention, from_tokens, to_tokens, with_memory
 from emca.networks.enhanced_attention import EnhancedAttention
 
@@ -189,13 +188,7 @@ class MultiScaleXingAttention(XingAttention):
         enhanced_heads: int = 2,
     ) -> None:
         super().__init__(channels, query_key_channels, backend)
-        if not scales:
-            raise ConfigError(
-                "Config field 'multi_scale': no attention branch is enabled; enable 'full' or give "
-                "'pool_factors' or 'window_sizes'."
-            )
-        if fusion not in FUSIONS:
-            raise ConfigError(f"Config field 'multi_scale.fusion' is '{fusion}'; expected one of {list(FUSIONS)}.")
+        assert scales and fusion in FUSIONS, (scales, fusion)
         self.scales = nn.ModuleList(
             AttentionScale(
                 spec,

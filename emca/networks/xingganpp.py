@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from emca.errors import ConfigError
 from emca.networks.cross_attention import XingAttention
 from emca.networks.dense_fusion import DenseStageAggregation
 from emca.networks.generator import NUM_DOWNSAMPLING, XingGenerator
@@ -41,6 +40,12 @@ class MultiScaleOptions:
     pool_factors: tuple[int, ...] = bounded((2, 4), minimum=2, distinct=True, kind=int)  # key/value pyramid levels
     window_sizes: tuple[int, ...] = bounded((4,), minimum=1, distinct=True, kind=int)  # local windows, in tokens
     fusion: str = bounded("softmax", choices=FUSIONS)
+
+    def problems(self, path: str) -> list[str]:
+        if self.enabled and not (self.full or self.pool_factors or self.window_sizes):
+            return [f"Config field '{path}': no attention branch is enabled; enable 'full' or give 'pool_factors' "
+                    "or 'window_sizes'."]  # fmt: skip
+        return []
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,18 @@ def attention_scales(multi_scale: MultiScaleOptions) -> tuple[ScaleSpec, ...]:
     )
 
 
+def enhanced_branch_problem(multi_scale: MultiScaleOptions, enhanced: EnhancedAttentionOptions) -> str | None:
+    """What is wrong when EA names none of the blocks' branch kinds (it would refine nothing), else None."""
+    scales = attention_scales(multi_scale)
+    if not enhanced.enabled or any(spec.kind in enhanced.branches for spec in scales):
+        return None
+    return (
+        f"is {list(enhanced.branches)}, but the blocks' attention branches are {[spec.name for spec in scales]}: "
+        f"EA must name at least one of their kinds, among {list(SCALE_KINDS)} (with multi_scale off, use "
+        "branches [full])."
+    )
+
+
 def attention_factory(
     multi_scale: MultiScaleOptions, enhanced: EnhancedAttentionOptions
 ) -> Callable[[int, int, nn.Module], XingAttention]:
@@ -79,12 +96,7 @@ def attention_factory(
         return XingAttention
     scales = attention_scales(multi_scale)
     enhanced_kinds = tuple(enhanced.branches) if enhanced.enabled else ()
-    if enhanced.enabled and not any(spec.kind in enhanced_kinds for spec in scales):
-        raise ConfigError(
-            f"Config field 'enhanced_attention.branches' is {list(enhanced.branches)}, but the blocks' "
-            f"attention branches are {[spec.name for spec in scales]}: EA must name at least one of their kinds, "
-            f"among {list(SCALE_KINDS)} (with multi_scale off, use branches [full])."
-        )
+    assert not enhanced.enabled or enhanced_branch_problem(multi_scale, enhanced) is None
     return functools.partial(
         MultiScaleXingAttention,
         scales=scales,

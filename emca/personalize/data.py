@@ -12,6 +12,7 @@ of photos that show both hips and both shoulders. Each item is a PoseTransferDat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,12 @@ from torch.utils.data import DataLoader
 
 from emca.data.annotations import read_annotations
 from emca.data.batch import collate_pairs
+from emca.data.datamodule import MAX_IMAGE_SIDE
 from emca.data.dataset import PoseTransferDataset, check_images, load_image
 from emca.data.pairs import build_pairs
 from emca.data.skeleton import person_mask
-from emca.errors import ConfigError, DataError
+from emca.errors import DataError
+from emca.options import bounded
 
 SUBJECT = "subject"
 # person_mask's defaults are the Market-1501 protocol's values at 128 px image height
@@ -76,8 +79,7 @@ class SubjectPairs(PoseTransferDataset):
                 f"{annotation_path}: fewer than two photos show both hips and both shoulders, so no "
                 "(source, target) pair can be made; add photos where the whole torso is visible."
             )
-        if sigma is not None and not sigma > 0:
-            raise ConfigError(f"data.sigma: the pose-map Gaussian width must be positive, got {sigma}.")
+        assert sigma is None or sigma > 0, sigma
         self.height, self.width = height, width
         self.sigma = sigma  # None until the base model's is known (SubjectDataModule.match_base)
         self.flip_probability = 0.0
@@ -101,6 +103,22 @@ class SubjectPairs(PoseTransferDataset):
         return torch.stack([load_image(self.image_dir / name, self.height, self.width) for name in self.photo_names])
 
 
+@dataclass(frozen=True)
+class SubjectDataOptions:
+    """``data`` of experiment=personalize (conf/data/subject.yaml): the schema of :class:`SubjectDataModule`'s
+    arguments. None in ``height`` / ``width`` means the photos' size, in ``sigma`` the base model's."""
+
+    root: str = ""
+    annotation_file: str = "annotations.csv"
+    height: int | None = bounded(None, kind=int, minimum=1, maximum=MAX_IMAGE_SIDE)
+    width: int | None = bounded(None, kind=int, minimum=1, maximum=MAX_IMAGE_SIDE)
+    sigma: float | None = bounded(None, kind=float, exclusive_minimum=0)
+    mask_radius: float | None = bounded(None, kind=float, exclusive_minimum=0)
+    batch_size: int = bounded(8, minimum=1)
+    num_workers: int = bounded(0, minimum=0)
+    val_pairs: int = bounded(16, minimum=1)
+
+
 class SubjectDataModule(pl.LightningDataModule):
     """Training batches over all pairs of a subject's photos; validation over ``val_pairs`` evenly spaced ones."""
 
@@ -122,9 +140,7 @@ class SubjectDataModule(pl.LightningDataModule):
                 f"Subject directory '{root}' does not exist (set data.root=...); it must hold the "
                 f"photos and {annotation_file}."
             )
-        for name, value in (("batch_size", batch_size), ("val_pairs", val_pairs)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"data.{name}: expected a positive integer, got {value!r}.")
+        assert batch_size >= 1 and val_pairs >= 1, (batch_size, val_pairs)
         self.pairs = SubjectPairs(root, annotation_file, height, width, sigma, mask_radius)
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -142,23 +158,11 @@ class SubjectDataModule(pl.LightningDataModule):
         return self.pairs.reference_images()
 
     def match_base(self, base_data: dict[str, Any]) -> None:
-        """Check the photos against the base model's data config (its frame) and take its pose sigma unless
-        one is set; a photo size or sigma the base was not trained with is a ConfigError."""
-        expected = (base_data.get("height"), base_data.get("width"))
-        if None not in expected and expected != (self.height, self.width):
-            raise ConfigError(
-                f"The subject photos in '{self.pairs.image_dir}' are {self.height}x{self.width} (HxW) but the base "
-                f"model was trained at {expected[0]}x{expected[1]}; resize or crop the photos (and their keypoints) "
-                "to the model's frame, e.g. with emca.pose.framing.fit_to_model."
-            )
+        """Take the base model's pose sigma (``emca train`` has checked, where it started, that the photos
+        and a sigma set by the user fit the base model: emca.train.check_subject)."""
         base_sigma = base_data.get("sigma", DEFAULT_SIGMA)
-        if self.pairs.sigma is None:
-            self.pairs.sigma = base_sigma
-        elif self.pairs.sigma != base_sigma:
-            raise ConfigError(
-                f"data.sigma is {self.pairs.sigma} but the base model's pose maps used sigma "
-                f"{base_sigma}; leave data.sigma=null to use the base model's."
-            )
+        assert self.pairs.sigma in (None, base_sigma), (self.pairs.sigma, base_sigma)
+        self.pairs.sigma = base_sigma
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from emca.errors import ConfigError
+from emca.errors import InputShapeError
 from emca.options import bounded
 
 PRIOR, PERSONAL = 0, 1  # expert order on the routing axis
@@ -63,8 +63,7 @@ class Router(nn.Module):
 
     def __init__(self, channels: int, hidden: int, initial_prior: float) -> None:
         super().__init__()
-        if not 0.5 <= initial_prior < 1.0:
-            raise ConfigError(f"Config field 'router_init_prior' is {initial_prior}; expected a value in [0.5, 1).")
+        assert 0.5 <= initial_prior < 1.0, initial_prior
         self.features = nn.Sequential(nn.Conv2d(2 * channels, hidden, 3, padding=1), nn.ReLU(inplace=True))
         self.logits = nn.Conv2d(hidden, DIRECTIONS * 2, 1)
         nn.init.zeros_(self.logits.weight)
@@ -110,10 +109,9 @@ class MixtureOfAttention(nn.Module):
 def subject_tokens(generator: nn.Module, reference_images: Tensor, token_grid: tuple[int, int]) -> Tensor:
     """Subject tokens from reference photos (P, 3, H, W) in [-1, 1]: the frozen appearance encoder's features
     average-pooled to ``token_grid`` (gh, gw) and averaged over the photos -> (gh * gw, C)."""
-    if len(token_grid) != 2 or min(token_grid) < 1:
-        raise ConfigError(f"Config field 'token_grid' is {list(token_grid)}; expected [rows, cols] of positive ints.")
+    assert len(token_grid) == 2 and min(token_grid) >= 1, token_grid
     if reference_images.ndim != 4 or reference_images.shape[0] == 0:
-        raise ConfigError(
+        raise InputShapeError(
             f"Subject tokens need reference photos (P, 3, H, W); got shape {tuple(reference_images.shape)}."
         )
     features = F.adaptive_avg_pool2d(generator.appearance_encoder(reference_images), tuple(token_grid))
@@ -153,7 +151,7 @@ class PersonalizedGenerator(nn.Module):
     def set_routing_scale(self, scale: float) -> None:
         """Scale the personalised routing: 0 gives the base generator exactly, 1 the trained mixture."""
         if not 0.0 <= scale <= 1.0:
-            raise ConfigError(f"The personalisation scale is {scale}; expected a value in [0, 1].")
+            raise ValueError(f"The personalisation scale is {scale}; expected a value in [0, 1].")
         for mixture in self.mixtures:
             mixture.routing_scale = float(scale)
 

@@ -22,7 +22,7 @@ from torch import Tensor
 from emca.build import build_discriminators
 from emca.checkpoint import load_generator, read_training_checkpoint
 from emca.data.batch import PoseTransferBatch
-from emca.errors import CheckpointError, ConfigError
+from emca.errors import CheckpointError
 from emca.metrics.validation import ValidationMetrics
 from emca.module import GeneratorModule, adam, gradients_finite
 from emca.networks.discriminator import DiscriminatorPair
@@ -60,18 +60,15 @@ class PersonalizationModule(GeneratorModule):
     """MoA personalisation of ``model['base_ckpt']`` (see the module docstring)."""
 
     optimizer_steps_per_iteration = 1  # the personalised branch and router, in one optimizer
+    builds_on_ckpt = True  # its model is ckpt, frozen, with the personalised branch beside it
 
     def __init__(
         self, model: dict[str, Any], data: dict[str, Any] | None = None, weights_dir: str | None = None, seed: int = 0
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if not model.get("base_ckpt"):
-            raise ConfigError(
-                "Config field 'ckpt' is empty; pass ckpt=PATH/TO/last.ckpt (the trained pose-transfer model to "
-                "personalise)."
-            )
-        # checked here, before the base model is read, so a bad value is named by its config path
+        assert model.get("base_ckpt"), "emca train checks that ckpt is given"
+        # typed views of the options emca train checked where it started (before the base model is read)
         self.moa_options = parse(MoAOptions, model.get("moa"), "model.moa")
         loss_options = parse(MoALossOptions, model.get("loss"), "model.loss")
         self.optim_options = parse(PersonalizationOptimOptions, model.get("optim"), "model.optim")

@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from emca.data.keypoints import MISSING, NUM_JOINTS, visible
-from emca.errors import ConfigError, DataError
+from emca.errors import DataError
 from emca.pose.extract import check_rgb_image
 
 FitMode = Literal["pad", "crop"]
@@ -111,9 +111,8 @@ def plan_framing(
     Also used on its own for a target pose given in some photo's frame (no pixels needed).
     """
     if mode not in FIT_MODES:
-        raise ConfigError(f"fit_to_model: mode must be one of {', '.join(FIT_MODES)}, got {mode!r}.")
-    if height <= 0 or width <= 0:
-        raise ConfigError(f"fit_to_model: the model's size must be positive, got {height}x{width} (HxW).")
+        raise ValueError(f"fit_to_model: mode must be one of {', '.join(FIT_MODES)}, got {mode!r}.")
+    assert height > 0 and width > 0, (height, width)
     # a zero side would make the scale infinite and every keypoint fall outside the frame
     if min(photo_size) <= 0:
         raise DataError(f"plan_framing: the photo's size must be positive, got {photo_size[0]}x{photo_size[1]} (HxW).")

@@ -18,7 +18,7 @@ from emca.data.video.collect import KeptCrop, _Builder, _VideoReader
 from emca.data.video.detect import KeypointDetector, MediaPipeKeypoints, PersonDetector, hog_people_detector
 from emca.data.video.layout import _contact_sheet, _markdown, _place_images, _report, _split
 from emca.data.video.options import FromVideoOptions, Target, import_supervision, parse_preset
-from emca.errors import ConfigError, DataError
+from emca.errors import DataError
 from emca.io import atomic_directory, atomic_save_image, atomic_write_text
 
 
@@ -66,12 +66,10 @@ def build_from_videos(
     or a function of no arguments is called to build it.
     """
     options = options or FromVideoOptions()
-    options.check()
     target = preset if isinstance(preset, Target) else parse_preset(preset)
     layout = target.layout()
     paths = [Path(video) for video in videos]
-    if not paths:
-        raise ConfigError("from-video: name at least one video file.")
+    assert paths, "name at least one video"
     readers = [_VideoReader(path) for path in paths]  # every video is checked before the long work starts
     import_supervision()
     root = Path(root)

@@ -1,5 +1,6 @@
 """Evaluation protocols: which metrics, computed exactly how (parsed from ``conf/eval/<protocol>.yaml`` into the
-metric classes of :mod:`emca.metrics.definitions`).
+metric classes of :mod:`emca.metrics.definitions`). This is ``emca eval``'s edge: every field of a protocol is
+checked here, where the command starts, and the metric classes receive checked values.
 
 A protocol config has ``name``, ``metrics`` (the default list) and ``definitions``: one entry per
 metric name with a ``type`` (ssim, psnr, lpips, fid, inception_score) and that type's settings.
@@ -19,7 +20,9 @@ from typing import Any
 from emca.errors import ConfigError
 from emca.metrics.definitions import GENERATED_RANGE, METRIC_TYPES, InceptionScoreSpec, MetricSpec, SSIMSpec
 from emca.metrics.inception import BACKBONES, LOGIT_BACKBONES
+from emca.metrics.lpips import BACKBONE_WEIGHTS
 from emca.metrics.ssim import SSIMWindow
+from emca.options import parse
 
 _WINDOW_FIELDS = {f.name for f in dataclasses.fields(SSIMWindow)}
 
@@ -46,7 +49,7 @@ def parse_metric(name: str, definition: Mapping[str, Any], preset: str) -> Metri
     fields["white_padding"] = int(padding.get(preset, 0))
     if cls is SSIMSpec:
         window_fields = {key: fields.pop(key) for key in list(fields) if key in _WINDOW_FIELDS}
-        fields["window"] = SSIMWindow(**window_fields)
+        fields["window"] = parse(SSIMWindow, window_fields, where)
         data_range = fields.get("data_range", GENERATED_RANGE)
         if data_range != GENERATED_RANGE and not isinstance(data_range, (int, float)):
             raise ConfigError(
@@ -61,6 +64,8 @@ def parse_metric(name: str, definition: Mapping[str, Any], preset: str) -> Metri
         raise ConfigError(f"{where}: unknown field(s) {unknown} for a {kind} metric; accepted: {accepted}.")
     if fields.get("mask") and not cls.maskable:
         raise ConfigError(f"{where}.mask: only ssim and inception_score metrics can be masked.")
+    if kind == "lpips" and fields.get("net", "alex") not in BACKBONE_WEIGHTS:
+        raise ConfigError(f"{where}.net: expected one of {sorted(BACKBONE_WEIGHTS)}, got {fields['net']!r}.")
     backbone = fields.get("backbone")
     if backbone is not None and backbone not in BACKBONES:
         raise ConfigError(f"{where}.backbone: expected one of {list(BACKBONES)}, got {backbone!r}.")
