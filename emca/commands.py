@@ -28,6 +28,9 @@ COMMANDS: dict[str, Command] = {
     "eval": Command("emca.evaluate", "score a model or a folder of images under a protocol (PATN, GFLA): key=value"),
     "infer": Command("emca.infer", "pose transfer on your own photos: ckpt= source= target= out="),
     "demo": Command("emca.demo", "a web page: upload a photo, pick a pose, see the result: ckpt="),
+    "animate": Command(
+        "emca.animate", "a video of a photo's person moving as a driving video's: ckpt= source= driving="
+    ),
     "data": Command("emca.data.__main__", "datasets: synthetic, prepare, pairs, openpose, validate, from-video"),
     "pose": Command("emca.pose.__main__", "keypoints of your photos with MediaPipe Pose: extract"),
     "personalize": Command("emca.personalize.__main__", "apply a MoA adapter: generate, router-maps"),

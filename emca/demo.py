@@ -28,6 +28,7 @@ code from a loaded file runs.
 # handler defined inside build_app, where gradio is imported
 
 import contextlib
+import json
 import os
 import re
 import tempfile
@@ -42,6 +43,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from emca.animate import DETECTORS, EXAMPLE_VIDEO, AnimateOptions, Detectors, animate
 from emca.build import build_datamodule
 from emca.checkpoint import LoadLimits
 from emca.cli import find_user_error, key_value_arguments, key_value_options, resolve_device, user_errors
@@ -357,6 +359,39 @@ class PoseTransferDemo:
             for name in self.dataset.names
         ]
 
+    def animation(
+        self,
+        photo: str | None,
+        video: str | None,
+        use_example: bool = False,
+        person: int = 0,
+        side_by_side: bool = True,
+        source_pose: str | None = None,
+        detectors: Detectors = DETECTORS,
+    ) -> tuple[str | None, str, str]:
+        """``emca animate`` on an uploaded photo and video (or the bundled example): (the video to show, or None;
+        the report as JSON text; the message)."""
+        driving = str(EXAMPLE_VIDEO) if use_example else video
+        if not photo or not driving:
+            return None, "", "Upload a photo of a person and a video of someone moving (or tick the example)."
+        out = Path(tempfile.mkdtemp(prefix="emca-demo-")) / "animation.mp4"
+        options = AnimateOptions(
+            ckpt=self.options.ckpt, adapter=self.options.adapter, source=photo, source_pose=source_pose,
+            driving=driving, out=str(out), person=int(person), side_by_side=side_by_side,
+            framing=self.options.framing, device=str(self.device), min_visibility=self.options.min_visibility,
+            max_parameters=self.options.max_parameters, max_activation_gib=self.options.max_activation_gib,
+        )  # fmt: skip
+        try:
+            report = animate(options, detectors)
+        except EmcaError as err:
+            return None, "", f"Could not animate: {page_message(err, {photo: 'the photo', driving: 'the video'})}"
+        shown = out.with_name("animation_side_by_side.mp4") if side_by_side else out
+        message = (
+            f"Animated {report['frames']} frames ({report['frames_without_person']} without the person, who holds "
+            f"the last pose there); PCKh {report['pose_accuracy']['pckh']:.3f}."
+        )
+        return str(shown), json.dumps(report, indent=2), message
+
     def json_file_text(self, path: str | None) -> tuple[str | None, str]:
         """An uploaded pose JSON as text for the JSON box (None to leave the box), and a message."""
         if not path:
@@ -401,61 +436,84 @@ def build_app(options: DemoOptions, demo: PoseTransferDemo | None = None) -> Any
     downloads = Path(tempfile.mkdtemp(prefix="emca-demo-"))
     with gr.Blocks(title="emca pose transfer", analytics_enabled=False) as app:
         gr.Markdown(f"# Pose transfer\n{demo.describe()}")
-        with gr.Row():
-            with gr.Column():
-                gr.Markdown("## Source")
-                source_mode = gr.Radio(
-                    [(label, value) for value, label in SOURCE_MODES if has_dataset or value != DATASET],
-                    value=PHOTO,
-                    label="Source from",
-                    elem_id="source-mode",
-                )
-                source_photo = gr.File(label="Source photo", file_types=["image"], elem_id="source-photo")
-                source_keypoints = gr.Textbox(
-                    label="Source keypoints (optional pose JSON in the photo's frame; empty: MediaPipe detects them)",
-                    lines=3,
-                    elem_id="source-keypoints",
-                )
-                source_name = gr.Dropdown(
-                    gallery_names, value=None, label="Test image of the dataset", visible=has_dataset,
-                    elem_id="source-name",
+        with gr.Tab("Pose transfer"):
+            with gr.Row():
+                with gr.Column():
+                    gr.Markdown("## Source")
+                    source_mode = gr.Radio(
+                        [(label, value) for value, label in SOURCE_MODES if has_dataset or value != DATASET],
+                        value=PHOTO,
+                        label="Source from",
+                        elem_id="source-mode",
+                    )
+                    source_photo = gr.File(label="Source photo", file_types=["image"], elem_id="source-photo")
+                    source_keypoints = gr.Textbox(
+                        label="Source keypoints (optional pose JSON in the photo's frame; "
+                        "empty: MediaPipe detects them)",
+                        lines=3,
+                        elem_id="source-keypoints",
+                    )
+                    source_name = gr.Dropdown(
+                        gallery_names, value=None, label="Test image of the dataset", visible=has_dataset,
+                        elem_id="source-name",
+                    )  # fmt: skip
+                    source_preview = gr.Image(label="Source photo", interactive=False, format="png")
+                with gr.Column():
+                    gr.Markdown("## Target pose")
+                    target_mode = gr.Radio(
+                        [(label, value) for value, label in TARGET_MODES if has_dataset or value != DATASET],
+                        value=PHOTO,
+                        label="Target pose from",
+                        elem_id="target-mode",
+                    )
+                    target_photo = gr.File(label="Target photo", file_types=["image"], elem_id="target-photo")
+                    target_json = gr.Textbox(
+                        label='Target pose JSON ({"keypoints": [[x, y], ...18], "height": H, "width": W}, '
+                        "OpenPose, or 18 [x, y])",
+                        lines=4,
+                        elem_id="target-json",
+                    )
+                    target_json_file = gr.File(label="or upload a pose JSON", file_types=[".json"],
+                                               elem_id="target-json-file")  # fmt: skip
+                    target_name = gr.Textbox(label="Pose of the dataset", interactive=False, visible=has_dataset,
+                                             elem_id="target-name")  # fmt: skip
+                    pose_gallery = gr.Gallery(
+                        demo.gallery(), label="Poses of the dataset (click one)", visible=has_dataset, columns=8,
+                        allow_preview=False, format="png", height=280, elem_id="pose-gallery",
+                    )  # fmt: skip
+            scale = gr.Slider(
+                0.0, 1.0, value=1.0, step=0.05, label="Adapter scale (0: the base model, 1: as personalised)",
+                visible=demo.has_adapter, elem_id="adapter-scale",
+            )  # fmt: skip
+            button = gr.Button("Generate", variant="primary", elem_id="generate")
+            message = gr.Markdown(elem_id="message")
+            with gr.Row():
+                source_view = gr.Image(label="Source as the model sees it, with its skeleton", **shown("source-view"))
+                target_view = gr.Image(label="Target skeleton", **shown("target-view"))
+                result_view = gr.Image(label="Result", **shown("result"))
+            sheet_view = gr.Image(label="Sheet: source | source pose | target pose | result", **shown("sheet"))
+            result_file = gr.File(label="Download the result at the model's size", elem_id="result-file")
+
+        with gr.Tab("Animate"):
+            gr.Markdown(
+                "A photo's person moving as someone in a video moves (`emca animate`): the video's people are "
+                "tracked, `person` picks one (0: the one seen longest), and their pose is smoothed and fitted to "
+                "the photo's body. It takes about a fifth of a second a frame on a CPU."
+            )
+            with gr.Row():
+                animate_photo = gr.File(label="Photo of a person", file_types=["image"], elem_id="animate-photo")
+                animate_video = gr.File(label="Driving video", file_types=["video"], elem_id="animate-video")
+            with gr.Row():
+                use_example = gr.Checkbox(
+                    label=f"use the example video ({EXAMPLE_VIDEO.name}, pedestrians, from Debian's opencv-doc)",
+                    value=False, visible=EXAMPLE_VIDEO.is_file(), elem_id="animate-example",
                 )  # fmt: skip
-                source_preview = gr.Image(label="Source photo", interactive=False, format="png")
-            with gr.Column():
-                gr.Markdown("## Target pose")
-                target_mode = gr.Radio(
-                    [(label, value) for value, label in TARGET_MODES if has_dataset or value != DATASET],
-                    value=PHOTO,
-                    label="Target pose from",
-                    elem_id="target-mode",
-                )
-                target_photo = gr.File(label="Target photo", file_types=["image"], elem_id="target-photo")
-                target_json = gr.Textbox(
-                    label='Target pose JSON ({"keypoints": [[x, y], ...18], "height": H, "width": W}, '
-                    "OpenPose, or 18 [x, y])",
-                    lines=4,
-                    elem_id="target-json",
-                )
-                target_json_file = gr.File(label="or upload a pose JSON", file_types=[".json"],
-                                           elem_id="target-json-file")  # fmt: skip
-                target_name = gr.Textbox(label="Pose of the dataset", interactive=False, visible=has_dataset,
-                                         elem_id="target-name")  # fmt: skip
-                pose_gallery = gr.Gallery(
-                    demo.gallery(), label="Poses of the dataset (click one)", visible=has_dataset, columns=8,
-                    allow_preview=False, format="png", height=280, elem_id="pose-gallery",
-                )  # fmt: skip
-        scale = gr.Slider(
-            0.0, 1.0, value=1.0, step=0.05, label="Adapter scale (0: the base model, 1: as personalised)",
-            visible=demo.has_adapter, elem_id="adapter-scale",
-        )  # fmt: skip
-        button = gr.Button("Generate", variant="primary", elem_id="generate")
-        message = gr.Markdown(elem_id="message")
-        with gr.Row():
-            source_view = gr.Image(label="Source as the model sees it, with its skeleton", **shown("source-view"))
-            target_view = gr.Image(label="Target skeleton", **shown("target-view"))
-            result_view = gr.Image(label="Result", **shown("result"))
-        sheet_view = gr.Image(label="Sheet: source | source pose | target pose | result", **shown("sheet"))
-        result_file = gr.File(label="Download the result at the model's size", elem_id="result-file")
+                person = gr.Number(label="person", value=0, minimum=0, precision=0, elem_id="animate-person")
+                side_by_side = gr.Checkbox(label="side by side (driving | skeleton | result)", value=True)
+            animate_button = gr.Button("Animate", variant="primary", elem_id="animate")
+            animate_message = gr.Markdown(elem_id="animate-message")
+            animation = gr.Video(label="Result", elem_id="animation")
+            animation_report = gr.Code(label="report.json", language="json", elem_id="animate-report")
 
         def warn(text: str) -> str:
             if text:
@@ -493,6 +551,18 @@ def build_app(options: DemoOptions, demo: PoseTransferDemo | None = None) -> Any
         target_json.input(lambda: JSON, None, target_mode)
         target_json_file.upload(uploaded_json, target_json_file, [target_mode, target_json, message])
         pose_gallery.select(picked_pose, None, [target_mode, target_name])
+
+        def animated(*values: Any) -> tuple[Any, ...]:
+            video, report, text = demo.animation(*values)
+            if video is None:
+                gr.Warning(text)
+            return video, report, markdown_text(text)
+
+        animate_button.click(
+            animated,
+            [animate_photo, animate_video, use_example, person, side_by_side],
+            [animation, animation_report, animate_message],
+        )
         button.click(
             clicked,
             [source_mode, source_photo, source_keypoints, source_name,

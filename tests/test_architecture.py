@@ -22,8 +22,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                    "emca.personalize.moa", "emca.personalize.data", "emca.personalize.loss", "emca_fused")),
     ("composition", ("emca.build", "emca.protocol", "emca.checkpoint", "emca.module", "emca.personalize.adapter",
                      "emca.personalize.module", "emca.pipeline", "emca.run_summary")),
-    ("applications", ("emca.commands", "emca.train", "emca.evaluate", "emca.infer", "emca.figures", "emca.ablation",
-                      "emca.bench", "emca.convert", "emca.export", "emca.demo")),
+    ("applications", ("emca.commands", "emca.train", "emca.evaluate", "emca.infer", "emca.animate", "emca.figures",
+                      "emca.ablation", "emca.bench", "emca.convert", "emca.export", "emca.demo")),
 ]  # fmt: skip
 PACKAGE_MARKERS = {"emca", "emca.personalize", "emca.data", "emca.pose", "emca.networks", "emca.metrics", "emca_fused"}
 

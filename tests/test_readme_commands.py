@@ -1,8 +1,9 @@
 """Every command line the README and docs/ show must parse as printed, in the current spellings.
 
 `emca train` / `emca eval` (and their aliases `train.py` / `eval.py`) compose their configs (nothing is
-trained); `emca infer` / `emca demo` parse their options; every flag given to a file tool (`emca data ...`,
-`emca export`, ...) must be one its `--help` lists. A doc whose commands drift from the code fails here.
+trained); `emca infer` / `emca demo` / `emca animate` parse their options; every flag given to a file tool
+(`emca data ...`, `emca export`, ...) must be one its `--help` lists. A doc whose commands drift from the code
+fails here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from emca.animate import parse_options as parse_animate_options
 from emca.cli import RENAMED, check_spellings
 from emca.commands import COMMANDS
 from emca.commands import main as emca_main
@@ -106,6 +108,8 @@ def test_doc_command_parses(document: str, name: str, arguments: list[str], caps
         parse_infer_options(arguments)
     elif name == "demo":
         parse_demo_options(arguments)
+    elif name == "animate":
+        parse_animate_options(arguments)
     else:
         known = flags_of(name, arguments, capsys)
         unknown = [word for word in arguments if word.startswith("--") and word.split("=")[0] not in known]
