@@ -25,7 +25,7 @@ from emca.data.batch import collate_pairs
 from emca.data.dataset import DatasetLayout
 from emca.errors import CheckpointError, ConfigError, DataError
 from emca.io import atomic_save_image
-from emca.metrics.definitions import COPY_SOURCE_SUFFIX, FIDSpec, MetricSpec, ReferenceStatistics
+from emca.metrics.definitions import COPY_SOURCE_SUFFIX, GROUND_TRUTH_SUFFIX, FIDSpec, MetricSpec, ReferenceStatistics
 from emca.metrics.fid import FeatureStatistics, cached_statistics
 from emca.metrics.images import (
     DEFAULT_NAME_PATTERN,
@@ -191,7 +191,7 @@ def folder_reference_statistics(
     return statistics
 
 
-def add_copy_source_baseline(
+def add_baselines(
     result: ScoreResult,
     pairs: ScoringPairs,
     pair_names: list[tuple[str, str]],
@@ -201,19 +201,27 @@ def add_copy_source_baseline(
     batch_size: int,
     num_workers: int,
 ) -> None:
-    """Score each pair's source image as if it were the generated one, under the same protocol, and put each
-    per-pair metric's ``<name>_copy_source`` right after it (FID's baseline comes from :func:`score`): the
-    floor a model has to beat, since a figure alone says little (an untrained model's mask-SSIM is high)."""
+    """Put beside each per-pair metric ``<name>_copy_source``: each pair's source image scored as if it were the
+    generated one (FID's baseline comes from :func:`score`), the floor a model has to beat, since a figure alone
+    says little (an untrained model's mask-SSIM is high); and beside a metric whose value on the real targets is
+    informative (pose accuracy) ``<name>_ground_truth``, the real target scored as if generated: the ceiling."""
     per_pair = [spec for spec in specs if not spec.set_level]
-    if not per_pair or pairs.sources is None:
-        return
-    copies = ScoringPairs(pairs.sources, pairs.reference, pairs.target_keypoints, pairs.height, pairs.width)
-    baseline = score(copies, pair_names, per_pair, models, None, device, batch_size, num_workers).summary
+    baselines: dict[str, dict[str, float]] = {}
+    if per_pair and pairs.sources is not None:
+        copies = ScoringPairs(pairs.sources, pairs.reference, pairs.target_keypoints, pairs.height, pairs.width)
+        found = score(copies, pair_names, per_pair, models, None, device, batch_size, num_workers).summary
+        baselines[COPY_SOURCE_SUFFIX] = found
+    ceilings = [spec for spec in per_pair if spec.ceiling]
+    if ceilings:
+        truths = ScoringPairs(pairs.reference, pairs.reference, pairs.target_keypoints, pairs.height, pairs.width)
+        found = score(truths, pair_names, ceilings, models, None, device, batch_size, num_workers).summary
+        baselines[GROUND_TRUTH_SUFFIX] = found
     summary = {}
     for name, value in result.summary.items():
         summary[name] = value
-        if name in baseline:
-            summary[name + COPY_SOURCE_SUFFIX] = baseline[name]
+        for suffix, baseline in baselines.items():
+            if name in baseline:
+                summary[name + suffix] = baseline[name]
     result.summary = summary
 
 
@@ -330,10 +338,7 @@ def evaluate(cfg: DictConfig | Mapping[str, Any], generator: Generator | None = 
     )
     result = score(pairs, dataset.pairs, protocol.metrics, models, reference, device, batch_size, num_workers)
     result.skipped.update(skipped)
-    if copy_source:
-        add_copy_source_baseline(
-            result, pairs, dataset.pairs, protocol.metrics, models, device, batch_size, num_workers
-        )
+    add_baselines(result, pairs, dataset.pairs, protocol.metrics, models, device, batch_size, num_workers)
 
     context = {
         "protocol": protocol.name,

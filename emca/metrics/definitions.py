@@ -10,20 +10,25 @@ which is which; a new metric is a class here and a ``type`` name in :data:`METRI
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from emca import weights
+from emca.errors import EmcaError, WeightsError
 from emca.metrics.fid import FeatureStatistics, frechet_distance, inception_score
 from emca.metrics.inception import BACKBONE_RESIZE, InceptionBackbone, load_inception
 from emca.metrics.lpips import load_lpips, lpips_distance
+from emca.metrics.pckh import pckh
 from emca.metrics.psnr import peak_signal_noise_ratio
 from emca.metrics.ssim import SSIMWindow, generated_range, structural_similarity
+from emca.pose.motion import from_keypoints
 
 GENERATED_RANGE = "generated"
 COPY_SOURCE_SUFFIX = "_copy_source"
@@ -46,6 +51,7 @@ class MetricSpec:
 
     maskable: ClassVar[bool] = False  # may score the images masked by the target person (``mask: true``)
     set_level: ClassVar[bool] = False  # scored from the whole set (:class:`SetMetric`), not per image
+    ceiling: ClassVar[bool] = False  # its value on the real targets means something: reported, as the ceiling
 
     name: str
     mask: bool = False
@@ -89,8 +95,11 @@ class MetricSpec:
             "on_missing_weights=skip skips it instead of stopping."
         )
 
-    def per_image(self, generated: Tensor, reference: Tensor, model: nn.Module | None) -> Tensor:
-        """uint8 (B, 3, H, W) generated and reference images (masked and padded as the metric asks) -> (B,)."""
+    def per_image(
+        self, generated: Tensor, reference: Tensor, model: nn.Module | None, target_keypoints: Tensor
+    ) -> Tensor:
+        """uint8 (B, 3, H, W) generated and reference images (masked and padded as the metric asks) and the
+        targets' keypoints (B, 18, 2) (row, col; -1 missing) -> (B,); NaN for a pair the metric cannot score."""
         raise NotImplementedError
 
 
@@ -114,7 +123,9 @@ class SSIMSpec(MetricSpec):
         padding = f"; {self.white_padding} px white left and right" if self.white_padding else ""
         return f"{shape} window, {covariance} covariance, data_range {data_range}{padding}"
 
-    def per_image(self, generated: Tensor, reference: Tensor, model: nn.Module | None) -> Tensor:
+    def per_image(
+        self, generated: Tensor, reference: Tensor, model: nn.Module | None, target_keypoints: Tensor
+    ) -> Tensor:
         data_range = generated_range(generated) if self.data_range == GENERATED_RANGE else float(self.data_range)
         return structural_similarity(generated, reference, data_range, self.window)
 
@@ -126,7 +137,9 @@ class PSNRSpec(MetricSpec):
     def _describe_own(self) -> str:
         return f"data_range {self.data_range} (0..255 scale)"
 
-    def per_image(self, generated: Tensor, reference: Tensor, model: nn.Module | None) -> Tensor:
+    def per_image(
+        self, generated: Tensor, reference: Tensor, model: nn.Module | None, target_keypoints: Tensor
+    ) -> Tensor:
         return peak_signal_noise_ratio(generated, reference, self.data_range)
 
 
@@ -137,7 +150,9 @@ class L1Spec(MetricSpec):
     def _describe_own(self) -> str:
         return "mean |generated - reference| with images in [-1, 1]"
 
-    def per_image(self, generated: Tensor, reference: Tensor, model: nn.Module | None) -> Tensor:
+    def per_image(
+        self, generated: Tensor, reference: Tensor, model: nn.Module | None, target_keypoints: Tensor
+    ) -> Tensor:
         return (generated.double() - reference.double()).abs().mean(dim=(1, 2, 3)) / 127.5  # uint8 -> [-1, 1] units
 
 
@@ -157,8 +172,99 @@ class LPIPSSpec(MetricSpec):
     ) -> nn.Module:
         return load_lpips(self.net, self.version, weights_dir, device, self.disable_hint())
 
-    def per_image(self, generated: Tensor, reference: Tensor, model: nn.Module | None) -> Tensor:
+    def per_image(
+        self, generated: Tensor, reference: Tensor, model: nn.Module | None, target_keypoints: Tensor
+    ) -> Tensor:
         return lpips_distance(model, generated, reference)
+
+
+@dataclass(frozen=True)
+class PoseAccuracySpec(MetricSpec):
+    """Pose accuracy of the generated image: MediaPipe Pose re-detects its joints on the image enlarged by the
+    smallest whole factor that makes it ``detector_height`` px tall (nearest), and they are compared with the
+    target keypoints. Its value on the real targets is reported as the ceiling (``<name>_ground_truth``): the
+    detector's own accuracy on real people of this size."""
+
+    ceiling: ClassVar[bool] = True
+
+    alpha: float = 0.5
+    min_visibility: float = 0.5
+    detector_height: int = 256
+
+    def model_key(self) -> tuple | None:
+        return ("mediapipe", self.min_visibility, self.detector_height)
+
+    def load_model(
+        self, weights_dir: str | Path | None, device: torch.device | str, trusted_sha256: str | None
+    ) -> nn.Module:
+        return PoseDetector(self.min_visibility, self.detector_height, self.disable_hint())
+
+
+@dataclass(frozen=True)
+class PCKhSpec(PoseAccuracySpec):
+    def _describe_own(self) -> str:
+        return (
+            f"PCKh@{self.alpha}: target joints whose MediaPipe re-detection in the generated image (enlarged to >= "
+            f"{self.detector_height} px) lies within {self.alpha} head sizes; an image with nobody found scores 0"
+        )
+
+    def per_image(
+        self, generated: Tensor, reference: Tensor, model: nn.Module | None, target_keypoints: Tensor
+    ) -> Tensor:
+        detected = model(generated)
+        targets = from_keypoints(target_keypoints.numpy())
+        scores = [pckh(found[None], expected[None], self.alpha).score for found, expected in zip(detected, targets)]
+        return torch.tensor(scores, dtype=torch.float64)
+
+
+@dataclass(frozen=True)
+class PoseDetectedSpec(PoseAccuracySpec):
+    def _describe_own(self) -> str:
+        return (
+            f"the fraction of generated images (enlarged to >= {self.detector_height} px) where MediaPipe finds "
+            "a person"
+        )
+
+    def per_image(
+        self, generated: Tensor, reference: Tensor, model: nn.Module | None, target_keypoints: Tensor
+    ) -> Tensor:
+        return torch.tensor([float(not np.isnan(found).all()) for found in model(generated)], dtype=torch.float64)
+
+
+class PoseDetector(nn.Module):
+    """MediaPipe Pose on uint8 (B, 3, H, W) images -> joints (B, 18, 2) float in the images' pixels, NaN missing
+    (all NaN where nobody is found). The last batch's result is kept under a hash of its pixels, so the metrics
+    of one detector that see the same images (PCKh and the detection rate) run it once."""
+
+    def __init__(self, min_visibility: float, detector_height: int, disable_hint: str) -> None:
+        super().__init__()
+        try:
+            from emca.pose.extract import PoseExtractor
+
+            self.extractor = PoseExtractor(min_visibility)
+        except EmcaError as err:
+            raise WeightsError(f"Pose accuracy needs MediaPipe Pose: {err} {disable_hint}") from err
+        self.detector_height = detector_height
+        self.weight_file = {
+            "detector": "MediaPipe Pose (model_complexity 1, the mediapipe wheel's own model)",
+            "detector_input": f"each image enlarged (nearest) to >= {detector_height} px tall",
+        }
+        self._last: tuple[tuple, np.ndarray] | None = None
+
+    def forward(self, images: Tensor) -> np.ndarray:
+        key = (tuple(images.shape), hashlib.blake2b(images.cpu().numpy().tobytes(), digest_size=16).digest())
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        factor = max(1, -(-self.detector_height // images.shape[2]))
+        found = np.full((images.shape[0], 18, 2), np.nan)
+        for index, image in enumerate(images.permute(0, 2, 3, 1).cpu().numpy()):
+            try:
+                keypoints = self.extractor(image.repeat(factor, axis=0).repeat(factor, axis=1))
+            except EmcaError:  # nobody, or several faces
+                continue
+            found[index] = (from_keypoints(keypoints) + 0.5) / factor - 0.5  # pixel centres, enlarged -> image
+        self._last = (key, found)
+        return found
 
 
 @dataclass
@@ -299,6 +405,8 @@ METRIC_TYPES: dict[str, type[MetricSpec]] = {
     "psnr": PSNRSpec,
     "l1": L1Spec,
     "lpips": LPIPSSpec,
+    "pckh": PCKhSpec,
+    "pose_detected": PoseDetectedSpec,
     "fid": FIDSpec,
     "inception_score": InceptionScoreSpec,
 }

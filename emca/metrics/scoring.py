@@ -220,7 +220,7 @@ def score(
                 images = _prepare(spec, generated, masks)
                 model = models.get(spec.name)
                 if not spec.set_level:
-                    value = spec.per_image(images, _prepare(spec, reference, masks), model)
+                    value = spec.per_image(images, _prepare(spec, reference, masks), model, batch["target_keypoints"])
                     outputs[spec.name].append(value.cpu())
                     continue
                 key = (spec.model_key(), spec.mask, spec.point_radius, spec.closing_size)
@@ -244,7 +244,8 @@ def score(
         values = torch.cat(outputs[spec.name])
         if not spec.set_level:
             table[spec.name] = values.numpy()
-            summary[spec.name] = float(values.numpy().mean())
+            scored = values.numpy()[~np.isnan(values.numpy())]  # NaN: a pair the metric cannot score (no head)
+            summary[spec.name] = float(scored.mean()) if len(scored) else float("nan")
             # a network-based metric names the weight files it was built from (and so where they were found)
             details[spec.name] = {**spec.settings(), **getattr(models.get(spec.name), "weight_file", {})}
             continue
