@@ -22,7 +22,7 @@ from pathlib import Path
 from emca.cli import renamed_flag, run_command
 from emca.data.annotations import read_annotations, write_pairs
 from emca.data.dataset import PRESETS, make_layout, validate_split
-from emca.data.prepare import KEYPOINT_FRAMES
+from emca.data.prepare import KEYPOINT_FRAMES, OUTPUT_SIZES
 from emca.data.synthetic import (
     DEFAULT_HEIGHT,
     DEFAULT_NUM_TEST_IDENTITIES,
@@ -41,14 +41,18 @@ where the files come from (data/README.md says more):
                 bounding_box_test/ to train/ and test/. market-pairs-{train,test}.csv and
                 market-annotation-{train,test}.csv are distributed by PATN (Pose-Transfer's README).
   DeepFashion   the In-shop Clothes Retrieval release (CUHK MMLab); the images need a password that the
-                dataset's maintainers send on request. fasion-resize-pairs-{train,test}.csv and
-                fasion-resize-annotation-{train,test}.csv (spelled "fasion") are distributed by PATN, whose
-                tool/generate_fashion_datasets.py puts the images into train/ and test/ under flattened
-                names such as fashionMENDenimid0000008001_1front.jpg.
-  The DPTN / CFLD layout (fashion-resize-*, train.lst, MEN/ WOMEN/) and the GFLA / PIDM one
-  (train_pairs.txt, pose/) are not read yet.
+                dataset's maintainers send on request. Two preprocessed releases are in use, told apart by
+                what RAW holds:
+    PATN        fasion-resize-pairs-{train,test}.csv and fasion-resize-annotation-{train,test}.csv
+                (spelled "fasion"), distributed by PATN, whose tool/generate_fashion_datasets.py puts the
+                256x256 images into train/ and test/ under flattened names such as
+                fashionMENDenimid0000008001_1front.jpg. Output: 256x176 (the central crop).
+    DPTN / CFLD fashion-resize-pairs-{train,test}.csv, fashion-resize-annotation-{train,test}.csv (256x176
+                frame), train.lst and test.lst, and the img_highres MEN/ and WOMEN/ trees (in RAW, or in
+                RAW/img_highres/). Output: 256x176 or, with --size 512x352, 512x352 (keypoints x2).
+  The GFLA / PIDM layout (train_pairs.txt, pose/) is not read yet.
 
-RAW must hold:
+RAW must hold (Market-1501, and DeepFashion's PATN release):
   RAW/train/*.jpg  RAW/test/*.jpg                 256x256 DeepFashion or 128x64 Market-1501 images
   RAW/fasion-resize-annotation-{train,test}.csv   DeepFashion (market-annotation-* for Market-1501)
   RAW/fasion-resize-pairs-{train,test}.csv        DeepFashion (market-pairs-* for Market-1501)
@@ -56,10 +60,10 @@ RAW must hold:
 A folder already at 256x176 with these files needs no prepare: check it with
 `emca data validate FOLDER --preset deepfashion` and train on it with data.root=FOLDER.
 
-prepare prints the keypoint frame it used and why, the joints that fell outside the crop, the images
-written, and each split's pair count against the published one (DeepFashion 101,966 / 8,570; Market-1501
-263,632 / 12,000). Then: emca data validate OUT --preset deepfashion, and
-emca train experiment=xinggan_deepfashion data.root=OUT.
+prepare prints the release and keypoint frame it used and why, the joints that fell outside the crop, the
+images written, and each split's pair count against the published one (DeepFashion 101,966 / 8,570;
+Market-1501 263,632 / 12,000). Then: emca data validate OUT --preset deepfashion (at 512x352 add
+--height 512 --width 352), and emca train experiment=xinggan_deepfashion data.root=OUT.
 """
 
 # `synthetic`'s count flags: flag, the generator's option, help; unset ones keep the generator's default
@@ -91,7 +95,9 @@ def _prepare(args: argparse.Namespace) -> None:
     from emca.data.prepare import prepare_deepfashion, prepare_market
 
     if args.dataset == "deepfashion":
-        prepare_deepfashion(args.raw, args.out, args.keypoints_frame)
+        prepare_deepfashion(args.raw, args.out, args.keypoints_frame, size=args.size)
+    elif args.size != "256x176":
+        raise ConfigError(f"--size {args.size}: Market-1501 has one size, 128x64; --size is for DeepFashion.")
     else:
         prepare_market(args.raw, args.out)
 
@@ -184,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     prepare.add_argument("dataset", choices=("deepfashion", "market"))
-    prepare.add_argument("raw", type=Path, help="folder with train/, test/ and the annotation and pairs CSVs")
+    prepare.add_argument("raw", type=Path, help="the release's folder (what it must hold: below)")
     prepare.add_argument("out", type=Path)
     prepare.add_argument(
         "--keypoints-frame",
@@ -192,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="DeepFashion: the frame of the annotation's keypoints (default auto: read from the files, a joint "
         "beyond x = 175 means 256x256); PATN's and DPTN's CSVs are in the 256x176 frame",
+    )
+    prepare.add_argument(
+        "--size",
+        choices=tuple(OUTPUT_SIZES),
+        default="256x176",
+        help="DeepFashion: the output size (512x352 from the DPTN / CFLD release's high-resolution images)",
     )
     renamed_flag(prepare, "--keypoints-cropped", "--keypoints-frame 256x176")
     prepare.set_defaults(run=_prepare)

@@ -1,5 +1,9 @@
 """Convert raw DeepFashion / Market-1501 releases into the training layout of ``emca.data.dataset``.
 
+DeepFashion comes in two releases, told apart by what the folder holds: the DPTN / CFLD one (high-resolution
+images, ``train.lst``, ``fashion-resize-*``; :mod:`emca.data.deepfashion_highres`, 256x176 or 512x352) and the
+PATN one below (256x256 images, 256x176 only).
+
 Expected raw layout (the file names of the PATN / Pose-Transfer release, as in the presets)::
 
     RAW/train/*.jpg   RAW/test/*.jpg                   the images of each split
@@ -30,6 +34,7 @@ from tqdm import tqdm
 
 from emca.data.annotations import read_annotations, read_pairs, write_annotations, write_pairs
 from emca.data.dataset import PRESETS, DatasetLayout, validate_split
+from emca.data.deepfashion_highres import OUTPUT_SIZES, missing_files, prepare_highres
 from emca.data.keypoints import MISSING, visible
 from emca.errors import DataError
 from emca.io import atomic_open, atomic_save_image
@@ -124,8 +129,9 @@ def check_raw_release(dataset: str, raw_root: Path) -> None:
                 continue
             near = difflib.get_close_matches(needed.name, present, n=1, cutoff=0.8)
             hint = (
-                f" It holds '{near[0]}', a near miss: that is the DPTN / CFLD spelling, whose layout emca does not "
-                f"read yet; if the file is in PATN's format, rename it to '{needed.name}'."
+                f" It holds '{near[0]}', a near miss: that is the DPTN / CFLD release's spelling, which emca reads "
+                "when the folder also holds that release's other files (see below); if the file is in PATN's "
+                f"format, rename it to '{needed.name}'."
                 if near
                 else " `emca data prepare --help` lists what the folder must hold and where the files come from."
             )
@@ -183,13 +189,35 @@ def prepare_deepfashion(
     out_root: str | os.PathLike,
     keypoints_frame_given: str = "auto",
     progress: bool = True,
+    size: str = "256x176",
 ) -> dict[str, int]:
-    """Crop a 256x256 DeepFashion release to 256x176 under ``out_root``; returns pairs per split.
-    ``keypoints_frame_given``: "auto" (read from the annotation), "256x256" or "256x176"."""
+    """Convert a DeepFashion release under ``out_root``, at ``size`` (256x176 or 512x352, the latter from the
+    DPTN / CFLD release's high-resolution images only); returns pairs per split. The release is told from what the
+    folder holds. ``keypoints_frame_given`` (PATN release): "auto" (read from the annotation), "256x256" or
+    "256x176"."""
     raw_root = Path(raw_root)
-    check_raw_release("deepfashion", raw_root)
-    if keypoints_frame_given not in KEYPOINT_FRAMES:
-        raise DataError(f"--keypoints-frame {keypoints_frame_given}: expected one of {', '.join(KEYPOINT_FRAMES)}.")
+    assert size in OUTPUT_SIZES and keypoints_frame_given in KEYPOINT_FRAMES, (size, keypoints_frame_given)
+    highres_missing = missing_files(raw_root)
+    if not highres_missing:
+        if keypoints_frame_given == "256x256":
+            raise DataError(
+                f"'{raw_root}' is the DPTN / CFLD release, whose keypoints are in the 256x176 frame; "
+                "--keypoints-frame 256x256 does not apply to it."
+            )
+        print("deepfashion: the DPTN / CFLD release (fashion-resize-*.csv, train.lst / test.lst, img_highres trees).")
+        return prepare_highres(raw_root, Path(out_root), size, progress)
+    try:
+        check_raw_release("deepfashion", raw_root)
+    except DataError as err:
+        raise DataError(
+            f"{err} As the DPTN / CFLD release (the other one in use) it lacks: {'; '.join(highres_missing)}."
+        ) from err
+    if size != "256x176":
+        raise DataError(
+            f"--size {size} needs the high-resolution images of the DPTN / CFLD release; '{raw_root}' is the PATN "
+            f"release (256x256 images), which gives 256x176 only. The other release lacks here: "
+            f"{'; '.join(highres_missing)}."
+        )
     frame, reason = keypoints_frame_given, "as stated with --keypoints-frame"
     if frame == "auto":
         layout = PRESETS["deepfashion"]
