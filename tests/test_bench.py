@@ -96,3 +96,13 @@ def test_lightning_overhead_runs_both_loops_in_the_configs_precision_and_layout(
     assert result["precision"] == precision
     assert len(result["rounds"]["lightning"]) == len(result["rounds"]["bare"]) == 2
     assert result["overhead"] == pytest.approx(result["lightning_s"] / result["bare_s"] - 1)
+
+
+def test_generator_benchmark_runs_the_preset_at_the_size_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    arguments = ["generator", "--experiment", "xinggan_market", "--batch", "1", "--backends", "chunked"]
+    main([*arguments, "--size", "32x16", "--repetitions", "1", "--device", "cpu"])
+    printed = capsys.readouterr().out
+    assert "xinggan_market generator, chunked, batch 1 at 32x16, cpu" in printed and "peak" in printed
+    with pytest.raises(SystemExit):
+        main([*arguments, "--size", "30x16"])
+    assert "--size 30x16: expected HEIGHTxWIDTH with both divisible by 4" in capsys.readouterr().err

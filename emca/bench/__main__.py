@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     generator = sub.add_parser("generator", help="forward+backward time and activation memory of a full generator")
     generator.add_argument("--experiment", default="xinggan_market", help="conf/experiment preset (model and size)")
     generator.add_argument("--batch", type=int, default=4)
+    generator.add_argument("--size", default=None, help="HEIGHTxWIDTH overriding the preset's image size, e.g. 512x352")
     generator.add_argument("--backends", default="reference,chunked", help="subset of reference,sdpa,chunked,fused")
     generator.add_argument("--repetitions", type=int, default=3)
     generator.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")

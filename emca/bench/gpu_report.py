@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 import time
@@ -215,7 +216,13 @@ def run_generator_benchmark(args: Any) -> None:
     """``emca bench generator``: the full generator of a preset, forward+backward, per backend."""
     map_large_blocks()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    base = compose_train([f"experiment={args.experiment}"])
+    size = []
+    if args.size:
+        match = re.fullmatch(r"(\d+)x(\d+)", args.size)
+        if match is None or int(match.group(1)) % 4 or int(match.group(2)) % 4:
+            raise ConfigError(f"--size {args.size}: expected HEIGHTxWIDTH with both divisible by 4, e.g. 512x352.")
+        size = [f"data.height={match.group(1)}", f"data.width={match.group(2)}"]
+    base = compose_train([f"experiment={args.experiment}", *size])
     for backend in [name.strip() for name in args.backends.split(",") if name.strip()]:
         if backend not in BACKENDS:
             raise ConfigError(f"--backends: {backend!r} is not one of {list(BACKENDS)}.")
