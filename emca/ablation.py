@@ -30,9 +30,13 @@ from emca.run_summary import SUMMARY_FILE
 # table column -> (where it comes from, which direction is better)
 METRICS = {
     "SSIM": ("val/ssim", "higher"),
+    "mask-SSIM": ("mask_ssim", "higher"),
     "L1": ("val/l1", "lower"),
+    "PSNR": ("psnr", "higher"),
     "LPIPS": ("lpips", "lower"),
     "FID": ("fid", "lower"),
+    "PCKh": ("pckh", "higher"),
+    "person found": ("pose_detected", "higher"),
 }
 # the sweep's variants in reading order (conf/ablation/); others follow in order of appearance
 VARIANT_ORDER = ("baseline", "multi_scale", "enhanced_attention", "dense_fusion", "full")

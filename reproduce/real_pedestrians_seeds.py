@@ -1,0 +1,112 @@
+"""XingGAN against XingGAN++ on real pedestrians over seeds: the reduced models of ``reproduce/real_pedestrians.py``
+(1,200 iterations at batch 8 on the 25 training identities of ``vtest.avi``, 128x64), each trained with several
+seeds, scored on the 310 test pairs (SSIM, mask-SSIM, L1, PSNR, FID against the training set, PCKh), with
+parameters, FLOPs per image and CPU seconds per iteration; mean and spread per model.
+
+    python reproduce/real_pedestrians_seeds.py --data outputs/real_pedestrians/vtest --runs outputs/seeds \\
+        --seeds 0 1 2 --out docs/results
+
+A run already finished (its ``train.log`` ends with "training finished") is not trained again, and a run already
+scored is not scored again. Training uses one thread per run (run two at a time on two cores with ``--models``).
+Writes ``xingganpp_real_seeds.md`` (the table), ``.png`` (bars with the seeds' standard deviation) and ``.csv``
+(one row per run) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from emca.ablation import bar_chart, markdown_table, summarise
+from emca.checkpoint import load_generator
+from emca.io import atomic_write_text
+
+MODELS = {"xinggan_small": "XingGAN (reduced)", "xingganpp_small": "XingGAN++ (reduced)"}
+METRICS = "[ssim,mask_ssim,l1,psnr,fid,pckh,pose_detected]"
+ITERATIONS, CONSTANT = 1200, 900  # real_pedestrians.py's budget: 900 constant + 300 decaying
+FINISHED = "training finished"
+
+
+def emca(*arguments: str, threads: int | None = None) -> None:
+    environment = None if threads is None else {**__import__("os").environ, "OMP_NUM_THREADS": str(threads)}
+    subprocess.run([sys.executable, "-m", "emca", *arguments], check=True, env=environment)
+
+
+def train(run: Path, model: str, seed: int, data: Path) -> None:
+    log = run / "train.log"
+    if log.is_file() and FINISHED in log.read_text():
+        return
+    emca("train", f"hydra.run.dir={run}", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+         f"model={model}", "data=market", f"data.root={data}", "data.batch_size=8", "data.num_workers=0",
+         "data.pin_memory=false", "data.val_subset=64", f"model.optim.constant_iterations={CONSTANT}",
+         f"model.optim.decay_iterations={ITERATIONS - CONSTANT}", "trainer.check_val_every_n_epoch=5",
+         f"seed={seed}", "threads=1", threads=1)  # fmt: skip
+
+
+def score(run: Path) -> dict[str, float]:
+    report = run / "eval" / "metrics.json"
+    if not report.is_file():
+        emca("eval", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", f"metrics={METRICS}", f"out={run / 'eval'}")
+    return json.loads(report.read_text())["metrics"]
+
+
+def seconds_per_iteration(run: Path) -> float:
+    """The last progress line's s/iteration (the run's mean since its first iteration)."""
+    speeds = re.findall(r"([0-9.]+) s/iteration", (run / "train.log").read_text())
+    return float(speeds[-1])
+
+
+def size_and_flops(run: Path) -> tuple[int, int]:
+    generator, hyper = load_generator(run / "checkpoints" / "last.ckpt")
+    height, width = hyper["data"]["height"], hyper["data"]["width"]
+    inputs = (torch.zeros(1, 3, height, width), torch.zeros(1, 18, height, width), torch.zeros(1, 18, height, width))
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        generator(*inputs)
+    return sum(p.numel() for p in generator.parameters()), counter.get_total_flops()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="the dataset built from vtest.avi")
+    parser.add_argument("--runs", type=Path, default=Path("outputs/seeds"))
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=None, help="where the table goes (default: only train)")
+    args = parser.parse_args()
+    for model in args.models:
+        for seed in args.seeds:
+            train(args.runs / f"{model}_s{seed}", model, seed, args.data)
+    if args.out is None:
+        return
+    rows = []
+    for model in MODELS:
+        for seed in args.seeds:
+            run = args.runs / f"{model}_s{seed}"
+            metrics = score(run)
+            parameters, flops = size_and_flops(run)
+            rows.append({
+                "variant": MODELS[model], "seed": seed, "SSIM": metrics["ssim"], "mask-SSIM": metrics["mask_ssim"],
+                "L1": metrics["l1"], "PSNR": metrics["psnr"], "FID": metrics.get("fid"), "PCKh": metrics["pckh"],
+                "person found": metrics["pose_detected"], "parameters": parameters, "GFLOP": flops / 1e9,
+                "step_seconds": seconds_per_iteration(run), "iterations": ITERATIONS, "run_dir": str(run),
+            })  # fmt: skip
+    runs = pd.DataFrame(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "xingganpp_real_seeds.csv", runs.to_csv(index=False))
+    summary = summarise(runs)
+    atomic_write_text(args.out / "xingganpp_real_seeds_table.md", markdown_table(summary))
+    bar_chart(summary, args.out / "xingganpp_real_seeds.png")
+    print(markdown_table(summary))
+    print(runs.groupby("variant")[["GFLOP"]].mean())
+
+
+if __name__ == "__main__":
+    main()
