@@ -8,8 +8,8 @@ parameters, FLOPs per image and CPU seconds per iteration; mean and spread per m
 
 A run already finished (its ``train.log`` ends with "training finished") is not trained again, and a run already
 scored is not scored again. Training uses one thread per run (run two at a time on two cores with ``--models``).
-Writes ``xingganpp_real_seeds.md`` (the table), ``.png`` (bars with the seeds' standard deviation) and ``.csv``
-(one row per run) into ``--out``.
+Prints the table (mean and standard deviation per model, as ``emca ablation`` writes it) and writes
+``xingganpp_real_seeds.png`` (bars with the seeds' standard deviation) and ``.csv`` (one row per run) into ``--out``.
 """
 
 from __future__ import annotations
@@ -102,7 +102,6 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "xingganpp_real_seeds.csv", runs.to_csv(index=False))
     summary = summarise(runs)
-    atomic_write_text(args.out / "xingganpp_real_seeds_table.md", markdown_table(summary))
     bar_chart(summary, args.out / "xingganpp_real_seeds.png")
     print(markdown_table(summary))
     print(runs.groupby("variant")[["GFLOP"]].mean())
