@@ -58,7 +58,7 @@ from emca.pose.motion import (
     normalise_motion,
     to_keypoints,
 )
-from emca.visualize import VIEWABLE_HEIGHT
+from emca.visualize import VIEWABLE_HEIGHT, enlarged
 
 FRAMES_PER_BATCH = 16
 # a real driving video that Debian's opencv-doc package ships (pedestrians, 795 frames, 10 fps): the demo's example
@@ -106,10 +106,9 @@ def side_path(out: Path, name: str, suffix: str | None = None) -> Path:
 
 
 def viewable(image: np.ndarray, height: int) -> np.ndarray:
-    """``image`` scaled up by the whole factor that makes it at least ``height`` tall (nearest), sides made even
+    """``image`` as :func:`emca.visualize.enlarged` shows it (at least ``height`` tall, nearest), sides made even
     for the encoder."""
-    factor = max(1, -(-height // image.shape[0]))
-    big = image.repeat(factor, axis=0).repeat(factor, axis=1)
+    big = np.asarray(enlarged(Image.fromarray(image), height=height))
     return big[: big.shape[0] // 2 * 2, : big.shape[1] // 2 * 2]
 
 
@@ -256,20 +255,7 @@ def animate(options: AnimateOptions, detectors: Detectors = DETECTORS) -> dict[s
     started = time.perf_counter()
     out, driving_path = Path(options.out), Path(options.driving)
     info = probe(driving_path)  # an unreadable video stops here, before any work or output
-    transfer = Transfer(
-        InferOptions(
-            ckpt=options.ckpt,
-            adapter=options.adapter,
-            adapter_scale=options.adapter_scale,
-            source=options.source,
-            source_pose=options.source_pose,
-            framing=options.framing,
-            device=options.device,
-            min_visibility=options.min_visibility,
-            max_parameters=options.max_parameters,
-            max_activation_gib=options.max_activation_gib,
-        )
-    )
+    transfer = Transfer(InferOptions.for_transfer(options, source=options.source, source_pose=options.source_pose))
     image, source = transfer.framed_source(Path(options.source), source_keypoints(transfer.options))
     driving = driving_motion(options, info, source, transfer.size, detectors)
     pipeline = transfer.pipeline

@@ -199,17 +199,7 @@ class PoseTransferDemo:
 
     def __init__(self, options: DemoOptions) -> None:
         self.options = options
-        self.transfer = Transfer(
-            InferOptions(
-                ckpt=options.ckpt,
-                adapter=options.adapter,
-                framing=options.framing,
-                device=options.device,
-                min_visibility=options.min_visibility,
-                max_parameters=options.max_parameters,
-                max_activation_gib=options.max_activation_gib,
-            )
-        )
+        self.transfer = Transfer(InferOptions.for_transfer(options))
         self.device = self.transfer.pipeline.device
         self.size = self.transfer.size
         self.dataset, self.dataset_note = read_dataset_images(

@@ -79,6 +79,19 @@ class InferOptions:
     max_parameters: int = bounded(LoadLimits.max_parameters, minimum=1)
     max_activation_gib: float = bounded(LoadLimits.max_activation_gib, exclusive_minimum=0)
 
+    @classmethod
+    def for_transfer(cls, options: Any, **given: Any) -> InferOptions:
+        """The options of another command (``emca demo``'s, ``emca animate``'s) that load and frame the model,
+        as a :class:`Transfer` takes them; ``given`` sets the rest (the source photo and its keypoints)."""
+        shared = {name: getattr(options, name) for name in TRANSFER_FIELDS if hasattr(options, name)}
+        return cls(**shared, **given)
+
+
+# the options of loading the model and framing photos, which emca infer, emca demo and emca animate share
+TRANSFER_FIELDS = (
+    "ckpt", "adapter", "adapter_scale", "framing", "device", "min_visibility", "max_parameters", "max_activation_gib",
+)  # fmt: skip
+
 
 @dataclass
 class Pose:
