@@ -70,6 +70,3 @@ def _first(value: Any, count: int) -> Any:
 def collate_pairs(items: Sequence[dict[str, Any]]) -> PoseTransferBatch:
     """Dataset items (dicts with the fields of :class:`PoseTransferBatch`) -> one batch."""
     return PoseTransferBatch(**default_collate(list(items)))
-
-
-

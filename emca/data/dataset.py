@@ -28,8 +28,8 @@ from tqdm import tqdm
 
 from emca.data.annotations import read_annotations, read_pairs
 from emca.data.batch import IMAGE_CHANNELS
-from emca.data.photo import ImageFailure, read_image
 from emca.data.keypoints import DEFAULT_SIGMA, JOINT_NAMES, NUM_JOINTS, flip_keypoints, pose_heatmaps, visible
+from emca.data.photo import ImageFailure, read_image
 from emca.errors import DataError
 
 SubsetMode = Literal["first", "even"]

@@ -15,7 +15,7 @@ JOINT_NAMES: tuple[str, ...] = (
     "nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow",
     "left_wrist", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle",
     "right_eye", "left_eye", "right_ear", "left_ear",
-)
+)  # fmt: skip
 NUM_JOINTS = len(JOINT_NAMES)
 MISSING = -1
 
@@ -36,7 +36,7 @@ FLIP_PERMUTATION: tuple[int, ...] = _flip_permutation()
 LIMBS: tuple[tuple[int, int], ...] = (
     (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12),
     (12, 13), (1, 0), (0, 15), (15, 17), (0, 14), (14, 16),
-)
+)  # fmt: skip
 
 # the PATN pairs rule drops images missing either hip or either shoulder
 REQUIRED_FOR_PAIRS: tuple[int, ...] = (2, 5, 8, 11)

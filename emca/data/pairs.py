@@ -32,7 +32,9 @@ _MARKET_DISTRACTORS = ("0000", "-1")
 
 def _deepfashion_id(name: str) -> str:
     if "_" not in name:
-        raise DataError(f"Image name '{name}' has no '_'; the deepfashion rule takes the person id before the last '_'.")
+        raise DataError(
+            f"Image name '{name}' has no '_'; the deepfashion rule takes the person id before the last '_'."
+        )
     return name.rsplit("_", 1)[0]
 
 
@@ -56,7 +58,7 @@ def person_id_rule(rule: str) -> PersonId:
     if rule == "market":
         return _market_id
     if rule.startswith("prefix:"):
-        separator = rule[len("prefix:"):]
+        separator = rule[len("prefix:") :]
         if not separator:
             raise ValueError("Person-id rule 'prefix:SEP' needs a separator after the colon, e.g. 'prefix:_'.")
 
@@ -68,7 +70,7 @@ def person_id_rule(rule: str) -> PersonId:
         return prefix_id
     if rule.startswith("regex:"):
         try:
-            pattern = re.compile(rule[len("regex:"):])
+            pattern = re.compile(rule[len("regex:") :])
         except re.error as err:
             raise ValueError(f"Person-id rule '{rule}': invalid regular expression ({err}).") from err
         if pattern.groups != 1:
@@ -96,6 +98,4 @@ def build_pairs(annotations: dict[str, np.ndarray], person_id: PersonId) -> list
         person = person_id(name)
         if person is not None:
             images_by_person[person].append(name)
-    return [
-        pair for person in sorted(images_by_person) for pair in itertools.permutations(images_by_person[person], 2)
-    ]
+    return [pair for person in sorted(images_by_person) for pair in itertools.permutations(images_by_person[person], 2)]

@@ -39,10 +39,7 @@ def _hue_wheel(count: int) -> np.ndarray:
     """``count`` fully saturated colours evenly spaced in hue (OpenPose uses 18 steps of 20 degrees)."""
     steps = max(count, NUM_JOINTS)
     return np.array(
-        [
-            [round(255 * channel) for channel in colorsys.hsv_to_rgb(i / steps, 1.0, 1.0)]
-            for i in range(count)
-        ],
+        [[round(255 * channel) for channel in colorsys.hsv_to_rgb(i / steps, 1.0, 1.0)] for i in range(count)],
         dtype=np.uint8,
     )
 
@@ -114,9 +111,7 @@ def _fill_polygon(mask: np.ndarray, vertices: np.ndarray) -> None:
         current_col, current_row = vertex_col - cols, vertex_row - rows
         on_vertex |= (np.abs(current_col) < 1e-12) & (np.abs(current_row) < 1e-12)
         with np.errstate(divide="ignore", invalid="ignore"):
-            crossing = (current_col * previous_row - previous_col * current_row) / (
-                previous_row - current_row
-            )
+            crossing = (current_col * previous_row - previous_col * current_row) / (previous_row - current_row)
         right_odd ^= ((current_row > 0) != (previous_row > 0)) & (crossing > 0)
         left_odd ^= ((current_row < 0) != (previous_row < 0)) & (crossing < 0)
         previous_col, previous_row = current_col, current_row

@@ -58,6 +58,7 @@ class SyntheticPeople:
     poses_per_identity: int = bounded(DEFAULT_POSES_PER_IDENTITY, minimum=2)  # a pair needs two images of a person
     background: str = bounded("mixed", choices=BACKGROUND_CHOICES)
 
+
 _SKIN_TONES = (
     (255, 224, 196),
     (241, 194, 160),
@@ -78,9 +79,7 @@ def _unit(vector: np.ndarray) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def _random_colour(
-    rng: np.random.Generator, saturation: tuple[float, float], value: tuple[float, float]
-) -> np.ndarray:
+def _random_colour(rng: np.random.Generator, saturation: tuple[float, float], value: tuple[float, float]) -> np.ndarray:
     hsv = (rng.random(), rng.uniform(*saturation), rng.uniform(*value))
     return 255.0 * np.array(colorsys.hsv_to_rgb(*hsv))
 
@@ -280,8 +279,7 @@ def _sample_body(rng: np.random.Generator) -> dict[str, np.ndarray]:
         shoulder = points["neck"] + side * shoulder_side * 0.115 - up * 0.015
         upper_arm = _limb_direction(side, angles["arm_abduction"][index], angles["arm_flexion"][index])
         medial = (
-            np.cos(angles["elbow_medial"][index]) * forward
-            - side * np.sin(angles["elbow_medial"][index]) * leftward
+            np.cos(angles["elbow_medial"][index]) * forward - side * np.sin(angles["elbow_medial"][index]) * leftward
         )
         forearm = _bend(upper_arm, medial, angles["elbow"][index])
         hip = side * np.array([0.075, 0.0, 0.0])
@@ -294,9 +292,7 @@ def _sample_body(rng: np.random.Generator) -> dict[str, np.ndarray]:
         points[f"{prefix}_hip"] = hip
         points[f"{prefix}_knee"] = hip + thigh * 0.245
         points[f"{prefix}_ankle"] = points[f"{prefix}_knee"] + shin * 0.235
-        points[f"{prefix}_toe"] = (
-            points[f"{prefix}_ankle"] + forward * 0.07 - up * 0.02 + side * leftward * 0.015
-        )
+        points[f"{prefix}_toe"] = points[f"{prefix}_ankle"] + forward * 0.07 - up * 0.02 + side * leftward * 0.015
         points[f"{prefix}_eye"] = head + head_forward * 0.048 + side * head_left * 0.025 + up * 0.012
         points[f"{prefix}_ear"] = head + side * head_left * 0.06 - head_forward * 0.005
     points["hair_end"] = points["neck"] - head_forward * 0.03 - up * 0.06
@@ -339,9 +335,7 @@ def _frame(
         margin = rng.uniform(0.01, 1.0 - fill - 0.01)
     scale = fill * height / (bottom - top)
     offset = np.array([width * rng.uniform(0.35, 0.65), margin * height - top * scale, 0.0])
-    framed = {
-        name: (point if name == "head_forward" else point * scale + offset) for name, point in view.items()
-    }
+    framed = {name: (point if name == "head_forward" else point * scale + offset) for name, point in view.items()}
     return framed, float(scale)
 
 
@@ -382,9 +376,7 @@ class _Painter:
         for i in range(4):
             edge = corners[i] - corners[i - 1]
             normal = np.array([-edge[1], edge[0]]) / np.linalg.norm(edge)
-            signed.append(
-                (self.cols - corners[i - 1][0]) * normal[0] + (self.rows - corners[i - 1][1]) * normal[1]
-            )
+            signed.append((self.cols - corners[i - 1][0]) * normal[0] + (self.rows - corners[i - 1][1]) * normal[1])
         inside = np.minimum.reduce(signed)
         if inside.max() < 0:  # the corners were listed clockwise
             inside = np.minimum.reduce([-s for s in signed])
@@ -397,9 +389,7 @@ class _Painter:
         shade = 0.7 + 0.3 * np.sqrt(np.clip(1.0 - (across / half_width) ** 2, 0.0, 1.0))
         self.blend(coverage, fabric.paint(along / self.scale, across / self.scale) * shade[..., None])
 
-    def head(
-        self, centre: np.ndarray, forward: np.ndarray, appearance: Appearance, eyes: list[np.ndarray]
-    ) -> None:
+    def head(self, centre: np.ndarray, forward: np.ndarray, appearance: Appearance, eyes: list[np.ndarray]) -> None:
         """A shaded sphere: skin, hair where the surface faces up or backwards, eyes when facing us."""
         radius = _HEAD_RADIUS * self.scale
         dx, dy = (self.cols - centre[0]) / radius, (self.rows - centre[1]) / radius
@@ -407,13 +397,9 @@ class _Painter:
         coverage = np.clip(radius * (1.0 - np.hypot(dx, dy)) + 0.5, 0.0, 1.0)
         facing = dx * forward[0] + dy * forward[1] + depth * forward[2]
         rising = -dy  # the view's up direction; the head stays upright
-        style_limits = {"short": (0.3, -0.35), "long": (0.3, -0.1), "buzz": (0.6, -0.6)}[
-            appearance.hair_style
-        ]
+        style_limits = {"short": (0.3, -0.35), "long": (0.3, -0.1), "buzz": (0.6, -0.6)}[appearance.hair_style]
         hair = (rising > style_limits[0]) | (facing < style_limits[1])
-        colour = (
-            np.where(hair[..., None], appearance.hair, appearance.skin) * (0.65 + 0.35 * depth)[..., None]
-        )
+        colour = np.where(hair[..., None], appearance.hair, appearance.skin) * (0.65 + 0.35 * depth)[..., None]
         self.blend(coverage, colour)
         for eye in eyes:
             if eye[2] > centre[2]:  # only eyes on the camera's side of the head
@@ -422,9 +408,7 @@ class _Painter:
                 self.blend(0.8 * np.clip(eye_radius - distance + 0.5, 0.0, 1.0), np.array([35.0, 25.0, 25.0]))
 
 
-def _render(
-    appearance: Appearance, points: dict[str, np.ndarray], scale: float, background: np.ndarray
-) -> np.ndarray:
+def _render(appearance: Appearance, points: dict[str, np.ndarray], scale: float, background: np.ndarray) -> np.ndarray:
     """Paint the person over ``background`` from framed view points (pixels); returns uint8 (H, W, 3)."""
     painter = _Painter(background, scale)
     # long hair hangs from just behind the head's centre
@@ -434,9 +418,7 @@ def _render(
     shoulder_axis = (points["right_shoulder"] + points["left_shoulder"]) / 2
     torso_depth = (hip_axis[2] + shoulder_axis[2]) / 2 / scale
 
-    def add_capsule(
-        start: str, end: str, radii: tuple[float, float], fill: Fabric | np.ndarray, depth: float
-    ) -> None:
+    def add_capsule(start: str, end: str, radii: tuple[float, float], fill: Fabric | np.ndarray, depth: float) -> None:
         parts.append((depth, lambda: painter.capsule(points[start], points[end], radii, fill)))
 
     sleeve_or_skin = appearance.top if appearance.long_sleeves else appearance.skin
@@ -463,11 +445,7 @@ def _render(
 
     def half_width(right: str, left: str, lateral: float, depth: float) -> float:
         # the torso is a rounded box: its projected width blends its lateral width and its depth
-        turn = (
-            (points[left][:2] - points[right][:2])
-            @ across
-            / (2 * np.linalg.norm(points[left] - points[right]))
-        )
+        turn = (points[left][:2] - points[right][:2]) @ across / (2 * np.linalg.norm(points[left] - points[right]))
         return scale * np.hypot(lateral * turn, depth * np.sqrt(max(0.0, 1 - turn**2)))
 
     shoulder_half = half_width("right_shoulder", "left_shoulder", 0.15, 0.07)
@@ -483,9 +461,7 @@ def _render(
     )
     parts.append((torso_depth, lambda: painter.torso(corners, hip_axis[:2], appearance.top)))
     eyes = [points["right_eye"], points["left_eye"]]
-    parts.append(
-        (torso_depth + 1.0, lambda: painter.head(points["head"], points["head_forward"], appearance, eyes))
-    )
+    parts.append((torso_depth + 1.0, lambda: painter.head(points["head"], points["head_forward"], appearance, eyes)))
 
     for _, paint in sorted(parts, key=lambda part: part[0]):
         paint()
@@ -494,15 +470,8 @@ def _render(
 
 def _keypoints(points: dict[str, np.ndarray], height: int, width: int) -> np.ndarray:
     """The joints' pixel positions as (18, 2) int (row, col); -1 for joints outside the image."""
-    keypoints = np.array(
-        [[round(points[name][1]), round(points[name][0])] for name in JOINT_NAMES], dtype=np.int64
-    )
-    outside = (
-        (keypoints[:, 0] < 0)
-        | (keypoints[:, 0] >= height)
-        | (keypoints[:, 1] < 0)
-        | (keypoints[:, 1] >= width)
-    )
+    keypoints = np.array([[round(points[name][1]), round(points[name][0])] for name in JOINT_NAMES], dtype=np.int64)
+    outside = (keypoints[:, 0] < 0) | (keypoints[:, 0] >= height) | (keypoints[:, 1] < 0) | (keypoints[:, 1] >= width)
     keypoints[outside] = MISSING
     return keypoints
 

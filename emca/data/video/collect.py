@@ -16,13 +16,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from emca.data.keypoints import MISSING, NUM_JOINTS, REQUIRED_FOR_PAIRS, visible
+from emca.data.photo import ImageFailure
 from emca.data.video.crops import crop_window, cut_window, off_centre, pose_scale
 from emca.data.video.detect import CropSource, KeypointDetector, People, PersonDetector, _fraction_inside, box_iou
 from emca.data.video.options import FromVideoOptions, Target, import_cv2
 from emca.data.video.track import SPLIT_REASONS, IdentitySplitter, _Tracker, body_colours, colour_distance
 from emca.errors import DataError
 from emca.io import atomic_save_image
-from emca.data.photo import ImageFailure
 from emca.pose.extract import SEVERAL_PEOPLE
 
 # shoulders, elbows, wrists, hips, knees, ankles: the joints whose mean confidence decides "low confidence"
