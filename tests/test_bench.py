@@ -102,7 +102,9 @@ def test_generator_benchmark_runs_the_preset_at_the_size_asked(capsys: pytest.Ca
     arguments = ["generator", "--experiment", "xinggan_market", "--batch", "1", "--backends", "chunked"]
     main([*arguments, "--size", "32x16", "--repetitions", "1", "--device", "cpu"])
     printed = capsys.readouterr().out
-    assert "xinggan_market generator, chunked, batch 1 at 32x16, cpu" in printed and "peak" in printed
+    assert "xinggan_market generator, chunked, 32-true, batch 1 at 32x16, cpu" in printed and "peak" in printed
+    main([*arguments, "--size", "32x16", "--repetitions", "1", "--device", "cpu", "--precision", "bf16-mixed"])
+    assert "xinggan_market generator, chunked, bf16-mixed, batch 1 at 32x16, cpu" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([*arguments, "--size", "30x16"])
     assert "--size 30x16: expected HEIGHTxWIDTH with both divisible by 4" in capsys.readouterr().err

@@ -262,12 +262,21 @@ def test_discriminator_rejects_wrong_channel_count():
         judge(torch.zeros(1, 21, 16, 16), torch.zeros(1, 3, 16, 16))
 
 
+def tokens(generator: torch.Generator, batch: int, count: int, channels: int, transposed: bool) -> torch.Tensor:
+    """(batch, count, channels) float64, stored channels-first when ``transposed`` (as the Xing blocks pass
+    their feature maps: a transposed view)."""
+    if transposed:
+        return torch.randn(batch, channels, count, generator=generator, dtype=torch.float64).transpose(1, 2)
+    return torch.randn(batch, count, channels, generator=generator, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("chunk_size", [1, 7, 64, 1000])  # one query, uneven chunks, several, one chunk
-def test_chunked_attention_equals_reference_in_fp64(chunk_size: int) -> None:
+def test_chunked_attention_equals_reference_in_fp64(chunk_size: int, transposed: bool) -> None:
     generator = torch.Generator().manual_seed(0)
-    query, key = (torch.randn(3, count, 8, generator=generator, dtype=torch.float64) for count in (50, 40))
-    value = torch.randn(3, 40, 12, generator=generator, dtype=torch.float64)
-    grad_output = torch.randn(3, 50, 12, generator=generator, dtype=torch.float64)
+    query, key = (tokens(generator, 3, count, 8, transposed) for count in (50, 40))
+    value = tokens(generator, 3, 40, 12, transposed)
+    grad_output = tokens(generator, 3, 50, 12, transposed)
     results = {}
     for name, backend in (("chunked", ChunkedAttention(chunk_size)), ("reference", ReferenceAttention())):
         inputs = [t.clone().requires_grad_() for t in (query, key, value)]

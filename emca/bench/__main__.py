@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> None:
     generator.add_argument("--batch", type=int, default=4)
     generator.add_argument("--size", default=None, help="HEIGHTxWIDTH overriding the preset's image size, e.g. 512x352")
     generator.add_argument("--backends", default="reference,chunked", help="subset of reference,sdpa,chunked,fused")
+    generator.add_argument(
+        "--precision",
+        choices=("32-true", "bf16-mixed"),
+        default="32-true",
+        help="fp32, or bf16 autocast (on a CPU: fast where it computes bf16 natively)",
+    )
     generator.add_argument("--repetitions", type=int, default=3)
     generator.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     overhead = sub.add_parser("lightning", help="seconds per iteration under Lightning against a bare loop")

@@ -232,9 +232,10 @@ def run_generator_benchmark(args: Any) -> None:
             args.experiment, with_backend(base["model"], attention), backend, args.batch, data["height"],
             data["width"], device, 1, args.repetitions,
         )  # fmt: skip
-        result = measure_generator(workload)
+        result = measure_generator(workload, args.precision)
         print(
-            f"{args.experiment} generator, {backend}, batch {args.batch} at {data['height']}x{data['width']}, "
+            f"{args.experiment} generator, {backend}, {args.precision}, batch {args.batch} at "
+            f"{data['height']}x{data['width']}, "
             f"{device} ({torch.get_num_threads()} threads): forward+backward {result.step_ms:,.0f} ms, "
             f"peak {result.peak_mib:,.0f} MiB beyond weights and gradients"
             if result.skipped is None

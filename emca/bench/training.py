@@ -180,21 +180,24 @@ def measure_inference(workload: Workload, precision: str) -> ModelMeasurement:
     return _timed(workload, workload.measurement(precision), make_generate)
 
 
-def measure_generator(workload: Workload) -> ModelMeasurement:
-    """The generator alone in training mode, in fp32: forward+backward time and peak memory beyond the weights,
-    the gradient buffers and the batch (the activation memory a training step needs for it)."""
+def measure_generator(workload: Workload, precision: str = "32-true") -> ModelMeasurement:
+    """The generator alone in training mode, in ``precision`` (32-true or bf16-mixed): forward+backward time and
+    peak memory beyond the weights, the gradient buffers and the batch (the activation memory a training step
+    needs for it)."""
 
     def make_forward_backward() -> Callable[[], None]:
         generator = build_generator(workload.model).to(workload.device).train()
         batch = random_batch(workload.batch, workload.height, workload.width, workload.device)
 
         def forward_backward() -> None:
-            generator(batch.source_image, batch.source_pose, batch.target_pose).square().mean().backward()
+            with _autocast(precision, workload.device):
+                generated = generator(batch.source_image, batch.source_pose, batch.target_pose)
+            generated.float().square().mean().backward()
 
         forward_backward()  # the gradient buffers exist before anything is measured
         return forward_backward
 
-    return _timed(workload, workload.measurement("32-true"), make_forward_backward)
+    return _timed(workload, workload.measurement(precision), make_forward_backward)
 
 
 def projected_hours(step_ms: float, iterations: int = OFFICIAL_DEEPFASHION_ITERATIONS) -> float:
