@@ -85,6 +85,18 @@ def check_spellings(command: str, overrides: Sequence[str]) -> None:
             raise ConfigError(f"emca {command}: '{key}=' was renamed; use {RENAMED[command][key]}.")
 
 
+def check_placeholders(overrides: Sequence[str]) -> None:
+    """A ``{split}`` placeholder outside quotes would stop Hydra's parser with "mismatched input '{'": say how to
+    quote it instead."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if "{split}" in value and value[:1] not in ("'", '"'):
+            raise ConfigError(
+                f"'{override}': Hydra reads '{{' as the start of a dictionary; quote the value, and the whole "
+                f"argument for the shell: \"{key}='{value}'\"."
+            )
+
+
 def hydra_command(config_name: str, task: Callable[[Any], Any], argv: Sequence[str] | None) -> None:
     """Run ``task(cfg)`` on ``conf/<config_name>.yaml`` composed by Hydra from ``key=value`` overrides (and
     Hydra's own flags: ``-m``, ``--help``, ``--cfg job``), turning emca's errors into one paragraph.
@@ -98,6 +110,7 @@ def hydra_command(config_name: str, task: Callable[[Any], Any], argv: Sequence[s
     arguments = list(sys.argv[1:] if argv is None else argv)
     with user_errors():
         check_spellings(config_name, arguments)
+        check_placeholders(arguments)
 
     def run(cfg: Any) -> Any:
         with user_errors():

@@ -6,12 +6,16 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
+import torchvision
 from PIL import Image
 
 from emca.data.annotations import write_annotations, write_pairs
 from emca.data.dataset import DatasetLayout, make_layout
 from emca.data.keypoints import MISSING, NUM_JOINTS, REQUIRED_FOR_PAIRS
 from emca.data.synthetic import render_identity
+
+VGG_FILE = "vgg19-dcbb9e9d.pth"  # torchvision's file name, which emca.weights looks for
 
 # photos for inference and the demo: larger than the tiny model's 32x16 and of another aspect ratio, so that
 # framing is exercised
@@ -78,3 +82,23 @@ def pose_json_text(keypoints: np.ndarray, size: tuple[int, int] | None = PHOTO_S
     points = [[int(c), int(r)] if r >= 0 else None for r, c in keypoints]
     content = {"keypoints": points} if size is None else {"keypoints": points, "height": size[0], "width": size[1]}
     return json.dumps(content)
+
+
+def write_fake_vgg19(torch_home: Path) -> dict[str, torch.Tensor]:
+    """A TORCH_HOME holding a seeded VGG19 state dict with torchvision's keys and shapes; returns the state.
+
+    The classifier (123 M unused parameters) is stored as stride-0 tensors so the file stays small.
+    """
+    with torch.device("meta"):
+        vgg = torchvision.models.vgg19(weights=None)
+    generator = torch.Generator().manual_seed(0)
+    state = {
+        name: torch.randn(tensor.shape, generator=generator) * 0.05
+        if name.startswith("features.")
+        else torch.zeros(()).expand(tensor.shape)
+        for name, tensor in vgg.state_dict().items()
+    }
+    checkpoints = torch_home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(state, checkpoints / VGG_FILE)
+    return state

@@ -43,6 +43,11 @@ CASES = {
     "+model.generator.colour=3": ("'model.generator.colour'", "no option 'colour'"),
     "data.val_subset=0": ("'data.val_subset' is 0", ">= 1"),
     "data.batch_size=0": ("'data.batch_size' is 0", ">= 1"),
+    # without {split} both splits would read the same file
+    "data.pairs_file=my-pairs.csv": (
+        "data.pairs_file is 'my-pairs.csv'; it must contain {split}",
+        "\"data.pairs_file='my-pairs-{split}.csv'\"",
+    ),
     "threads=0": ("'threads' is 0", ">= 1"),
     "retain_freed_memory=sometimes": ("'retain_freed_memory' is 'sometimes'", "true or false"),
     # the module sets the Trainer's step budget from the schedule
@@ -63,3 +68,14 @@ def test_bad_value_names_the_field_before_training(
     err = capsys.readouterr().err
     assert field in err and expected in err and "Traceback" not in err
     assert not fitted, "the error must come before training starts"
+
+
+def test_an_unquoted_split_placeholder_gets_the_quoting_instead_of_hydras_parse_error(capsys) -> None:
+    from emca.train import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data.annotation_file=ann-{split}.csv"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Hydra reads '{' as the start of a dictionary" in err
+    assert "\"data.annotation_file='ann-{split}.csv'\"" in err and "mismatched input" not in err

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision
+from _fake_data import VGG_FILE, write_fake_vgg19
 from torch import nn
 
 from emca.data.batch import PoseTransferBatch
@@ -17,31 +17,15 @@ from emca.losses import GANLoss, ImagePool, LossOptions, PerceptualLoss, PoseTra
 from emca.networks.discriminator import DiscriminatorPair, ResnetDiscriminator
 from emca.options import parse
 
-VGG_FILE = "vgg19-dcbb9e9d.pth"
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
 @pytest.fixture(scope="module")
 def fake_vgg_state(tmp_path_factory) -> tuple[Path, dict]:
-    """A TORCH_HOME holding a seeded VGG19 state dict with torchvision's keys and shapes.
-
-    The classifier (123 M unused parameters) is stored as stride-0 tensors so the file stays small.
-    """
+    """A TORCH_HOME holding a seeded VGG19 state dict (:func:`_fake_data.write_fake_vgg19`)."""
     torch_home = tmp_path_factory.mktemp("torch_home")
-    with torch.device("meta"):
-        vgg = torchvision.models.vgg19(weights=None)
-    generator = torch.Generator().manual_seed(0)
-    state = {
-        name: torch.randn(tensor.shape, generator=generator) * 0.05
-        if name.startswith("features.")
-        else torch.zeros(()).expand(tensor.shape)
-        for name, tensor in vgg.state_dict().items()
-    }
-    checkpoints = torch_home / "hub" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    torch.save(state, checkpoints / VGG_FILE)
-    return torch_home, state
+    return torch_home, write_fake_vgg19(torch_home)
 
 
 @pytest.fixture

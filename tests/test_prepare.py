@@ -11,7 +11,8 @@ from PIL import Image
 
 from emca.data.annotations import read_annotations, read_pairs, write_annotations, write_pairs
 from emca.data.dataset import PoseTransferDataset, make_layout
-from emca.data.prepare import EXPECTED_PAIRS, crop_deepfashion_keypoints, prepare_deepfashion, prepare_market
+from emca.data.deepfashion_frame import crop_keypoints
+from emca.data.prepare import EXPECTED_PAIRS, prepare_deepfashion, prepare_market
 from emca.errors import DataError
 
 
@@ -102,15 +103,15 @@ def test_deepfashion_keypoints_beyond_the_crop_mean_the_full_frame(tmp_path: Pat
 def test_crop_keypoints_keeps_missing_joints() -> None:
     keypoints = np.full((18, 2), -1, dtype=np.int64)
     keypoints[3] = (7, 100)
-    cropped = crop_deepfashion_keypoints(keypoints)
+    cropped = crop_keypoints(keypoints)
     assert cropped[3].tolist() == [7, 60]
     assert (np.delete(cropped, 3, axis=0) == -1).all()
 
 
 def test_deepfashion_wrong_raw_size(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
-    write_raw_release(raw, "deepfashion", 256, 176, raw_deepfashion_keypoints())
-    with pytest.raises(DataError, match=r"Raw image '.*fashionMENDenimid0000008001_1front.png' is 256x176 .*256x256"):
+    write_raw_release(raw, "deepfashion", 200, 150, raw_deepfashion_keypoints())
+    with pytest.raises(DataError, match=r"Raw image '.*fashionMENDenimid0000008001_1front.png' is 200x150 .*256x256"):
         prepare_deepfashion(raw, tmp_path / "out", progress=False)
 
 
@@ -136,16 +137,29 @@ def test_market_wrong_size_and_missing_folder(tmp_path: Path) -> None:
     write_raw_release(raw, "market", 128, 48, np.zeros((18, 2), dtype=np.int64))
     with pytest.raises(DataError, match=r"0002_c1s1_000451_03.jpg' is 128x48 \(HxW\); expected 128x64"):
         prepare_market(raw, tmp_path / "out", progress=False)
-    with pytest.raises(DataError, match=r"Raw image folder '.*nowhere/train' does not exist"):
+    with pytest.raises(DataError, match=r"Raw folder '.*nowhere' does not exist"):
         prepare_market(tmp_path / "nowhere", tmp_path / "out2", progress=False)
 
 
-def test_an_already_converted_folder_is_named_as_usable_and_nothing_is_written(tmp_path: Path) -> None:
+def test_an_already_converted_folder_is_checked_and_used_as_it_is(tmp_path: Path, capsys) -> None:
     raw = tmp_path / "raw"
-    write_raw_release(raw, "deepfashion", 256, 176, raw_deepfashion_keypoints())
-    with pytest.raises(DataError, match="already in emca's layout and needs no prepare: check it with `emca data"):
+    keypoints = np.full((18, 2), -1, dtype=np.int64)
+    keypoints[1] = (30, 88)
+    write_raw_release(raw, "deepfashion", 256, 176, keypoints)
+    before = {path: path.read_bytes() for path in raw.rglob("*") if path.is_file()}
+    assert prepare_deepfashion(raw, tmp_path / "out", progress=False) == {"train": 2, "test": 2}
+    printed = capsys.readouterr().out
+    assert "is already in emca's layout at 256x176 and checks out (2 train and 2 test pairs)" in printed
+    assert f"nothing was written to '{tmp_path / 'out'}'. Train on it with data.root={raw}." in printed
+    assert not (tmp_path / "out").exists()
+    assert {path: path.read_bytes() for path in raw.rglob("*") if path.is_file()} == before
+    with pytest.raises(DataError, match="is already in emca's layout at 256x176; it cannot give 512x352"):
+        prepare_deepfashion(raw, tmp_path / "out", size="512x352", progress=False)
+    # checked, not trusted: a joint outside the 256x176 image is named
+    keypoints[5] = (50, 200)
+    write_annotations(raw / "fasion-resize-annotation-train.csv", {name: keypoints for name in DEEPFASHION_NAMES})
+    with pytest.raises(DataError, match="fasion-resize-annotation-train.csv"):
         prepare_deepfashion(raw, tmp_path / "out", progress=False)
-    assert not (tmp_path / "out").exists()  # an empty train/ was left behind before
 
 
 def test_dptn_spelling_is_named_as_a_near_miss(tmp_path: Path) -> None:
@@ -155,6 +169,8 @@ def test_dptn_spelling_is_named_as_a_near_miss(tmp_path: Path) -> None:
     with pytest.raises(DataError) as error:
         prepare_deepfashion(raw, tmp_path / "out", progress=False)
     message = str(error.value)
-    assert "has no 'fasion-resize-annotation-train.csv'" in message
-    assert "It holds 'fashion-resize-annotation-train.csv', a near miss" in message
+    assert (
+        "As the PATN / XingGAN release it lacks: fasion-resize-annotation-train.csv (it holds "
+        "'fashion-resize-annotation-train.csv', a near miss"
+    ) in message
     assert not (tmp_path / "out").exists()

@@ -116,10 +116,10 @@ def test_a_folder_of_neither_release_lists_what_each_lacks(tmp_path: Path) -> No
     with pytest.raises(DataError) as error:
         prepare_deepfashion(raw, tmp_path / "out", progress=False)
     message = str(error.value)
-    assert (
-        "Raw image folder" in message
-        and "As the DPTN / CFLD release (the other one in use) it lacks: train.lst" in message
-    )
+    assert "is none of the DeepFashion releases emca reads" in message
+    assert "As the DPTN / CFLD release it lacks: train.lst." in message
+    assert "As the GFLA / NTED / PIDM release it lacks: train_pairs.txt; train.lst; test_pairs.txt; pose/" in message
+    assert "As the PATN / XingGAN release it lacks: train/ (the train images); fasion-resize-annotation" in message
 
 
 def test_the_patn_release_cannot_make_512x352(tmp_path: Path) -> None:
@@ -131,6 +131,6 @@ def test_the_patn_release_cannot_make_512x352(tmp_path: Path) -> None:
             raw / f"fasion-resize-annotation-{split}.csv", {"fashionMENDenimid0000008001_1front.jpg": keypoints(0)}
         )
         write_pairs(raw / f"fasion-resize-pairs-{split}.csv", [])
-    with pytest.raises(DataError, match="--size 512x352 needs the high-resolution images of the DPTN / CFLD release"):
+    with pytest.raises(DataError, match="--size 512x352 needs high-resolution images; .* is the PATN"):
         prepare_deepfashion(raw, tmp_path / "out", size="512x352", progress=False)
     assert not (tmp_path / "out").exists()

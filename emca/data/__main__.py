@@ -1,7 +1,7 @@
 """``emca data``: generate, convert, pair, annotate and check datasets.
 
     emca data synthetic ROOT --height 64 --width 48 --seed 0 [--train-identities 600]
-    emca data prepare deepfashion RAW OUT [--keypoints-frame auto|256x256|256x176]
+    emca data prepare deepfashion RAW OUT [--size 256x176|512x352] [--keypoints-frame auto|256x256|256x176]
     emca data prepare market RAW OUT
     emca data pairs ANNOTATIONS.csv --out PAIRS.csv --person-id deepfashion
     emca data openpose JSON_DIR --out ANNOTATIONS.csv
@@ -41,7 +41,7 @@ where the files come from (data/README.md says more):
                 bounding_box_test/ to train/ and test/. market-pairs-{train,test}.csv and
                 market-annotation-{train,test}.csv are distributed by PATN (Pose-Transfer's README).
   DeepFashion   the In-shop Clothes Retrieval release (CUHK MMLab); the images need a password that the
-                dataset's maintainers send on request. Two preprocessed releases are in use, told apart by
+                dataset's maintainers send on request. Three preprocessed releases are in use, told apart by
                 what RAW holds:
     PATN        fasion-resize-pairs-{train,test}.csv and fasion-resize-annotation-{train,test}.csv
                 (spelled "fasion"), distributed by PATN, whose tool/generate_fashion_datasets.py puts the
@@ -50,15 +50,21 @@ where the files come from (data/README.md says more):
     DPTN / CFLD fashion-resize-pairs-{train,test}.csv, fashion-resize-annotation-{train,test}.csv (256x176
                 frame), train.lst and test.lst, and the img_highres MEN/ and WOMEN/ trees (in RAW, or in
                 RAW/img_highres/). Output: 256x176 or, with --size 512x352, 512x352 (keypoints x2).
-  The GFLA / PIDM layout (train_pairs.txt, pose/) is not read yet.
+    GFLA / NTED train_pairs.txt and test_pairs.txt (a line: target,source[,source ...] of paths such as
+    / PIDM      img/MEN/Denim/id_00000080/01_1_front.jpg), train.lst and test.lst, pose/ (one file of 18
+                "x y" lines per image, mirroring the trees; 256x256 frame in the release) and the
+                img_highres trees (in RAW/img/, RAW/img_highres/ or RAW). Output: 256x176 or 512x352.
+  The keypoints' frame is read from the files (a joint beyond x = 175 means 256x256, shifted by -40 into
+  the crop) unless --keypoints-frame states it; prepare prints which and why.
 
 RAW must hold (Market-1501, and DeepFashion's PATN release):
   RAW/train/*.jpg  RAW/test/*.jpg                 256x256 DeepFashion or 128x64 Market-1501 images
   RAW/fasion-resize-annotation-{train,test}.csv   DeepFashion (market-annotation-* for Market-1501)
   RAW/fasion-resize-pairs-{train,test}.csv        DeepFashion (market-pairs-* for Market-1501)
 
-A folder already at 256x176 with these files needs no prepare: check it with
-`emca data validate FOLDER --preset deepfashion` and train on it with data.root=FOLDER.
+A folder already in emca's layout (these names, 256x176 or 512x352 images) is recognised: prepare checks it,
+writes nothing and says so; train on it with data.root=FOLDER. The FID reference set is the whole training
+folder (train.lst of the high-resolution releases: 48,674 images).
 
 prepare prints the release and keypoint frame it used and why, the joints that fell outside the crop, the
 images written, and each split's pair count against the published one (DeepFashion 101,966 / 8,570;
@@ -185,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = commands.add_parser(
         "prepare",
         help="convert a raw DeepFashion / Market-1501 release",
-        description="Convert a DeepFashion In-shop or Market-1501 release in the PATN file layout into emca's.",
+        description="Convert a DeepFashion In-shop release (PATN, DPTN / CFLD or GFLA / NTED / PIDM files) or a "
+        "Market-1501 release into emca's layout.",
         epilog=PREPARE_GUIDE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -197,13 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=KEYPOINT_FRAMES,
         default="auto",
         help="DeepFashion: the frame of the annotation's keypoints (default auto: read from the files, a joint "
-        "beyond x = 175 means 256x256); PATN's and DPTN's CSVs are in the 256x176 frame",
+        "beyond x = 175 means 256x256); PATN's and DPTN's CSVs are in the 256x176 frame, the pose/ files of "
+        "GFLA / NTED / PIDM in the 256x256 one",
     )
     prepare.add_argument(
         "--size",
         choices=tuple(OUTPUT_SIZES),
         default="256x176",
-        help="DeepFashion: the output size (512x352 from the DPTN / CFLD release's high-resolution images)",
+        help="DeepFashion: the output size (512x352 from the high-resolution images of the DPTN / CFLD or GFLA / "
+        "NTED / PIDM release)",
     )
     renamed_flag(prepare, "--keypoints-cropped", "--keypoints-frame 256x176")
     prepare.set_defaults(run=_prepare)

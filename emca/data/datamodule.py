@@ -9,14 +9,15 @@ the checked values.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from emca.data.batch import collate_pairs
-
 from emca.data.dataset import PRESETS, PoseTransferDataset, make_layout
 from emca.data.keypoints import DEFAULT_SIGMA
 from emca.data.sampler import ResumableRandomSampler
@@ -59,6 +60,15 @@ class PoseTransferDataOptions:
         found = []
         if not self.root:
             found.append(f"{path}.root is empty; set {path}.root=FOLDER, the dataset's folder.")
+        for field in ("image_dir", "annotation_file", "pairs_file"):
+            name = getattr(self, field)
+            if name is not None and "{split}" not in name:
+                stem, suffix = os.path.splitext(name)
+                found.append(
+                    f"{path}.{field} is '{name}'; it must contain {{split}}, which each split replaces with its name "
+                    f"({self.train_split}, {self.test_split}), so that the splits do not read the same files. On the "
+                    f"command line, quote it for Hydra, e.g. \"{path}.{field}='{stem}-{{split}}{suffix}'\"."
+                )
         layout = PRESETS[self.preset]
         for field in ("height", "width"):
             if getattr(self, field) is None and getattr(layout, field) is None:
@@ -80,9 +90,9 @@ class PoseTransferDataModule(pl.LightningDataModule):
     ``emca.data.synthetic.generate_synthetic_dataset(root, height, width, seed, **synthetic)``.
 
     The arguments are :class:`PoseTransferDataOptions`'s, already checked (build it with
-    ``emca.build.build_datamodule``, which checks a config first). With ``validate`` (the default), ``setup`` checks every CSV
-    row and every used image's header (present, readable, ``height`` x ``width``) before training starts;
-    only ``emca data validate``, which decodes every image, also finds truncated image bodies.
+    ``emca.build.build_datamodule``, which checks a config first). With ``validate`` (the default), ``setup``
+    checks every CSV row and every used image's header (present, readable, ``height`` x ``width``) before
+    training starts; only ``emca data validate``, which decodes every image, also finds truncated image bodies.
     """
 
     def __init__(

@@ -1,23 +1,26 @@
 """Convert raw DeepFashion / Market-1501 releases into the training layout of ``emca.data.dataset``.
 
-DeepFashion comes in two releases, told apart by what the folder holds: the DPTN / CFLD one (high-resolution
-images, ``train.lst``, ``fashion-resize-*``; :mod:`emca.data.deepfashion_highres`, 256x176 or 512x352) and the
-PATN one below (256x256 images, 256x176 only).
+DeepFashion comes in three releases, told apart by what the folder holds (:func:`deepfashion_release`):
 
-Expected raw layout (the file names of the PATN / Pose-Transfer release, as in the presets)::
+- PATN / XingGAN (below): 256x256 images in ``train/`` and ``test/``, ``fasion-resize-*`` CSVs (sic); 256x176
+  only.
+- DPTN / CFLD (:mod:`emca.data.deepfashion_dptn`) and GFLA / NTED / PIDM (:mod:`emca.data.deepfashion_gfla`):
+  the high-resolution ``img_highres`` trees, at 256x176 or 512x352 (:mod:`emca.data.deepfashion_highres`).
+
+A folder already in emca's layout (the PATN file names with 256x176 or 512x352 images) is recognised, checked
+and used as it is: nothing is written.
+
+Expected raw layout of the PATN release (and of Market-1501, with ``market-*`` names)::
 
     RAW/train/*.jpg   RAW/test/*.jpg                   the images of each split
     RAW/fasion-resize-annotation-{train,test}.csv      (DeepFashion) or market-annotation-{train,test}.csv
     RAW/fasion-resize-pairs-{train,test}.csv           (DeepFashion) or market-pairs-{train,test}.csv
 
-DeepFashion images are 256x256 (H x W); the output keeps the central 256x176 (40 px cut from each side).
-The annotation may be in either frame: the CSVs distributed with PATN and DPTN are already in the 256x176
-one. The frame is read from the files (``keypoints_frame="auto"``): a visible joint beyond x = 175, the
-crop's last column, means the 256x256 frame, whose x coordinates are then shifted by -40 (joints that fall
-outside the crop become missing); otherwise the keypoints are kept as they are. ``"256x256"`` or
-``"256x176"`` (CLI: ``--keypoints-frame``) states it instead; the command prints which frame it used and
-why. Market-1501 images are 128x64 already and are copied as they are. Pairs files are copied unchanged. Every output file is written atomically, and the
-result is checked with :func:`emca.data.dataset.validate_split` before the command reports success.
+DeepFashion images are 256x256 (H x W); the output keeps the central 256x176 (40 px cut from each side), and
+the keypoints' frame is read from the files or stated (:mod:`emca.data.deepfashion_frame`). Market-1501 images
+are 128x64 already and are copied as they are. Pairs files are copied unchanged. Every output file is written
+atomically, and the result is checked with :func:`emca.data.dataset.validate_split` before the command reports
+success.
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from emca.data import deepfashion_dptn, deepfashion_gfla
 from emca.data.annotations import read_annotations, read_pairs, write_annotations, write_pairs
-from emca.data.dataset import PRESETS, DatasetLayout, validate_split
-from emca.data.deepfashion_highres import OUTPUT_SIZES, missing_files, prepare_highres
-from emca.data.keypoints import MISSING, visible
+from emca.data.dataset import PRESETS, DatasetLayout, make_layout, validate_split
+from emca.data.deepfashion_frame import CROP, KEYPOINT_FRAMES, RAW_SIZE, into_crop_frame
+from emca.data.deepfashion_highres import OUTPUT_SIZES, write_highres
 from emca.errors import DataError
 from emca.io import atomic_open, atomic_save_image
 
@@ -44,12 +48,10 @@ EXPECTED_PAIRS: dict[str, dict[str, int]] = {
     "deepfashion": {"train": 101_966, "test": 8_570},
     "market": {"train": 263_632, "test": 12_000},
 }
-DEEPFASHION_RAW_SIZE = (256, 256)  # (H, W)
-DEEPFASHION_CROP = 40  # px cut from the left and from the right
-DEEPFASHION_CROPPED_WIDTH = DEEPFASHION_RAW_SIZE[1] - 2 * DEEPFASHION_CROP  # 176
-KEYPOINT_FRAMES = ("auto", "256x256", "256x176")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 JPEG_QUALITY = 95  # re-encoding cropped JPEGs at PIL's default 75 would visibly degrade them
+PATN = "the PATN / XingGAN release"
+EMCA = "emca's layout"
 
 # convert_image(source, destination) writes one output image
 ImageConverter = Callable[[Path, Path], None]
@@ -62,17 +64,14 @@ def _open_checked(path: Path, height: int, width: int) -> Image.Image:
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise DataError(f"Cannot read raw image '{path}': {err}.") from err
     if image.size != (width, height):
-        raise DataError(
-            f"Raw image '{path}' is {image.size[1]}x{image.size[0]} (HxW); expected {height}x{width}. Is this the "
-            "right release (or already converted)?"
-        )
+        raise DataError(f"Raw image '{path}' is {image.size[1]}x{image.size[0]} (HxW); expected {height}x{width}.")
     return image
 
 
 def _crop_deepfashion_image(source: Path, destination: Path) -> None:
-    height, width = DEEPFASHION_RAW_SIZE
+    height, width = RAW_SIZE
     with _open_checked(source, height, width) as image:
-        cropped = image.crop((DEEPFASHION_CROP, 0, width - DEEPFASHION_CROP, height))
+        cropped = image.crop((CROP, 0, width - CROP, height))
         options = {"quality": JPEG_QUALITY} if destination.suffix.lower() in (".jpg", ".jpeg") else {}
         atomic_save_image(cropped, destination, **options)
 
@@ -82,26 +81,6 @@ def _copy_market_image(source: Path, destination: Path) -> None:
     _open_checked(source, layout.height, layout.width).close()
     with open(source, "rb") as reader, atomic_open(destination, "wb") as writer:
         shutil.copyfileobj(reader, writer)
-
-
-def crop_deepfashion_keypoints(keypoints: np.ndarray) -> np.ndarray:
-    """Keypoints (18, 2) (row, col) in the 256x256 frame -> the 256x176 crop; joints cut off become -1."""
-    shifted = keypoints.copy()
-    present = visible(keypoints)
-    shifted[present, 1] -= DEEPFASHION_CROP
-    outside = present & ((shifted[:, 1] < 0) | (shifted[:, 1] >= DEEPFASHION_CROPPED_WIDTH))
-    shifted[outside] = MISSING
-    return shifted
-
-
-def keypoints_frame(annotations: dict[str, np.ndarray]) -> tuple[str, str]:
-    """The frame of DeepFashion keypoints read from them, and why: ("256x256" | "256x176", reason)."""
-    for name, keypoints in annotations.items():
-        beyond = visible(keypoints) & (keypoints[:, 1] >= DEEPFASHION_CROPPED_WIDTH)
-        if beyond.any():
-            column = int(keypoints[beyond][0, 1])
-            return "256x256", f"'{name}' has a joint at x = {column}, beyond the 256x176 crop's last column (175)"
-    return "256x176", f"no joint of the {len(annotations):,} annotated images lies beyond x = 175"
 
 
 def _report_pair_count(dataset: str, split: str, found: int) -> None:
@@ -115,39 +94,43 @@ def _report_pair_count(dataset: str, split: str, found: int) -> None:
         )
 
 
-def check_raw_release(dataset: str, raw_root: Path) -> None:
-    """Before anything is written: every file the PATN layout needs is in ``raw_root`` (a near-miss name, such
-    as DPTN's correctly spelled ``fashion-resize-*``, is named), and the images are not already converted."""
+def missing_patn_files(dataset: str, raw_root: Path) -> list[str]:
+    """What the PATN layout (the file names of ``PRESETS[dataset]``) needs and ``raw_root`` lacks; a near-miss
+    name that the folder holds instead is named."""
     layout = PRESETS[dataset]
     present = sorted(path.name for path in raw_root.iterdir()) if raw_root.is_dir() else []
+    missing = []
     for split in SPLITS:
-        images = layout.image_dir_path(raw_root, split)
-        if not images.is_dir():
-            raise DataError(f"Raw image folder '{images}' does not exist (see `emca data prepare --help`).")
+        if not layout.image_dir_path(raw_root, split).is_dir():
+            missing.append(f"{layout.image_dir.format(split=split)}/ (the {split} images)")
         for needed in (layout.annotation_path(raw_root, split), layout.pairs_path(raw_root, split)):
-            if needed.is_file():
-                continue
-            near = difflib.get_close_matches(needed.name, present, n=1, cutoff=0.8)
-            hint = (
-                f" It holds '{near[0]}', a near miss: that is the DPTN / CFLD release's spelling, which emca reads "
-                "when the folder also holds that release's other files (see below); if the file is in PATN's "
-                f"format, rename it to '{needed.name}'."
-                if near
-                else " `emca data prepare --help` lists what the folder must hold and where the files come from."
-            )
-            raise DataError(f"Raw folder '{raw_root}' has no '{needed.name}'.{hint}")
-    first = next((p for p in sorted(layout.image_dir_path(raw_root, "train").iterdir())
-                  if p.suffix.lower() in IMAGE_SUFFIXES), None)  # fmt: skip
-    if dataset == "deepfashion" and first is not None:
-        with Image.open(first) as image:
-            converted = image.size == (layout.width, layout.height)
-        if converted:
-            height, width = DEEPFASHION_RAW_SIZE
-            raise DataError(
-                f"Raw image '{first}' is {layout.height}x{layout.width} (HxW); expected {height}x{width}. The folder "
-                f"'{raw_root}' is already in emca's layout and needs no prepare: check it with `emca data validate "
-                f"{raw_root} --preset {dataset}` and train with data.root={raw_root}."
-            )
+            if not needed.is_file():
+                near = difflib.get_close_matches(needed.name, present, n=1, cutoff=0.8)
+                missing.append(
+                    needed.name
+                    + (
+                        f" (it holds '{near[0]}', a near miss: rename it if it is in this release's format)"
+                        if near
+                        else ""
+                    )
+                )
+    return missing
+
+
+def _first_image(folder: Path) -> Path | None:
+    return next((p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES), None)
+
+
+def check_raw_release(dataset: str, raw_root: Path) -> None:
+    """Before anything is written: every file the PATN layout needs is in ``raw_root``."""
+    if not raw_root.is_dir():
+        raise DataError(f"Raw folder '{raw_root}' does not exist (see `emca data prepare --help`).")
+    missing = missing_patn_files(dataset, raw_root)
+    if missing:
+        raise DataError(
+            f"Raw folder '{raw_root}' lacks: {'; '.join(missing)}. `emca data prepare --help` lists what the folder "
+            "must hold and where the files come from."
+        )
 
 
 def _prepare(
@@ -155,33 +138,73 @@ def _prepare(
     raw_root: Path,
     out_root: Path,
     convert_image: ImageConverter,
-    convert_keypoints: Callable[[np.ndarray], np.ndarray] | None,
+    annotations_of: Callable[[str], dict[str, np.ndarray]],
     progress: bool,
 ) -> dict[str, int]:
     layout: DatasetLayout = PRESETS[dataset]
     pair_counts = {}
     for split in SPLITS:
         raw_images = layout.image_dir_path(raw_root, split)
-        annotations = read_annotations(layout.annotation_path(raw_root, split))
         pairs = read_pairs(layout.pairs_path(raw_root, split))
         image_paths = sorted(p for p in raw_images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         out_images = layout.image_dir_path(out_root, split)
         out_images.mkdir(parents=True, exist_ok=True)
         for path in tqdm(image_paths, desc=f"{dataset} {split} images", unit="img", disable=not progress):
             convert_image(path, out_images / path.name)
-        if convert_keypoints is not None:
-            converted = {name: convert_keypoints(keypoints) for name, keypoints in annotations.items()}
-            lost = sum(int(visible(kp).sum() - visible(converted[name]).sum()) for name, kp in annotations.items())
-            total = sum(int(visible(kp).sum()) for kp in annotations.values())
-            print(f"{dataset} {split}: {lost:,} of {total:,} joints fell outside the crop and are now missing.")
-            annotations = converted
-        write_annotations(layout.annotation_path(out_root, split), annotations)
+        write_annotations(layout.annotation_path(out_root, split), annotations_of(split))
         write_pairs(layout.pairs_path(out_root, split), pairs)
         validate_split(out_root, layout, split, progress=progress)
         print(f"{dataset} {split}: {len(image_paths):,} images written to {out_images}.")
         _report_pair_count(dataset, split, len(pairs))
         pair_counts[split] = len(pairs)
     return pair_counts
+
+
+def deepfashion_release(raw_root: Path) -> tuple[str, str | None]:
+    """Which DeepFashion release ``raw_root`` holds, from its files: (name, size of its images when it is
+    already in emca's layout, else None). A folder of none of them is an error listing what each lacks."""
+    if not raw_root.is_dir():
+        raise DataError(f"Raw folder '{raw_root}' does not exist (see `emca data prepare --help`).")
+    lacking = {
+        deepfashion_dptn.NAME: deepfashion_dptn.missing_files(raw_root),
+        deepfashion_gfla.NAME: deepfashion_gfla.missing_files(raw_root),
+        PATN: missing_patn_files("deepfashion", raw_root),
+    }
+    for name, missing in lacking.items():
+        if missing:
+            continue
+        if name != PATN:
+            return name, None
+        first = _first_image(PRESETS["deepfashion"].image_dir_path(raw_root, "train"))
+        if first is not None:
+            with Image.open(first) as image:
+                width, height = image.size
+            if f"{height}x{width}" in OUTPUT_SIZES:
+                return EMCA, f"{height}x{width}"
+        return PATN, None
+    raise DataError(
+        f"Raw folder '{raw_root}' is none of the DeepFashion releases emca reads: "
+        + " ".join(f"As {name} it lacks: {'; '.join(missing)}." for name, missing in lacking.items())
+        + " `emca data prepare --help` lists what each holds and where the files come from."
+    )
+
+
+def _use_as_it_is(raw_root: Path, out_root: Path, found: str, size: str, progress: bool) -> dict[str, int]:
+    if found != size:
+        raise DataError(
+            f"'{raw_root}' is already in emca's layout at {found}; it cannot give {size} (prepare the release "
+            "with the high-resolution images for that)."
+        )
+    height, width = OUTPUT_SIZES[found]
+    layout = make_layout("deepfashion", height, width)
+    counts = {split: len(validate_split(raw_root, layout, split, progress=progress).pairs) for split in SPLITS}
+    size_flags = "" if found == "256x176" else f" data.height={height} data.width={width}"
+    print(
+        f"deepfashion: '{raw_root}' is already in emca's layout at {found} and checks out ({counts['train']:,} "
+        f"train and {counts['test']:,} test pairs); it is used as it is and nothing was written to '{out_root}'. "
+        f"Train on it with data.root={raw_root}{size_flags}."
+    )
+    return counts
 
 
 def prepare_deepfashion(
@@ -192,48 +215,54 @@ def prepare_deepfashion(
     size: str = "256x176",
 ) -> dict[str, int]:
     """Convert a DeepFashion release under ``out_root``, at ``size`` (256x176 or 512x352, the latter from the
-    DPTN / CFLD release's high-resolution images only); returns pairs per split. The release is told from what the
-    folder holds. ``keypoints_frame_given`` (PATN release): "auto" (read from the annotation), "256x256" or
-    "256x176"."""
-    raw_root = Path(raw_root)
+    high-resolution releases only); returns pairs per split. The release is told from what the folder holds.
+    ``keypoints_frame_given``: "auto" (read from the keypoints), "256x256" or "256x176"."""
+    raw_root, out_root = Path(raw_root), Path(out_root)
     assert size in OUTPUT_SIZES and keypoints_frame_given in KEYPOINT_FRAMES, (size, keypoints_frame_given)
-    highres_missing = missing_files(raw_root)
-    if not highres_missing:
+    release, found_size = deepfashion_release(raw_root)
+    print(f"deepfashion: {release} ('{raw_root}').")
+    if release == EMCA:
+        return _use_as_it_is(raw_root, out_root, str(found_size), size, progress)
+    if release == deepfashion_dptn.NAME:
         if keypoints_frame_given == "256x256":
             raise DataError(
-                f"'{raw_root}' is the DPTN / CFLD release, whose keypoints are in the 256x176 frame; "
-                "--keypoints-frame 256x256 does not apply to it."
+                f"'{raw_root}' is {release}, whose keypoints are in the 256x176 frame; --keypoints-frame 256x256 "
+                "does not apply to it."
             )
-        print("deepfashion: the DPTN / CFLD release (fashion-resize-*.csv, train.lst / test.lst, img_highres trees).")
-        return prepare_highres(raw_root, Path(out_root), size, progress)
-    try:
-        check_raw_release("deepfashion", raw_root)
-    except DataError as err:
-        raise DataError(
-            f"{err} As the DPTN / CFLD release (the other one in use) it lacks: {'; '.join(highres_missing)}."
-        ) from err
+        return _with_pair_counts(write_highres(deepfashion_dptn.read_dptn(raw_root), out_root, size, progress))
+    if release == deepfashion_gfla.NAME:
+        splits = deepfashion_gfla.read_gfla(raw_root, keypoints_frame_given)
+        return _with_pair_counts(write_highres(splits, out_root, size, progress))
     if size != "256x176":
         raise DataError(
-            f"--size {size} needs the high-resolution images of the DPTN / CFLD release; '{raw_root}' is the PATN "
-            f"release (256x256 images), which gives 256x176 only. The other release lacks here: "
-            f"{'; '.join(highres_missing)}."
+            f"--size {size} needs high-resolution images; '{raw_root}' is {PATN} (256x256 images), which gives "
+            "256x176 only."
         )
-    frame, reason = keypoints_frame_given, "as stated with --keypoints-frame"
-    if frame == "auto":
-        layout = PRESETS["deepfashion"]
-        annotations: dict[str, np.ndarray] = {}
-        for split in SPLITS:
-            annotations |= read_annotations(layout.annotation_path(raw_root, split))
-        frame, reason = keypoints_frame(annotations)
-    action = "x shifted by -40 into the crop" if frame == "256x256" else "kept as they are"
-    print(f"deepfashion keypoints: the {frame} frame ({reason}); {action}.")
+    layout = PRESETS["deepfashion"]
+    annotations: dict[str, dict[str, np.ndarray]] = {}
+    for split in SPLITS:
+        first = _first_image(layout.image_dir_path(raw_root, split))
+        if first is not None:
+            _open_checked(first, *RAW_SIZE).close()  # before any keypoint is read or image written
+        annotations[split] = read_annotations(layout.annotation_path(raw_root, split))
+    every = {name: points for split in SPLITS for name, points in annotations[split].items()}
+    cropped = into_crop_frame(every, keypoints_frame_given, "deepfashion")
     return _prepare(
-        "deepfashion", raw_root, Path(out_root), _crop_deepfashion_image,
-        crop_deepfashion_keypoints if frame == "256x256" else None, progress,
+        "deepfashion", raw_root, out_root, _crop_deepfashion_image,
+        lambda split: {name: cropped[name] for name in annotations[split]}, progress,
     )  # fmt: skip
+
+
+def _with_pair_counts(counts: dict[str, int]) -> dict[str, int]:
+    for split, found in counts.items():
+        _report_pair_count("deepfashion", split, found)
+    return counts
 
 
 def prepare_market(raw_root: str | os.PathLike, out_root: str | os.PathLike, progress: bool = True) -> dict[str, int]:
     """Copy a 128x64 Market-1501 release (sizes checked) under ``out_root``; returns pairs per split."""
     check_raw_release("market", Path(raw_root))
-    return _prepare("market", Path(raw_root), Path(out_root), _copy_market_image, None, progress)
+    return _prepare(
+        "market", Path(raw_root), Path(out_root), _copy_market_image,
+        lambda split: read_annotations(PRESETS["market"].annotation_path(raw_root, split)), progress,
+    )  # fmt: skip
