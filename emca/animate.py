@@ -46,7 +46,7 @@ from emca.data.video.stream import CONTAINERS, VideoInfo, output_codec, probe, r
 from emca.errors import ConfigError, DataError
 from emca.infer import InferOptions, Transfer, source_keypoints
 from emca.io import atomic_write_text
-from emca.metrics.pckh import ALPHA, pckh
+from emca.metrics.pckh import ALPHA, detect_joints, pckh
 from emca.options import bounded
 from emca.pose.extract import PoseExtractor
 from emca.pose.framing import FIT_MODES
@@ -227,19 +227,12 @@ def pose_accuracy(
 ) -> dict[str, Any]:
     """PCKh of the generated frames: the pose detector re-finds their joints (on the frames enlarged to 256 px)."""
     extractor = detectors.generated(min_visibility)
-    detected = np.full(driving.positions.shape, np.nan)
-    undetected = 0
     try:
-        for index, frame in enumerate(tqdm(results, desc="pose accuracy", unit="frame")):
-            factor = max(1, -(-VIEWABLE_HEIGHT // frame.shape[0]))
-            try:
-                keypoints = extractor(frame.repeat(factor, axis=0).repeat(factor, axis=1))
-            except DataError:
-                undetected += 1
-                continue
-            detected[index] = (from_keypoints(keypoints) + 0.5) / factor - 0.5  # pixel centres, enlarged -> model
+        detected = np.stack([detect_joints(extractor, frame, VIEWABLE_HEIGHT)
+                             for frame in tqdm(results, desc="pose accuracy", unit="frame")])  # fmt: skip
     finally:
         _close(extractor)
+    undetected = int(np.isnan(detected).all(axis=(1, 2)).sum())
     score = pckh(detected, from_keypoints(driving.targets))
     return {
         "pckh": score.score,

@@ -25,7 +25,7 @@ from emca.errors import EmcaError, WeightsError
 from emca.metrics.fid import FeatureStatistics, frechet_distance, inception_score
 from emca.metrics.inception import BACKBONE_RESIZE, InceptionBackbone, load_inception
 from emca.metrics.lpips import load_lpips, lpips_distance
-from emca.metrics.pckh import pckh
+from emca.metrics.pckh import detect_joints, pckh
 from emca.metrics.psnr import peak_signal_noise_ratio
 from emca.metrics.ssim import SSIMWindow, generated_range, structural_similarity
 from emca.pose.motion import from_keypoints
@@ -255,14 +255,8 @@ class PoseDetector(nn.Module):
         key = (tuple(images.shape), hashlib.blake2b(images.cpu().numpy().tobytes(), digest_size=16).digest())
         if self._last is not None and self._last[0] == key:
             return self._last[1]
-        factor = max(1, -(-self.detector_height // images.shape[2]))
-        found = np.full((images.shape[0], 18, 2), np.nan)
-        for index, image in enumerate(images.permute(0, 2, 3, 1).cpu().numpy()):
-            try:
-                keypoints = self.extractor(image.repeat(factor, axis=0).repeat(factor, axis=1))
-            except EmcaError:  # nobody, or several faces
-                continue
-            found[index] = (from_keypoints(keypoints) + 0.5) / factor - 0.5  # pixel centres, enlarged -> image
+        found = np.stack([detect_joints(self.extractor, image, self.detector_height)
+                          for image in images.permute(0, 2, 3, 1).cpu().numpy()])  # fmt: skip
         self._last = (key, found)
         return found
 

@@ -10,13 +10,27 @@ counts as wrong.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from emca.pose.motion import HEAD
+from emca.errors import EmcaError
+from emca.pose.motion import HEAD, from_keypoints
 
 ALPHA = 0.5
+
+
+def detect_joints(extractor: Callable[[np.ndarray], np.ndarray], image: np.ndarray, min_height: int) -> np.ndarray:
+    """The joints a pose ``extractor`` (uint8 (H, W, 3) -> keypoints (18, 2) (row, col)) finds in ``image``,
+    enlarged (nearest) to at least ``min_height`` px first, as (18, 2) float in ``image``'s pixels (NaN: missing;
+    all NaN when the extractor finds nobody). Small images are enlarged because detectors miss small people."""
+    factor = max(1, -(-min_height // image.shape[0]))
+    try:
+        keypoints = extractor(image.repeat(factor, axis=0).repeat(factor, axis=1))
+    except EmcaError:  # nobody, or several people
+        return np.full((18, 2), np.nan)
+    return (from_keypoints(keypoints) + 0.5) / factor - 0.5  # pixel centres, enlarged -> image
 
 
 def head_size(reference: np.ndarray) -> float:
