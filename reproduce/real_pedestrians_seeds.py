@@ -1,15 +1,16 @@
-"""XingGAN against XingGAN++ on real pedestrians over seeds: the reduced models of ``reproduce/real_pedestrians.py``
-(1,200 iterations at batch 8 on the 25 training identities of ``vtest.avi``, 128x64), each trained with several
-seeds, scored on the 310 test pairs (SSIM, mask-SSIM, L1, PSNR, FID against the training set, PCKh), with
-parameters, FLOPs per image and CPU seconds per iteration; mean and spread per model.
+"""XingGAN, each XingGAN++ addition alone, and XingGAN++ on real pedestrians over seeds: the reduced models of
+``reproduce/real_pedestrians.py`` (1,200 iterations at batch 8 on the 25 training identities of ``vtest.avi``,
+128x64), each trained with several seeds, scored on the 310 test pairs (SSIM, mask-SSIM, L1, PSNR, FID against
+the training set, PCKh), with parameters, FLOPs per image and CPU seconds per iteration; mean and spread per
+variant.
 
     python reproduce/real_pedestrians_seeds.py --data outputs/real_pedestrians/vtest --runs outputs/seeds \\
         --seeds 0 1 2 --out docs/results
 
 A run already finished (its ``train.log`` ends with "training finished") is not trained again, and a run already
-scored is not scored again. Training uses one thread per run (run two at a time on two cores with ``--models``).
-Prints the table (mean and standard deviation per model, as ``emca ablation`` writes it) and writes
-``xingganpp_real_seeds.png`` (bars with the seeds' standard deviation) and ``.csv`` (one row per run) into ``--out``.
+scored is not scored again. Training uses one thread per run (run two at a time on two cores with ``--variants``).
+Prints the table (mean and standard deviation per variant, as ``emca ablation`` writes it) and writes
+``NAME.png`` (bars with the seeds' standard deviation) and ``NAME.csv`` (one row per run) into ``--out``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,25 @@ from emca.ablation import bar_chart, markdown_table, summarise
 from emca.checkpoint import load_generator
 from emca.io import atomic_write_text
 
-MODELS = {"xinggan_small": "XingGAN (reduced)", "xingganpp_small": "XingGAN++ (reduced)"}
+# variant: (label, model config, overrides). The single-addition variants and "full, 2 blocks" share XingGAN's
+# reduced base (ngf 16, 2 Xing blocks) so that each differs from the baseline by one addition; xingganpp_small
+# is the preset as it ships (3 blocks)
+ALONE = "model.generator.num_blocks=2"
+OFF = {
+    "multi_scale": "model.generator.multi_scale.enabled=false",
+    "enhanced": "model.generator.enhanced_attention.enabled=false",
+    "dense": "model.generator.dense_fusion.enabled=false",
+}
+VARIANTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "xinggan_small": ("XingGAN (reduced)", "xinggan_small", ()),
+    "multi_scale_only": ("+ multi-scale only", "xingganpp_small", (ALONE, OFF["enhanced"], OFF["dense"])),
+    # without multi-scale the only branch is the full one, so EA refines that
+    "enhanced_only": ("+ enhanced attention only", "xingganpp_small",
+                      (ALONE, OFF["multi_scale"], "model.generator.enhanced_attention.branches=[full]", OFF["dense"])),
+    "dense_only": ("+ dense fusion only", "xingganpp_small", (ALONE, OFF["multi_scale"], OFF["enhanced"])),
+    "xingganpp_2blocks": ("XingGAN++ (reduced, 2 blocks)", "xingganpp_small", (ALONE,)),
+    "xingganpp_small": ("XingGAN++ (reduced, 3 blocks)", "xingganpp_small", ()),
+}  # fmt: skip
 METRICS = "[ssim,mask_ssim,l1,psnr,fid,pckh,pose_detected]"
 ITERATIONS, CONSTANT = 1200, 900  # real_pedestrians.py's budget: 900 constant + 300 decaying
 FINISHED = "training finished"
@@ -40,12 +59,13 @@ def emca(*arguments: str, threads: int | None = None) -> None:
     subprocess.run([sys.executable, "-m", "emca", *arguments], check=True, env=environment)
 
 
-def train(run: Path, model: str, seed: int, data: Path) -> None:
+def train(run: Path, variant: str, seed: int, data: Path) -> None:
     log = run / "train.log"
     if log.is_file() and FINISHED in log.read_text():
         return
+    _, model, overrides = VARIANTS[variant]
     emca("train", f"hydra.run.dir={run}", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-         f"model={model}", "data=market", f"data.root={data}", "data.batch_size=8", "data.num_workers=0",
+         f"model={model}", *overrides, "data=market", f"data.root={data}", "data.batch_size=8", "data.num_workers=0",
          "data.pin_memory=false", "data.val_subset=64", f"model.optim.constant_iterations={CONSTANT}",
          f"model.optim.decay_iterations={ITERATIONS - CONSTANT}", "trainer.check_val_every_n_epoch=5",
          f"seed={seed}", "threads=1", threads=1)  # fmt: skip
@@ -77,32 +97,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="the dataset built from vtest.avi")
     parser.add_argument("--runs", type=Path, default=Path("outputs/seeds"))
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=None, help="where the table goes (default: only train)")
+    parser.add_argument("--name", default="xingganpp_real_seeds", help="the chart's and the CSV's file name")
     args = parser.parse_args()
-    for model in args.models:
+    for variant in args.variants:
         for seed in args.seeds:
-            train(args.runs / f"{model}_s{seed}", model, seed, args.data)
+            train(args.runs / f"{variant}_s{seed}", variant, seed, args.data)
     if args.out is None:
         return
     rows = []
-    for model in MODELS:
+    for variant in args.variants:
         for seed in args.seeds:
-            run = args.runs / f"{model}_s{seed}"
+            run = args.runs / f"{variant}_s{seed}"
             metrics = score(run)
             parameters, flops = size_and_flops(run)
             rows.append({
-                "variant": MODELS[model], "seed": seed, "SSIM": metrics["ssim"], "mask-SSIM": metrics["mask_ssim"],
-                "L1": metrics["l1"], "PSNR": metrics["psnr"], "FID": metrics.get("fid"), "PCKh": metrics["pckh"],
+                "variant": VARIANTS[variant][0], "seed": seed, "SSIM": metrics["ssim"],
+                "mask-SSIM": metrics["mask_ssim"], "L1": metrics["l1"], "PSNR": metrics["psnr"],
+                "FID": metrics.get("fid"), "PCKh": metrics["pckh"],
                 "person found": metrics["pose_detected"], "parameters": parameters, "GFLOP": flops / 1e9,
                 "step_seconds": seconds_per_iteration(run), "iterations": ITERATIONS, "run_dir": str(run),
             })  # fmt: skip
     runs = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "xingganpp_real_seeds.csv", runs.to_csv(index=False))
+    atomic_write_text(args.out / f"{args.name}.csv", runs.to_csv(index=False))
     summary = summarise(runs)
-    bar_chart(summary, args.out / "xingganpp_real_seeds.png")
+    bar_chart(summary, args.out / f"{args.name}.png")
     print(markdown_table(summary))
     print(runs.groupby("variant")[["GFLOP"]].mean())
 
