@@ -13,9 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from emca.data.annotations import read_annotations, read_pairs
-from emca.data.deepfashion_frame import CROPPED_WIDTH
-from emca.data.deepfashion_highres import SPLITS, TREES, HighresSplit, image_tree, images_of, tree_files
-from emca.data.keypoints import visible
+from emca.data.deepfashion_frame import joint_beyond_crop
+from emca.data.deepfashion_highres import SPLITS, HighresSplit, image_tree, images_of, release_lacks, tree_files
 from emca.errors import DataError
 
 NAME = "the DPTN / CFLD release"
@@ -24,9 +23,7 @@ FILES = ("fashion-resize-annotation-{split}.csv", "fashion-resize-pairs-{split}.
 
 def missing_files(raw_root: Path) -> list[str]:
     """What this release needs and ``raw_root`` lacks (empty: it is this release)."""
-    missing = [name.format(split=split) for split in SPLITS for name in FILES
-               if not (raw_root / name.format(split=split)).is_file()]  # fmt: skip
-    return missing + ([TREES] if image_tree(raw_root) is None else [])
+    return release_lacks(raw_root, FILES)
 
 
 def read_dptn(raw_root: Path) -> dict[str, HighresSplit]:
@@ -39,9 +36,8 @@ def read_dptn(raw_root: Path) -> dict[str, HighresSplit]:
         images = images_of(raw_root / f"{split}.lst", tree, index)
         annotation_path = raw_root / f"fashion-resize-annotation-{split}.csv"
         annotations = read_annotations(annotation_path)
-        beyond = [name for name, points in annotations.items()
-                  if (visible(points) & (points[:, 1] >= CROPPED_WIDTH)).any()]  # fmt: skip
-        if beyond:
+        beyond = joint_beyond_crop(annotations)
+        if beyond is not None:
             raise DataError(
                 f"'{annotation_path}': '{beyond[0]}' has a joint beyond x = 175, so these keypoints are not in the "
                 "256x176 frame this release's CSVs use; is the file from another release?"

@@ -30,14 +30,23 @@ def crop_keypoints(keypoints: np.ndarray) -> np.ndarray:
     return shifted
 
 
-def read_frame(annotations: dict[str, np.ndarray]) -> tuple[str, str]:
-    """The frame of ``{name: keypoints (18, 2) (row, col)}`` read from them, and why: ("256x256" | "256x176",
-    reason)."""
+def joint_beyond_crop(annotations: dict[str, np.ndarray]) -> tuple[str, int] | None:
+    """The first image of ``{name: keypoints (18, 2) (row, col)}`` with a visible joint beyond the 256x176 crop's
+    last column, and that joint's x; None when there is none."""
     for name, keypoints in annotations.items():
         beyond = visible(keypoints) & (keypoints[:, 1] >= CROPPED_WIDTH)
         if beyond.any():
-            column = int(keypoints[beyond][0, 1])
-            return "256x256", f"'{name}' has a joint at x = {column}, beyond the 256x176 crop's last column (175)"
+            return name, int(keypoints[beyond][0, 1])
+    return None
+
+
+def read_frame(annotations: dict[str, np.ndarray]) -> tuple[str, str]:
+    """The frame of ``{name: keypoints (18, 2) (row, col)}`` read from them, and why: ("256x256" | "256x176",
+    reason)."""
+    beyond = joint_beyond_crop(annotations)
+    if beyond is not None:
+        name, column = beyond
+        return "256x256", f"'{name}' has a joint at x = {column}, beyond the 256x176 crop's last column (175)"
     return "256x176", f"no joint of the {len(annotations):,} annotated images lies beyond x = 175"
 
 

@@ -23,11 +23,11 @@ import numpy as np
 from emca.data.deepfashion_frame import into_crop_frame
 from emca.data.deepfashion_highres import (
     SPLITS,
-    TREES,
     HighresSplit,
-    flattened_name,
+    as_flattened,
     image_tree,
     images_of,
+    release_lacks,
     tree_files,
 )
 from emca.data.keypoints import MISSING, NUM_JOINTS
@@ -40,15 +40,7 @@ POSE_FOLDER = "pose"
 
 def missing_files(raw_root: Path) -> list[str]:
     """What this release needs and ``raw_root`` lacks (empty: it is this release)."""
-    missing = [name.format(split=split) for split in SPLITS for name in FILES
-               if not (raw_root / name.format(split=split)).is_file()]  # fmt: skip
-    if not (raw_root / POSE_FOLDER).is_dir():
-        missing.append(f"{POSE_FOLDER}/ (one keypoint file per image)")
-    return missing + ([TREES] if image_tree(raw_root) is None else [])
-
-
-def _name(entry: str) -> str:
-    return flattened_name(Path(entry)) if "/" in entry else entry
+    return release_lacks(raw_root, FILES, ((POSE_FOLDER, "one keypoint file per image"),))
 
 
 def read_pairs_txt(path: Path) -> list[tuple[str, str]]:
@@ -63,8 +55,8 @@ def read_pairs_txt(path: Path) -> list[tuple[str, str]]:
                 f"{path}, line {number}: expected 'target,source[,source ...]' of image paths such as "
                 f"img/MEN/Denim/id_00000080/01_1_front.jpg, found {line.strip()!r}."
             )
-        target = _name(entries[0])
-        pairs += [(_name(source), target) for source in entries[1:]]
+        target = as_flattened(entries[0])
+        pairs += [(as_flattened(source), target) for source in entries[1:]]
     return pairs
 
 

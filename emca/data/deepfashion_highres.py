@@ -58,12 +58,26 @@ def flattened_name(relative: Path) -> str:
     return f"fashion{gender}{category}{identity.replace('_', '')}{first}_{rest.replace('_', '')}"
 
 
+def as_flattened(entry: str) -> str:
+    """An image named in a release's list: a tree path (flattened) or already a flattened name."""
+    return flattened_name(Path(entry)) if "/" in entry else entry
+
+
 def image_tree(raw_root: Path) -> Path | None:
     """The folder holding the MEN/ and WOMEN/ trees: RAW itself, RAW/img_highres or RAW/img."""
     for folder in (raw_root, raw_root / "img_highres", raw_root / "img"):
         if (folder / "MEN").is_dir() or (folder / "WOMEN").is_dir():
             return folder
     return None
+
+
+def release_lacks(raw_root: Path, files: tuple[str, ...], folders: tuple[tuple[str, str], ...] = ()) -> list[str]:
+    """What a high-resolution release needs and ``raw_root`` lacks (empty: it is that release): each of ``files``
+    per split (``{split}`` in the name), each ``(folder, what it holds)`` of ``folders``, and the image trees."""
+    missing = [name.format(split=split) for split in SPLITS for name in files
+               if not (raw_root / name.format(split=split)).is_file()]  # fmt: skip
+    missing += [f"{folder}/ ({holds})" for folder, holds in folders if not (raw_root / folder).is_dir()]
+    return missing + ([TREES] if image_tree(raw_root) is None else [])
 
 
 def tree_files(tree: Path, suffix: str | None = None) -> dict[str, Path]:
@@ -84,7 +98,7 @@ def tree_files(tree: Path, suffix: str | None = None) -> dict[str, Path]:
 def listed_names(path: Path) -> list[str]:
     """A ``.lst`` file's images as flattened names (a line may hold a flattened name or a tree path)."""
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    return [flattened_name(Path(line)) if "/" in line else line for line in lines if line]
+    return [as_flattened(line) for line in lines if line]
 
 
 def images_of(list_path: Path, tree: Path, index: dict[str, Path]) -> dict[str, Path]:

@@ -117,14 +117,18 @@ def missing_patn_files(dataset: str, raw_root: Path) -> list[str]:
     return missing
 
 
+def _require_folder(raw_root: Path) -> None:
+    if not raw_root.is_dir():
+        raise DataError(f"Raw folder '{raw_root}' does not exist (see `emca data prepare --help`).")
+
+
 def _first_image(folder: Path) -> Path | None:
     return next((p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES), None)
 
 
 def check_raw_release(dataset: str, raw_root: Path) -> None:
     """Before anything is written: every file the PATN layout needs is in ``raw_root``."""
-    if not raw_root.is_dir():
-        raise DataError(f"Raw folder '{raw_root}' does not exist (see `emca data prepare --help`).")
+    _require_folder(raw_root)
     missing = missing_patn_files(dataset, raw_root)
     if missing:
         raise DataError(
@@ -163,8 +167,7 @@ def _prepare(
 def deepfashion_release(raw_root: Path) -> tuple[str, str | None]:
     """Which DeepFashion release ``raw_root`` holds, from its files: (name, size of its images when it is
     already in emca's layout, else None). A folder of none of them is an error listing what each lacks."""
-    if not raw_root.is_dir():
-        raise DataError(f"Raw folder '{raw_root}' does not exist (see `emca data prepare --help`).")
+    _require_folder(raw_root)
     lacking = {
         deepfashion_dptn.NAME: deepfashion_dptn.missing_files(raw_root),
         deepfashion_gfla.NAME: deepfashion_gfla.missing_files(raw_root),

@@ -81,9 +81,10 @@ class _ChunkedAttentionFunction(torch.autograd.Function):
         # contiguous, whatever the inputs' strides: the callers pass transposed views, and accumulating into a
         # transposed bf16 tensor took CPU's baddbmm 20 s a chunk at 512x352 against milliseconds contiguous
         grad_output = grad_output.contiguous()
-        d_query = torch.empty(query.shape, dtype=query.dtype, device=query.device)
-        d_key = torch.zeros(key.shape, dtype=key.dtype, device=key.device)
-        d_value = torch.zeros(value.shape, dtype=value.dtype, device=value.device)
+        contiguous = torch.contiguous_format
+        d_query = torch.empty_like(query, memory_format=contiguous)
+        d_key = torch.zeros_like(key, memory_format=contiguous)
+        d_value = torch.zeros_like(value, memory_format=contiguous)
         for start in range(0, query.shape[1], ctx.chunk_size):
             rows = slice(start, start + ctx.chunk_size)
             query_chunk, grad_chunk = query[:, rows], grad_output[:, rows]
