@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from _fake_data import make_dataset
-from _tiny_training import iterations, tiny_overrides
+from _tiny_training import iterations, stop_at, tiny_overrides
 
 from emca.checkpoint import load_generator
 from emca.module import PoseTransferModule
@@ -49,40 +49,30 @@ def assert_replicas_equal(records: list[dict]) -> None:
 
 
 @pytest.mark.slow
-def test_two_process_ddp_on_cpu_splits_the_data_and_keeps_the_replicas_equal(tmp_path: Path) -> None:
+def test_two_process_ddp_splits_the_data_keeps_the_replicas_equal_and_resumes(tmp_path: Path) -> None:
+    """Two processes stopped after 2 of 6 iterations, then resumed from last.ckpt: they continue to the end
+    together, each on its own half of the shuffled pairs, with equal replicas and equal validation metrics."""
     data_root, run_dir = tmp_path / "data", tmp_path / "run"
     make_dataset(data_root, height=32, width=16)
-    result = ddp_train(data_root, run_dir, *iterations(3), "callbacks=[{_target_:_ddp.RankRecord}]")
-    assert result.returncode == 0, result.stderr[-3000:]
-    records = [torch.load(run_dir / f"rank{rank}.pt") for rank in (0, 1)]
-    assert [record["world_size"] for record in records] == [2, 2]
-    # 3 iterations of batch 4 each: every process trained on its own half of the shuffled pairs
-    assert [len(record["names"]) for record in records] == [12, 12]
-    assert records[0]["names"] != records[1]["names"]
-    assert_replicas_equal(records)
-    # validation metrics are reduced over both processes' images: both ranks log the same values
-    assert records[0]["validation"] and records[0]["validation"] == records[1]["validation"]
-    generator, _ = load_generator(run_dir / "checkpoints" / "last.ckpt")  # written once, by rank 0
-    for name, tensor in generator.state_dict().items():
-        assert torch.equal(tensor, records[0]["generator"][name]), name
-    assert not list(run_dir.glob("**/rank1*.ckpt"))
-
-
-@pytest.mark.slow
-def test_ddp_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
-    """Stopped after 2 of 6 iterations, then resumed from last.ckpt: both processes continue to the end together."""
-    data_root, run_dir = tmp_path / "data", tmp_path / "run"
-    make_dataset(data_root, height=32, width=16)
-    stopped = ddp_train(data_root, run_dir, *iterations(6), "callbacks=[{_target_:_tiny_training.StopAt,iteration:2}]")
+    stopped = ddp_train(data_root, run_dir, *iterations(6), stop_at(2))
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     last = run_dir / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 2 * PoseTransferModule.optimizer_steps_per_iteration
     resumed = ddp_train(data_root, run_dir, *iterations(6), f"resume={last}", "callbacks=[{_target_:_ddp.RankRecord}]")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     records = [torch.load(run_dir / f"rank{rank}.pt") for rank in (0, 1)]
+    assert [record["world_size"] for record in records] == [2, 2]
     assert [record["global_step"] for record in records] == [6 * PoseTransferModule.optimizer_steps_per_iteration] * 2
-    assert [len(record["names"]) for record in records] == [16, 16]  # the 4 iterations after the resume
+    # the 4 iterations after the resume, of batch 4 each: every process trained on its own half of the pairs
+    assert [len(record["names"]) for record in records] == [16, 16]
+    assert records[0]["names"] != records[1]["names"]
     assert_replicas_equal(records)
+    # validation metrics are reduced over both processes' images: both ranks log the same values
+    assert records[0]["validation"] and records[0]["validation"] == records[1]["validation"]
+    generator, _ = load_generator(last)  # written once, by rank 0
+    for name, tensor in generator.state_dict().items():
+        assert torch.equal(tensor, records[0]["generator"][name]), name
+    assert not list(run_dir.glob("**/rank1*.ckpt"))
 
 
 CLUSTERS = {

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _fake_data import PHOTO_SIZE, pose_json_text, write_person_photos
-from _tiny_training import moved_adapter, tiny_checkpoint
+from _tiny_training import moved_adapter
 from PIL import Image
 
 pytest.importorskip("gradio", reason="the demo page needs Gradio, which is not installed: pip install 'emca[demo]'")
@@ -26,15 +26,8 @@ from emca.infer import InferOptions, Pose, Transfer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: fastest on one thread on a shared CPU
-    try:
-        yield tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
-    finally:
-        torch.set_num_threads(threads)
+def checkpoint(tiny_run_checkpoint: Path) -> Path:
+    return tiny_run_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import torch
-from _tiny_training import REPO, moved_adapter, tiny_checkpoint
+from _tiny_training import REPO, moved_adapter
 from hydra import compose, initialize_config_dir
 
 from emca.cli import user_errors
@@ -38,8 +38,8 @@ class _RunsCode:
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("base"))
+def base(tiny_run_checkpoint: Path) -> Path:
+    return tiny_run_checkpoint
 
 
 @pytest.fixture()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _fake_data import PHOTO_SIZE, pose_json_text, write_person_photos
-from _tiny_training import moved_adapter, tiny_checkpoint
+from _tiny_training import moved_adapter
 from PIL import Image
 
 from emca.data.annotations import write_annotations, write_pairs
@@ -19,8 +19,8 @@ from emca.io import atomic_torch_save, safe_torch_load
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+def checkpoint(tiny_run_checkpoint: Path) -> Path:
+    return tiny_run_checkpoint
 
 
 @pytest.fixture(scope="module")

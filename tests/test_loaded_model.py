@@ -13,7 +13,7 @@ import torch
 from _tiny_training import moved_adapter
 from safetensors.torch import load_file, save_file
 
-from emca.checkpoint import LoadLimits
+from emca.checkpoint import LoadLimits, check_finite
 from emca.cli import user_errors
 from emca.errors import CheckpointError
 from emca.infer import main as infer_main
@@ -38,7 +38,7 @@ def with_config(folder: Path, section: str, field: str, value: object) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
 def test_a_model_with_non_finite_weights_is_refused(bad: float, tmp_path: Path) -> None:
     folder = copied_model(tmp_path)
     weights = load_file(folder / "model.safetensors")
@@ -48,6 +48,20 @@ def test_a_model_with_non_finite_weights_is_refused(bad: float, tmp_path: Path) 
     with pytest.raises(CheckpointError) as error:
         PoseTransferPipeline.from_pretrained(folder, device="cpu")
     assert f"'{folder}'" in str(error.value) and f"first: '{TENSOR}'" in str(error.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_one_non_finite_value_anywhere_is_found(dtype: torch.dtype) -> None:
+    """check_finite against isfinite, value by value: one NaN or infinity at any place of a tensor."""
+    tensors = {"clean": torch.randn(7, 5).to(dtype), "empty": torch.zeros(0, dtype=dtype), "steps": torch.arange(9)}
+    check_finite(tensors, "clean.ckpt")
+    for place in range(35):
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            broken = torch.randn(7, 5).to(dtype)
+            broken.view(-1)[place] = bad
+            assert not broken.isfinite().all()
+            with pytest.raises(CheckpointError, match="first: 'broken'"):
+                check_finite({**tensors, "broken": broken}, "broken.ckpt")
 
 
 def test_infer_names_the_non_finite_tensor_without_a_traceback(tmp_path: Path, capsys) -> None:
@@ -106,12 +120,10 @@ def test_a_deeply_nested_config_is_refused(tmp_path: Path) -> None:
         PoseTransferPipeline.from_pretrained(folder, device="cpu")
 
 
-def test_an_adapter_with_non_finite_tensors_is_refused(tmp_path: Path) -> None:
-    from _tiny_training import tiny_checkpoint
-
+def test_an_adapter_with_non_finite_tensors_is_refused(tiny_run_checkpoint: Path, tmp_path: Path) -> None:
     from emca.personalize.adapter import load_personalized_generator
 
-    checkpoint = tiny_checkpoint(tmp_path / "tiny")
+    checkpoint = tiny_run_checkpoint
     path = moved_adapter(checkpoint, tmp_path / "adapter.pt")
     content = safe_torch_load(path)
     name = next(iter(content["state"]))

@@ -39,6 +39,15 @@ def map_large_blocks() -> bool:
     return bool(mallopt and mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
+@functools.cache
+def _freeze_survivors() -> None:
+    """Move what is alive at the first measurement (the imported libraries: torch alone brings hundreds of
+    thousands of objects) out of the collector's sight, once: each later gc.collect then scans only what was
+    made since, a few milliseconds instead of a third of a second."""
+    gc.collect()
+    gc.freeze()
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -78,7 +87,8 @@ def peak_mebibytes(step: Callable[[], object], device: torch.device) -> float | 
     if device.type != "cuda":
         if not PROC_CLEAR_REFS.exists() or not map_large_blocks():
             return None
-        gc.collect()
+        _freeze_survivors()
+        gc.collect()  # cyclic garbage of the previous call would otherwise count as held before this one
         before = _status_kib("VmRSS")
         PROC_CLEAR_REFS.write_text("5")  # resets VmHWM, the peak resident set, to the current size
         step()
