@@ -17,7 +17,7 @@ from _tiny_training import REPO, iterations, logged_steps, run, tiny_config, tin
 
 import train as train_script
 from emca import checkpoint as checkpoint_module
-from emca.cli import find_user_error
+from emca.cli import find_user_error, user_errors
 from emca.errors import CheckpointError, ConfigError, DiskFull, TrainingDiverged
 from emca.io import atomic_directory, safe_torch_load
 from emca.metrics.validation import ValidationMetrics
@@ -31,6 +31,22 @@ def data_root(tmp_path: Path) -> Path:
     root = tmp_path / "data"
     make_dataset(root, height=32, width=16)
     return root
+
+
+@pytest.fixture(scope="module")
+def shared_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("faults") / "data"
+    make_dataset(root, height=32, width=16)
+    return root
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(shared_data_root: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """The tiny run from start to end without a fault, on ``shared_data_root``: what a resumed run must repeat.
+    Returns its loss recorder and run folder."""
+    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return run(tiny_config(shared_data_root, run_dir), monkeypatch), run_dir
 
 
 def step_of(checkpoint: Path) -> int:
@@ -58,9 +74,10 @@ def train_command(data_root: Path, run_dir: Path, *overrides: str) -> subprocess
 
 @pytest.mark.slow
 def test_sigterm_mid_epoch_writes_last_checkpoint_and_resume_is_exact(
-    data_root: Path, tmp_path: Path, monkeypatch
+    shared_data_root: Path, uninterrupted, tmp_path: Path, monkeypatch
 ) -> None:
     # 12 pairs, batch 4: 3 iterations per epoch; the signal comes after iteration 5, inside the second epoch
+    data_root, (full, full_dir) = shared_data_root, uninterrupted
     interrupted = tmp_path / "interrupted"
     result = train_command(data_root, interrupted, "callbacks=[{_target_:_signals.SignalAt,iteration:5}]")
     assert result.returncode != 0
@@ -69,19 +86,19 @@ def test_sigterm_mid_epoch_writes_last_checkpoint_and_resume_is_exact(
     assert step_of(last) == 5 * PoseTransferModule.optimizer_steps_per_iteration
     assert f"resume={last}" in result.stderr
 
-    full = run(tiny_config(data_root, tmp_path / "full"), monkeypatch)
     resumed = run(tiny_config(data_root, tmp_path / "resumed", f"resume={last}"), monkeypatch)
     assert [step for step, *_ in resumed.losses] == [step for step, *_ in full.losses[5:]]
     resumed_values = [value for _, *values in resumed.losses for value in values]
     full_values = [value for _, *values in full.losses[5:] for value in values]
     assert resumed_values == pytest.approx(full_values, rel=1e-5)
-    assert logged_steps(tmp_path / "resumed") == logged_steps(tmp_path / "full")[5:]
+    assert logged_steps(tmp_path / "resumed") == logged_steps(full_dir)[5:]
 
 
 @pytest.mark.slow
 def test_kill_after_an_interval_checkpoint_resumes_exactly_with_aligned_logs(
-    data_root: Path, tmp_path: Path, monkeypatch
+    shared_data_root: Path, uninterrupted, tmp_path: Path, monkeypatch
 ) -> None:
+    data_root, (full, full_dir) = shared_data_root, uninterrupted
     crashed = tmp_path / "crashed"
     # iteration 4 is the second of its epoch: saved by the 2-iteration interval, then kill -9 after iteration 5
     result = train_command(
@@ -93,12 +110,11 @@ def test_kill_after_an_interval_checkpoint_resumes_exactly_with_aligned_logs(
     assert result.returncode == -signal.SIGKILL
     last = crashed / "checkpoints" / "last.ckpt"
     assert step_of(last) == 4 * PoseTransferModule.optimizer_steps_per_iteration
-    full = run(tiny_config(data_root, tmp_path / "full"), monkeypatch)
     resumed = run(tiny_config(data_root, tmp_path / "resumed", f"resume={last}"), monkeypatch)
     resumed_values = [value for _, *values in resumed.losses for value in values]
     full_values = [value for _, *values in full.losses[4:] for value in values]
     assert resumed_values == pytest.approx(full_values, rel=1e-5)
-    assert logged_steps(tmp_path / "resumed") == logged_steps(tmp_path / "full")[4:]
+    assert logged_steps(tmp_path / "resumed") == logged_steps(full_dir)[4:]
 
 
 @pytest.mark.slow
@@ -166,11 +182,12 @@ def test_non_finite_loss_stops_the_run_and_saves_no_broken_model(
         assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()), checkpoint
 
 
-def test_non_finite_loss_exits_non_zero_without_traceback(data_root: Path, tmp_path: Path) -> None:
-    result = train_command(data_root, tmp_path / "run", "model.optim.lr=1e30")
-    assert result.returncode == 2
-    assert "Training diverged at iteration" in result.stderr and "is not finite" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_non_finite_loss_exits_non_zero_without_traceback(data_root: Path, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info, user_errors():
+        train_script.train(tiny_config(data_root, tmp_path / "run", "model.optim.lr=1e30"))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Training diverged at iteration" in err and "is not finite" in err and "Traceback" not in err
 
 
 def test_a_generator_collapsed_to_constant_images_is_reported_as_diverged(

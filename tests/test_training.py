@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -186,24 +184,17 @@ def test_checkpoint_that_would_run_code_is_refused(data_root: Path, tmp_path: Pa
     assert not marker.exists()
 
 
-def test_unknown_dataset_path_is_one_clear_paragraph(tmp_path: Path) -> None:
+def test_unknown_dataset_path_is_one_clear_paragraph(tmp_path: Path, capsys) -> None:
+    """`emca train` with a data.root that does not exist (the fault tests run the command in a fresh process)."""
+    from emca.train import main
+
     missing = tmp_path / "no_such_dataset"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "train.py"),
-            f"data.root={missing}",
-            "data.generate_if_missing=false",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert "error:" in result.stderr and str(missing) in result.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        main([f"data.root={missing}", "data.generate_if_missing=false", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "error:" in err and str(missing) in err
 
 
 def test_wrong_image_size_for_preset(data_root: Path, tmp_path: Path, monkeypatch) -> None:
