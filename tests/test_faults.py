@@ -45,16 +45,22 @@ def uninterrupted(shared_data_root: Path, tmp_path_factory: pytest.TempPathFacto
     """The tiny run from start to end without a fault, on ``shared_data_root``: what a resumed run must repeat.
     Returns its loss recorder and run folder."""
     run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        return run(tiny_config(shared_data_root, run_dir), monkeypatch), run_dir
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the faulted runs: the same thread count gives the same float sums
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            return run(tiny_config(shared_data_root, run_dir), monkeypatch), run_dir
+    finally:
+        torch.set_num_threads(threads)
 
 
 def step_of(checkpoint: Path) -> int:
     return int(safe_torch_load(checkpoint)["global_step"])
 
 
-def train_command(data_root: Path, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
+def start_training(data_root: Path, run_dir: Path, *overrides: str) -> subprocess.Popen:
+    """`python train.py` on the tiny config in a process of its own, one thread (the runs overlap)."""
+    return subprocess.Popen(
         [
             sys.executable,
             str(REPO / "train.py"),
@@ -62,31 +68,58 @@ def train_command(data_root: Path, run_dir: Path, *overrides: str) -> subprocess
             f"hydra.run.dir={run_dir}",
             *overrides,
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": str(TESTS)},
+        env={**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"},
         # a job started in the background (as CI may start the suite) inherits SIGINT ignored, and Python then
         # never turns it into KeyboardInterrupt: give the run the default handling a terminal would
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
+def signal_at(iteration: int, signum: signal.Signals = signal.SIGTERM) -> str:
+    """The override that makes a run send itself ``signum`` after ``iteration`` (tests/_signals.py)."""
+    return f"callbacks=[{{_target_:_signals.SignalAt,iteration:{iteration},signum:{int(signum)}}}]"
+
+
+# 12 pairs, batch 4: 3 iterations per epoch
+FAULTS = {
+    "sigterm_mid_epoch": (signal_at(5),),  # inside the second epoch
+    # iteration 4 is the second of its epoch: saved by the 2-iteration interval, then kill -9 after iteration 5
+    "kill_after_interval_checkpoint": ("checkpoint_every_n_iterations=2", signal_at(5, signal.SIGKILL)),
+    "sigterm_in_first_epoch": (signal_at(1),),
+    # in a process of its own: Lightning ignores SIGINT for good once it has handled one
+    "ctrl_c": (signal_at(4, signal.SIGINT),),
+}
+
+
+@pytest.fixture(scope="module")
+def faulted(shared_data_root: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """Every run of FAULTS in a process of its own, all started at once: most of each run's time is the
+    interpreter's start-up, which overlaps on the cores. Returns name -> (the finished process, its run folder)."""
+    folder = tmp_path_factory.mktemp("faulted")
+    started = {name: start_training(shared_data_root, folder / name, *overrides) for name, overrides in FAULTS.items()}
+    finished = {}
+    for name, process in started.items():
+        stdout, stderr = process.communicate(timeout=600)
+        finished[name] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), folder / name
+    return finished
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("single_thread")  # as the faulted run
 def test_sigterm_mid_epoch_writes_last_checkpoint_and_resume_is_exact(
-    shared_data_root: Path, uninterrupted, tmp_path: Path, monkeypatch
+    shared_data_root: Path, uninterrupted, faulted, tmp_path: Path, monkeypatch
 ) -> None:
-    # 12 pairs, batch 4: 3 iterations per epoch; the signal comes after iteration 5, inside the second epoch
-    data_root, (full, full_dir) = shared_data_root, uninterrupted
-    interrupted = tmp_path / "interrupted"
-    result = train_command(data_root, interrupted, "callbacks=[{_target_:_signals.SignalAt,iteration:5}]")
+    (full, full_dir), (result, interrupted) = uninterrupted, faulted["sigterm_mid_epoch"]
     assert result.returncode != 0
     assert "SIGTERM at iteration 5" in result.stderr and "Traceback" not in result.stderr
     last = interrupted / "checkpoints" / "last.ckpt"
     assert step_of(last) == 5 * PoseTransferModule.optimizer_steps_per_iteration
     assert f"resume={last}" in result.stderr
 
-    resumed = run(tiny_config(data_root, tmp_path / "resumed", f"resume={last}"), monkeypatch)
+    resumed = run(tiny_config(shared_data_root, tmp_path / "resumed", f"resume={last}"), monkeypatch)
     assert [step for step, *_ in resumed.losses] == [step for step, *_ in full.losses[5:]]
     resumed_values = [value for _, *values in resumed.losses for value in values]
     full_values = [value for _, *values in full.losses[5:] for value in values]
@@ -95,22 +128,15 @@ def test_sigterm_mid_epoch_writes_last_checkpoint_and_resume_is_exact(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("single_thread")  # as the faulted run
 def test_kill_after_an_interval_checkpoint_resumes_exactly_with_aligned_logs(
-    shared_data_root: Path, uninterrupted, tmp_path: Path, monkeypatch
+    shared_data_root: Path, uninterrupted, faulted, tmp_path: Path, monkeypatch
 ) -> None:
-    data_root, (full, full_dir) = shared_data_root, uninterrupted
-    crashed = tmp_path / "crashed"
-    # iteration 4 is the second of its epoch: saved by the 2-iteration interval, then kill -9 after iteration 5
-    result = train_command(
-        data_root,
-        crashed,
-        "checkpoint_every_n_iterations=2",
-        f"callbacks=[{{_target_:_signals.SignalAt,iteration:5,signum:{int(signal.SIGKILL)}}}]",
-    )
+    (full, full_dir), (result, crashed) = uninterrupted, faulted["kill_after_interval_checkpoint"]
     assert result.returncode == -signal.SIGKILL
     last = crashed / "checkpoints" / "last.ckpt"
     assert step_of(last) == 4 * PoseTransferModule.optimizer_steps_per_iteration
-    resumed = run(tiny_config(data_root, tmp_path / "resumed", f"resume={last}"), monkeypatch)
+    resumed = run(tiny_config(shared_data_root, tmp_path / "resumed", f"resume={last}"), monkeypatch)
     resumed_values = [value for _, *values in resumed.losses for value in values]
     full_values = [value for _, *values in full.losses[4:] for value in values]
     assert resumed_values == pytest.approx(full_values, rel=1e-5)
@@ -118,21 +144,17 @@ def test_kill_after_an_interval_checkpoint_resumes_exactly_with_aligned_logs(
 
 
 @pytest.mark.slow
-def test_sigterm_before_the_first_epoch_ends_is_not_a_success(data_root: Path, tmp_path: Path) -> None:
-    result = train_command(data_root, tmp_path / "run", "callbacks=[{_target_:_signals.SignalAt,iteration:1}]")
+def test_sigterm_before_the_first_epoch_ends_is_not_a_success(faulted) -> None:
+    result, run_dir = faulted["sigterm_in_first_epoch"]
     assert result.returncode != 0 and "SIGTERM at iteration 1" in result.stderr
-    assert step_of(tmp_path / "run" / "checkpoints" / "last.ckpt") == PoseTransferModule.optimizer_steps_per_iteration
+    assert step_of(run_dir / "checkpoints" / "last.ckpt") == PoseTransferModule.optimizer_steps_per_iteration
 
 
 @pytest.mark.slow
-def test_ctrl_c_writes_last_checkpoint(data_root: Path, tmp_path: Path) -> None:
-    # in a process of its own: Lightning ignores SIGINT for good once it has handled one
-    signal_at = f"callbacks=[{{_target_:_signals.SignalAt,iteration:4,signum:{int(signal.SIGINT)}}}]"
-    result = train_command(data_root, tmp_path / "run", signal_at)
+def test_ctrl_c_writes_last_checkpoint(faulted) -> None:
+    result, run_dir = faulted["ctrl_c"]
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert (
-        step_of(tmp_path / "run" / "checkpoints" / "last.ckpt") == 4 * PoseTransferModule.optimizer_steps_per_iteration
-    )
+    assert step_of(run_dir / "checkpoints" / "last.ckpt") == 4 * PoseTransferModule.optimizer_steps_per_iteration
 
 
 def test_last_checkpoint_is_the_final_state_when_validation_plateaus(

