@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -372,6 +373,9 @@ def test_worker_errors_reach_the_user_unwrapped(
     with pytest.raises(Exception) as raised:
         for _ in loader:
             pass
+    # the traceback's frames hold the loader's iterator: free it here, so that its workers are shut down now and
+    # not when a later test's garbage collection finds it (then torch waits 5 s for each worker to answer)
+    traceback.clear_frames(raised.tb)
     if num_workers:  # what torch hands on: the worker's whole traceback as the message
         assert "DataLoader worker process" in str(raised.value) and "Traceback" in str(raised.value)
     user_error = find_user_error(raised.value)
