@@ -101,6 +101,12 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=None, help="where the table goes (default: only train)")
     parser.add_argument("--name", default="xingganpp_real_seeds", help="the chart's and the CSV's file name")
+    parser.add_argument(
+        "--no-step-seconds",
+        action="store_true",
+        help="leave the runs' seconds per iteration out of the table and chart (runs that were paused, or shared "
+        "the CPU with other work, timed that and not the model)",
+    )
     args = parser.parse_args()
     for variant in args.variants:
         for seed in args.seeds:
@@ -121,6 +127,8 @@ def main() -> None:
                 "step_seconds": seconds_per_iteration(run), "iterations": ITERATIONS, "run_dir": str(run),
             })  # fmt: skip
     runs = pd.DataFrame(rows)
+    if args.no_step_seconds:
+        runs = runs.drop(columns="step_seconds")
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / f"{args.name}.csv", runs.to_csv(index=False))
     summary = summarise(runs)
