@@ -50,19 +50,23 @@ def read_frame(annotations: dict[str, np.ndarray]) -> tuple[str, str]:
     return "256x176", f"no joint of the {len(annotations):,} annotated images lies beyond x = 175"
 
 
-def into_crop_frame(annotations: dict[str, np.ndarray], given: str, label: str) -> dict[str, np.ndarray]:
-    """``annotations`` in the 256x176 frame: the frame ``given`` ("auto" reads it from them), printed with the
-    reason and, after a crop, the joints that fell outside it. ``label`` names the data in what is printed."""
+def into_crop_frame(
+    annotations: dict[str, dict[str, np.ndarray]], given: str, label: str
+) -> dict[str, dict[str, np.ndarray]]:
+    """Each split's ``{name: keypoints}`` of ``annotations`` (split -> annotations) in the 256x176 frame: the frame
+    ``given`` ("auto" reads it from all splits together), printed with the reason and, after a crop, the joints
+    that fell outside it. ``label`` names the data in what is printed."""
     assert given in KEYPOINT_FRAMES, given
-    frame, reason = (given, "as stated with --keypoints-frame") if given != "auto" else read_frame(annotations)
+    every = {name: points for split in annotations.values() for name, points in split.items()}
+    frame, reason = (given, "as stated with --keypoints-frame") if given != "auto" else read_frame(every)
     if frame == "256x176":
         print(f"{label} keypoints: the 256x176 frame ({reason}); kept as they are.")
         return annotations
-    cropped = {name: crop_keypoints(keypoints) for name, keypoints in annotations.items()}
-    lost = sum(int(visible(points).sum() - visible(cropped[name]).sum()) for name, points in annotations.items())
-    total = sum(int(visible(points).sum()) for points in annotations.values())
+    cropped = {name: crop_keypoints(points) for name, points in every.items()}
+    lost = sum(int(visible(points).sum() - visible(cropped[name]).sum()) for name, points in every.items())
+    total = sum(int(visible(points).sum()) for points in every.values())
     print(
         f"{label} keypoints: the 256x256 frame ({reason}); x shifted by -{CROP} into the crop; {lost:,} of "
         f"{total:,} joints fell outside the crop and are now missing."
     )
-    return cropped
+    return {split: {name: cropped[name] for name in named} for split, named in annotations.items()}

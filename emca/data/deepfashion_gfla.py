@@ -102,11 +102,7 @@ def read_gfla(raw_root: Path, keypoints_frame: str) -> dict[str, HighresSplit]:
                 f"'{raw_root / POSE_FOLDER}' has no keypoint file for {len(without):,} image(s) of '{pairs_path}', "
                 f"e.g. {', '.join(without[:3])} (expected pose/<MEN or WOMEN>/.../<image>.txt)."
             )
-        annotations = {name: read_pose_file(poses[name]) for name in images if name in poses}
-        read[split] = (images, annotations, pairs)
-    every = {name: points for _, annotations, _ in read.values() for name, points in annotations.items()}
-    cropped = into_crop_frame(every, keypoints_frame, "deepfashion")
-    return {
-        split: HighresSplit(images, {name: cropped[name] for name in annotations}, pairs)
-        for split, (images, annotations, pairs) in read.items()
-    }
+        read[split] = (images, {name: read_pose_file(poses[name]) for name in images if name in poses}, pairs)
+    cropped = into_crop_frame({split: annotations for split, (_, annotations, _) in read.items()}, keypoints_frame,
+                              "deepfashion")  # fmt: skip
+    return {split: HighresSplit(images, cropped[split], pairs) for split, (images, _, pairs) in read.items()}

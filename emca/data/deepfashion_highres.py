@@ -28,14 +28,15 @@ from tqdm import tqdm
 
 from emca.data.annotations import write_annotations, write_pairs
 from emca.data.dataset import make_layout, validate_split
+from emca.data.deepfashion_frame import CROPPED_WIDTH, RAW_SIZE
 from emca.data.keypoints import visible
 from emca.errors import DataError
 from emca.io import atomic_save_image
 
 SPLITS = ("train", "test")
 OUTPUT_SIZES = {"256x176": (256, 176), "512x352": (512, 352)}
-ANNOTATION_FRAME = (256, 176)
-JPEG_QUALITY = 95
+ANNOTATION_FRAME = (RAW_SIZE[0], CROPPED_WIDTH)  # the keypoints' frame, as the readers return them
+JPEG_QUALITY = 95  # re-encoding at PIL's default 75 would visibly degrade the images
 TREE_DEPTH = 4  # MEN/<category>/<id>/<file>
 TREES = "MEN/ and WOMEN/ (the img_highres trees, also accepted under img_highres/ or img/)"
 

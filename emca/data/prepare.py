@@ -39,17 +39,15 @@ from emca.data import deepfashion_dptn, deepfashion_gfla
 from emca.data.annotations import read_annotations, read_pairs, write_annotations, write_pairs
 from emca.data.dataset import PRESETS, DatasetLayout, make_layout, validate_split
 from emca.data.deepfashion_frame import CROP, KEYPOINT_FRAMES, RAW_SIZE, into_crop_frame
-from emca.data.deepfashion_highres import OUTPUT_SIZES, write_highres
+from emca.data.deepfashion_highres import JPEG_QUALITY, OUTPUT_SIZES, SPLITS, write_highres
 from emca.errors import DataError
 from emca.io import atomic_open, atomic_save_image
 
-SPLITS = ("train", "test")
 EXPECTED_PAIRS: dict[str, dict[str, int]] = {
     "deepfashion": {"train": 101_966, "test": 8_570},
     "market": {"train": 263_632, "test": 12_000},
 }
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-JPEG_QUALITY = 95  # re-encoding cropped JPEGs at PIL's default 75 would visibly degrade them
 PATN = "the PATN / XingGAN release"
 EMCA = "emca's layout"
 
@@ -248,12 +246,8 @@ def prepare_deepfashion(
         if first is not None:
             _open_checked(first, *RAW_SIZE).close()  # before any keypoint is read or image written
         annotations[split] = read_annotations(layout.annotation_path(raw_root, split))
-    every = {name: points for split in SPLITS for name, points in annotations[split].items()}
-    cropped = into_crop_frame(every, keypoints_frame_given, "deepfashion")
-    return _prepare(
-        "deepfashion", raw_root, out_root, _crop_deepfashion_image,
-        lambda split: {name: cropped[name] for name in annotations[split]}, progress,
-    )  # fmt: skip
+    cropped = into_crop_frame(annotations, keypoints_frame_given, "deepfashion")
+    return _prepare("deepfashion", raw_root, out_root, _crop_deepfashion_image, cropped.__getitem__, progress)
 
 
 def _with_pair_counts(counts: dict[str, int]) -> dict[str, int]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emca.data.keypoints import NUM_JOINTS
 from emca.errors import EmcaError
 from emca.pose.motion import HEAD, from_keypoints
 
@@ -29,7 +30,7 @@ def detect_joints(extractor: Callable[[np.ndarray], np.ndarray], image: np.ndarr
     try:
         keypoints = extractor(image.repeat(factor, axis=0).repeat(factor, axis=1))
     except EmcaError:  # nobody, or several people
-        return np.full((18, 2), np.nan)
+        return np.full((NUM_JOINTS, 2), np.nan)
     return (from_keypoints(keypoints) + 0.5) / factor - 0.5  # pixel centres, enlarged -> image
 
 
