@@ -42,10 +42,18 @@ OFF = {
 VARIANTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "xinggan_small": ("XingGAN (reduced)", "xinggan_small", ()),
     "multi_scale_only": ("+ multi-scale only", "xingganpp_small", (ALONE, OFF["enhanced"], OFF["dense"])),
+    "multi_scale_pyramid_only": ("+ multi-scale (pyramid) only", "xingganpp_small",
+                                 (ALONE, OFF["enhanced"], OFF["dense"], "model.generator.multi_scale.pool_factors=[]",
+                                  "model.generator.multi_scale.pyramid_factors=[2,4]")),
     # without multi-scale the only branch is the full one, so EA refines that
     "enhanced_only": ("+ enhanced attention only", "xingganpp_small",
                       (ALONE, OFF["multi_scale"], "model.generator.enhanced_attention.branches=[full]", OFF["dense"])),
+    "enhanced_columns_only": ("+ enhanced attention (columns) only", "xingganpp_small",
+                              (ALONE, OFF["multi_scale"], "model.generator.enhanced_attention.branches=[full]",
+                               "model.generator.enhanced_attention.over=columns", OFF["dense"])),
     "dense_only": ("+ dense fusion only", "xingganpp_small", (ALONE, OFF["multi_scale"], OFF["enhanced"])),
+    "dense_gated_only": ("+ dense fusion (gated) only", "xingganpp_small",
+                         (ALONE, OFF["multi_scale"], OFF["enhanced"], "model.generator.dense_fusion.mode=gated")),
     "xingganpp_2blocks": ("XingGAN++ (reduced, 2 blocks)", "xingganpp_small", (ALONE,)),
     "xingganpp_small": ("XingGAN++ (reduced, 3 blocks)", "xingganpp_small", ()),
 }  # fmt: skip

@@ -13,7 +13,7 @@ from _fake_data import make_dataset
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
-from torch import nn
+from torch import Tensor, nn
 
 from emca.build import build, build_generator
 from emca.config import to_plain
@@ -24,13 +24,15 @@ from emca.io import atomic_torch_save
 from emca.networks.attention import ReferenceAttention, SDPAttention
 from emca.networks.attention_recording import record_attention
 from emca.networks.cross_attention import MemoryKeys, XingAttention, to_tokens
+from emca.networks.dense_fusion import GatedStageSum
+from emca.networks.enhanced_attention import EnhancedAttention
 from emca.networks.generator import XingBlock, XingGenerator
 from emca.networks.multiscale import AttentionScale, MultiScaleXingAttention, ScaleSpec
 from emca.networks.xingganpp import XingGANPlusPlusGenerator
 
 REPO = Path(__file__).resolve().parents[1]
 # 32x16 images: an 8x4 token grid; windows of 3 do not divide it, so the shifted last windows are used
-MULTI_SCALE = {"enabled": True, "pool_factors": [2, 4], "window_sizes": [3]}
+MULTI_SCALE = {"enabled": True, "pool_factors": [2, 4], "pyramid_factors": [2], "window_sizes": [3]}
 ENHANCED = {"enabled": True, "branches": ["pool", "window"], "inner_channels": 4, "heads": 2}
 
 
@@ -161,26 +163,89 @@ def test_enhanced_attention_at_initialisation_changes_nothing(multi_scale):
         assert (with_ea(*inputs) - plain).abs().max() > 1e-8
 
 
-def test_dense_fusion_starts_as_the_last_block():
+DENSE_EXTRAS = {
+    "concat": {"weight", "bias"},
+    "gated": {"stage_weights", *(f"gates.{k}.{field}" for k in (0, 1) for field in ("weight", "bias"))},
+}
+
+
+@pytest.mark.parametrize("mode", ["concat", "gated"])
+def test_dense_fusion_starts_as_the_last_block(mode):
     torch.manual_seed(0)
-    dense = plus_plus(ngf=8, num_blocks=3, dropout=0.0, dense_fusion=True).double().eval()
+    dense = plus_plus(ngf=8, num_blocks=3, dropout=0.0, dense_fusion={"enabled": True, "mode": mode}).double().eval()
     plain = XingGenerator(ngf=8, num_blocks=3, dropout=0.0).double().eval()
     assert load_shared_weights(plain, dense) == {
-        f"stage_aggregation.{stream}_reduction.{field}"
+        f"stage_aggregation.{stream}_reduction.{name}"
         for stream in ("appearance", "shape")
-        for field in ("weight", "bias")
+        for name in DENSE_EXTRAS[mode]
     }
     set_gamma(dense, 0.5)
     set_gamma(plain, 0.5)
     inputs = random_inputs(dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(dense(*inputs), plain(*inputs), rtol=0, atol=1e-12)
-        dense.stage_aggregation.shape_reduction.weight[:, :8].normal_(0, 0.1)  # let the first block in
+        shape_reduction = dense.stage_aggregation.shape_reduction
+        if mode == "concat":
+            shape_reduction.weight[:, :8].normal_(0, 0.1)  # let the first block in
+        else:
+            shape_reduction.stage_weights.fill_(0.5)
         assert (dense(*inputs) - plain(*inputs)).abs().max() > 1e-4
 
 
+def test_gated_stage_sum_matches_its_formula():
+    """last + sum_k w_k * sigmoid(W_k [stage_k; last] + b_k) * stage_k, written per pixel and channel."""
+    torch.manual_seed(0)
+    gated = GatedStageSum(3, 4).double()
+    with torch.no_grad():
+        gated.stage_weights.copy_(torch.tensor([0.7, -1.3]))
+    stages = [torch.randn(2, 4, 3, 5, dtype=torch.float64) for _ in range(3)]
+    expected = stages[2].clone()
+    for k in (0, 1):
+        weight, bias = gated.gates[k].weight[:, :, 0, 0], gated.gates[k].bias
+        both = torch.cat((stages[k], stages[2]), 1)  # (B, 8, h, w)
+        logits = torch.einsum("oc,bchw->bohw", weight, both) + bias[:, None, None]
+        expected += gated.stage_weights[k] * torch.sigmoid(logits) * stages[k]
+    torch.testing.assert_close(gated(stages), expected, rtol=0, atol=1e-12)
+
+
+def inner_consensus(enhancement: EnhancedAttention, rows: Tensor, context: Tensor, space: Tensor) -> Tensor:
+    """EA's correction written out head by head: tokens = softmax(rows) @ space, inner attention from the rows'
+    tokens to the context's, its weights applied to the context rows, mixed by the per-head weights."""
+    d = enhancement.inner_channels
+    row_tokens, context_tokens = torch.softmax(rows, -1) @ space, torch.softmax(context, -1) @ space
+    correction = torch.zeros_like(rows)
+    for h in range(enhancement.heads):
+        inner_query = row_tokens @ enhancement.row_query.weight[h * d : (h + 1) * d].T
+        inner_key = context_tokens @ enhancement.row_key.weight[h * d : (h + 1) * d].T
+        inner = torch.softmax(inner_query @ inner_key.transpose(1, 2) / d**0.5, -1)
+        correction += enhancement.consensus_weight[h] * inner @ context
+    return correction
+
+
+@pytest.mark.parametrize("over", ["rows", "columns"])
+def test_enhanced_attention_matches_its_formula(over):
+    """E' = E + correction, over the queries' rows (with a pooled context) or over the keys' columns of E."""
+    torch.manual_seed(0)
+    enhancement = EnhancedAttention(6, inner_channels=3, heads=2, over=over).double()
+    with torch.no_grad():
+        enhancement.consensus_weight.copy_(torch.tensor([0.8, -0.5]))
+    query, key = torch.randn(2, 12, 6, dtype=torch.float64), torch.randn(2, 5, 6, dtype=torch.float64)
+    value, context_query = torch.randn(2, 5, 7, dtype=torch.float64), torch.randn(2, 4, 6, dtype=torch.float64)
+    raw = query @ key.transpose(1, 2)
+    if over == "rows":
+        expected = raw + inner_consensus(enhancement, raw, context_query @ key.transpose(1, 2), key)
+    else:  # the keys agree among themselves; the pooled query context plays no part
+        columns = raw.transpose(1, 2)
+        expected = raw + inner_consensus(enhancement, columns, columns, query).transpose(1, 2)
+    result = enhancement(query, key, value, context_query if over == "rows" else None)
+    torch.testing.assert_close(result.raw, raw, rtol=0, atol=1e-12)
+    torch.testing.assert_close(result.refined, expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(result.output, torch.softmax(expected, -1) @ value, rtol=0, atol=1e-12)
+
+
 def brute_force_block(block: XingBlock, appearance, shape, logits):
-    """The block's SA / AS written out per direction, with pooling by avg_pool2d and windows as masks."""
+    """The block's SA / AS written out per direction, with pooling by avg_pool2d, windows as masks and pyramid
+    levels attended at the pooled size, then upsampled."""
     appearance, shape = block.appearance_conv(appearance), block.shape_conv(shape)
     attention = block.cross_attention
     height, width = appearance.shape[-2:]
@@ -206,13 +271,19 @@ def brute_force_block(block: XingBlock, appearance, shape, logits):
         total = 0
         for weight, scale in zip(weights, attention.scales, strict=True):
             kind, size = scale.spec.kind, scale.spec.size
-            key, value = key_map, value_map
-            if kind == "pool":
+            key, value, branch_query = key_map, value_map, query
+            if kind in ("pool", "pyramid"):
                 key, value = F.avg_pool2d(key, size), F.avg_pool2d(value, size)
-            logits_ = query @ key.flatten(2)
+            if kind == "pyramid":
+                branch_query = F.avg_pool2d(attention.query(updated), size).flatten(2).transpose(1, 2)
+            logits_ = branch_query @ key.flatten(2)
             if kind == "window":
                 logits_ = logits_.masked_fill(~window_mask(size), float("-inf"))
-            total = total + weight * torch.softmax(logits_, -1) @ value.flatten(2).transpose(1, 2)
+            branch = torch.softmax(logits_, -1) @ value.flatten(2).transpose(1, 2)
+            if kind == "pyramid":  # attended at the pooled level, then bilinearly back to the grid
+                coarse = branch.transpose(1, 2).unflatten(2, (height // size, width // size))
+                branch = F.interpolate(coarse, size=(height, width), mode="bilinear").flatten(2).transpose(1, 2)
+            total = total + weight * branch
         return updated + attention.gamma * total.transpose(1, 2).reshape(updated.shape)
 
     new_appearance = attend(appearance, shape)
@@ -222,7 +293,17 @@ def brute_force_block(block: XingBlock, appearance, shape, logits):
 @pytest.mark.parametrize(
     ("height", "width", "scales"),
     [
-        (8, 4, (ScaleSpec("full"), ScaleSpec("pool", 2), ScaleSpec("window", 3), ScaleSpec("window", 2))),
+        (
+            8,
+            4,
+            (
+                ScaleSpec("full"),
+                ScaleSpec("pool", 2),
+                ScaleSpec("pyramid", 2),
+                ScaleSpec("window", 3),
+                ScaleSpec("window", 2),
+            ),
+        ),
         # windows that do not divide the grid (avg_pool2d only matches adaptive pooling on divisible sizes)
         (6, 5, (ScaleSpec("full"), ScaleSpec("window", 4), ScaleSpec("window", 2))),
     ],
@@ -299,6 +380,9 @@ def test_full_model_overfits_one_batch():
         ({"enhanced_attention": {"enabled": True, "branches": ["pool"]}}, "enhanced_attention.branches"),
         ({"enhanced_attention": {"enabled": True, "branches": ["full"], "heads": 0}}, "enhanced_attention.heads"),
         ({"dense_fusion": {"enabled": "yes"}}, "dense_fusion.enabled"),
+        ({"dense_fusion": {"enabled": True, "mode": "sum"}}, "dense_fusion.mode"),
+        ({"multi_scale": {"enabled": True, "pyramid_factors": [1]}}, "multi_scale.pyramid_factors"),
+        ({"enhanced_attention": {"enabled": True, "branches": ["full"], "over": "keys"}}, "enhanced_attention.over"),
     ],
 )
 def test_bad_configuration_names_the_field(options, field):
@@ -325,24 +409,31 @@ def test_recording_captures_attention_without_changing_the_output():
         key = to_tokens(attention.key(torch.cat((shape, appearance))))
         after = generator(*inputs)
     torch.testing.assert_close(recorded, plain, rtol=0, atol=0)
-    assert len(recorder.records) == 8, "leaving the context removes the recording hooks"
+    assert len(recorder.records) == 10, "leaving the context removes the recording hooks"
     torch.testing.assert_close(after, plain, rtol=0, atol=0)
     names = [(record.block, record.scale) for record in recorder.records]
-    assert names == [(b, s) for b in (0, 1) for s in ("full", "pool2", "pool4", "window3")]
-    grids = {"full": (8, 4), "pool2": (4, 2), "pool4": (2, 1), "window3": (8, 4)}
+    assert names == [(b, s) for b in (0, 1) for s in ("full", "pool2", "pool4", "pyramid2", "window3")]
+    grids = {"full": (8, 4), "pool2": (4, 2), "pool4": (2, 1), "pyramid2": (4, 2), "window3": (8, 4)}
     for record in recorder.records:
         assert record.attention.shape == (2, 3, *grids[record.scale])
         torch.testing.assert_close(record.attention.sum((-2, -1)), torch.ones(2, 3))
-        assert (record.refined is None) == (record.scale == "full")  # EA on pool and window branches only
+        assert (record.refined is None) == (record.scale in ("full", "pyramid2"))  # EA on pool and window only
         if record.refined is not None:  # untrained EA: E' = E
             torch.testing.assert_close(record.refined, record.raw, equal_nan=True)
         if record.scale == "window3":  # 3x3 windows: 9 keys each, the rest of the grid untouched
             assert ((record.attention > 0).sum((-2, -1)) == 9).all()
             assert (record.raw.isnan().sum((-2, -1)) == 32 - 9).all()
-    full = recorder.records[0]
+    full, pyramid = recorder.records[0], recorder.records[3]
+    pooled_query, pooled_key = (
+        to_tokens(F.avg_pool2d(projection(torch.cat(pair)), 2))
+        for projection, pair in ((attention.query, (appearance, shape)), (attention.key, (shape, appearance)))
+    )
+    cells = [0, 2, 7]  # the 2x2 cells of the 4x2 pooled grid holding tokens 0 (0, 0), 13 (3, 1), 31 (7, 3)
     for direction, row in enumerate((1, 3 + 1)):
         expected = torch.softmax(query[row, tokens] @ key[row].T, -1).reshape(3, 8, 4)
         torch.testing.assert_close(full.attention[direction], expected)
+        expected = torch.softmax(pooled_query[row, cells] @ pooled_key[row].T, -1).reshape(3, 4, 2)
+        torch.testing.assert_close(pyramid.attention[direction], expected)
 
 
 def test_recording_refuses_xinggan_and_tokens_off_the_grid():

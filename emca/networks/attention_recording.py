@@ -72,7 +72,11 @@ class AttentionRecorder:
 def _key_maps(rows: Tensor, tokens: Tensor, keys: KeySet, height: int, width: int, fill: float) -> Tensor:
     """Rows (B', N', M) of a branch's matrix -> the rows of the query ``tokens`` (Q,) as maps on the key grid
     (B, Q, hk, wk): the grid or pooled grid, or for windows the full grid with ``fill`` outside each query's
-    window. Memory tokens (keys beyond the grid) are not on any grid and are left out."""
+    window; a pyramid branch's query is the pooled cell holding the grid token. Memory tokens (keys beyond the
+    grid) are not on any grid and are left out."""
+    if keys.query_grid is not None:  # adaptive pooling's cell of (row, col): (row * rows' // rows, col * ...)
+        rows_pooled, cols_pooled = keys.query_grid
+        tokens = tokens // width * rows_pooled // height * cols_pooled + tokens % width * cols_pooled // width
     if keys.partition is None:
         grid_keys = keys.key_grid[0] * keys.key_grid[1]
         return rows[:, tokens, :grid_keys].unflatten(-1, keys.key_grid)

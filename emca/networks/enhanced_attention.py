@@ -17,6 +17,11 @@ E = query @ key^T (B, N, M):
    ``E' = E + sum_h weight[h] * consensus_h``. The weights start at zero, so an untrained EA leaves
    the attention exactly unchanged and training decides how much consensus to add.
 
+``over: columns`` is the other reading, closer to AiATrack's own: the tokens are the keys' correlation
+columns E[:, m] (each described by ``softmax(E[:, m]) @ query``, where in query space the key is looked
+at from), the keys agree among themselves (an M x M inner matrix; no pooled context), and the
+consensus columns are added to E the same way.
+
 EA needs E explicitly, so a branch with EA computes softmax(E') @ value with explicit matrices (bmm)
 instead of calling the attention backend; the fused backend cannot serve it. Its cost is the
 (B, N, M) matrix plus the heads' (B, heads, N, M) consensus; that is why XingGAN++ applies it to the
@@ -31,6 +36,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+CONSENSUS_AXES = ("rows", "columns")
 
 
 def correlation(query: Tensor, key: Tensor) -> Tensor:
@@ -54,11 +61,14 @@ class EnhancedAttention(nn.Module):
         key_channels: Dk, the width of queries and keys.
         inner_channels: width of each inner-attention head.
         heads: number of inner-attention heads.
+        over: ``rows`` (the queries agree on their correlation rows) or ``columns`` (the keys agree on
+            their correlation columns).
     """
 
-    def __init__(self, key_channels: int, inner_channels: int = 16, heads: int = 2) -> None:
+    def __init__(self, key_channels: int, inner_channels: int = 16, heads: int = 2, over: str = "rows") -> None:
         super().__init__()
-        assert inner_channels >= 1 and heads >= 1, (inner_channels, heads)
+        assert inner_channels >= 1 and heads >= 1 and over in CONSENSUS_AXES, (inner_channels, heads, over)
+        self.over = over
         self.heads = heads
         self.inner_channels = inner_channels
         self.row_query = nn.Linear(key_channels, heads * inner_channels, bias=False)
@@ -71,7 +81,8 @@ class EnhancedAttention(nn.Module):
         return tokens.unflatten(-1, (self.heads, self.inner_channels)).transpose(1, 2)
 
     def refine(self, raw: Tensor, context: Tensor, key: Tensor) -> Tensor:
-        """raw E (B, N, M), context rows (B, L, M), key (B, M, Dk) -> E' (B, N, M)."""
+        """raw E (B, N, M), context rows (B, L, M), key (B, M, Dk) -> E' (B, N, M). With ``over: columns`` it
+        is called on E^T, with the queries in the role of the keys."""
         row_tokens = torch.bmm(torch.softmax(raw, -1), key)  # (B, N, Dk): where each query looks
         context_tokens = row_tokens if context is raw else torch.bmm(torch.softmax(context, -1), key)
         consensus = F.scaled_dot_product_attention(  # (B, heads, N, M); values are the context rows
@@ -88,6 +99,10 @@ class EnhancedAttention(nn.Module):
         """query (B, N, Dk), key (B, M, Dk), value (B, M, Dv), context_query (B, L, Dk) or None for the
         rows of ``query`` itself -> :class:`RefinedAttention` with output (B, N, Dv)."""
         raw = correlation(query, key)
-        context = raw if context_query is None else correlation(context_query, key)
-        refined = self.refine(raw, context, key)
+        if self.over == "columns":
+            columns = raw.transpose(1, 2)  # (B, M, N): every key's correlations with the queries
+            refined = self.refine(columns, columns, query).transpose(1, 2)
+        else:
+            context = raw if context_query is None else correlation(context_query, key)
+            refined = self.refine(raw, context, key)
         return RefinedAttention(raw, refined, torch.bmm(torch.softmax(refined, -1), value))

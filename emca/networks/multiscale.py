@@ -7,6 +7,9 @@ block runs over several scales and sub-regions at once, and their results are fu
 - ``full``: XingGAN's attention, every query against all N = h * w keys;
 - ``pool<f>``: keys and values average-pooled to a coarser pyramid level, ceil(h/f) x ceil(w/f) tokens
   (adaptive pooling, so sizes not divisible by f work), M < N: context at 1/f^2 of the cost;
+- ``pyramid<f>``: queries, keys and values all average-pooled to the ceil(h/f) x ceil(w/f) level,
+  attention computed there and its result upsampled bilinearly to the grid: a feature-pyramid level
+  (coarse queries as well as coarse keys) at 1/f^4 of the cost, the other reading of "multi-scale";
 - ``window<s>``: local attention inside s x s sub-regions. The windows tile the grid without overlap
   where s divides it; otherwise the last window of a row or column is shifted inward so that every
   window is a full s x s region of real tokens. Each query belongs to exactly one window (the one
@@ -34,8 +37,8 @@ from torch import Tensor, nn
 from emca.networks.cross_attention import MemoryKeys, XingAttention, from_tokens, to_tokens, with_memory
 from emca.networks.enhanced_attention import EnhancedAttention
 
-ScaleKind = Literal["full", "pool", "window"]
-SCALE_KINDS: tuple[str, ...] = ("full", "pool", "window")
+ScaleKind = Literal["full", "pool", "pyramid", "window"]
+SCALE_KINDS: tuple[str, ...] = ("full", "pool", "pyramid", "window")
 FUSIONS = ("softmax", "conv")
 
 
@@ -108,7 +111,8 @@ class WindowPartition:
 class KeySet(NamedTuple):
     """What one branch attends over: ``query`` (B', N', Dk) against ``key`` (B', M, Dk) / ``value``
     (B', M, Dv); windows sit on the batch axis (B' = B * windows) and ``partition`` merges them back.
-    ``context_query`` (B', L, Dk): the pooled queries EA takes its context rows from (pool branches)."""
+    ``context_query`` (B', L, Dk): the pooled queries EA takes its context rows from (pool branches);
+    ``query_grid``: the pooled (rows, cols) of a pyramid branch's queries, whose result is upsampled."""
 
     query: Tensor
     key: Tensor
@@ -116,6 +120,7 @@ class KeySet(NamedTuple):
     context_query: Tensor | None
     partition: WindowPartition | None
     key_grid: tuple[int, int]  # the (rows, cols) of the key tokens before memory: the grid, pooled grid or window
+    query_grid: tuple[int, int] | None = None
 
 
 class AttentionScale(nn.Module):
@@ -144,6 +149,10 @@ class AttentionScale(nn.Module):
             return KeySet(partition.split(query), window_key, window_value, None, partition, window_grid)
         context_query = None
         key_grid = (height, width)
+        if kind == "pyramid":
+            query, key, value = (pool_tokens(t, height, width, size) for t in (query, key, value))
+            grid = pooled_size(height, width, size)
+            return KeySet(query, *with_memory(key, value, memory), None, None, grid, grid)
         if kind == "pool":
             key, value = (pool_tokens(t, height, width, size) for t in (key, value))
             context_query = pool_tokens(query, height, width, size) if self.enhancement is not None else None
@@ -158,6 +167,9 @@ class AttentionScale(nn.Module):
             output = self.enhancement(keys.query, keys.key, keys.value, keys.context_query).output
         else:
             output = self.backend(keys.query, keys.key, keys.value)
+        if keys.query_grid is not None:
+            coarse = from_tokens(output, *keys.query_grid)
+            return to_tokens(F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False))
         return output if keys.partition is None else keys.partition.merge(output)
 
 
@@ -172,7 +184,7 @@ class MultiScaleXingAttention(XingAttention):
         fusion: ``softmax`` (learned weights over the branches) or ``conv`` (1x1 conv over their
             concatenation, C * len(scales) -> C, no bias); both start as the mean of the branches.
         enhanced_kinds: the branch kinds (``full``, ``pool``, ``window``) that get enhanced attention.
-        enhanced_inner_channels, enhanced_heads: EA's inner attention width and heads.
+        enhanced_inner_channels, enhanced_heads, enhanced_over: EA's inner attention width, heads and axis.
     """
 
     def __init__(
@@ -186,6 +198,7 @@ class MultiScaleXingAttention(XingAttention):
         enhanced_kinds: tuple[str, ...] = (),
         enhanced_inner_channels: int = 16,
         enhanced_heads: int = 2,
+        enhanced_over: str = "rows",
     ) -> None:
         super().__init__(channels, query_key_channels, backend)
         assert scales and fusion in FUSIONS, (scales, fusion)
@@ -193,7 +206,7 @@ class MultiScaleXingAttention(XingAttention):
             AttentionScale(
                 spec,
                 backend,
-                EnhancedAttention(query_key_channels, enhanced_inner_channels, enhanced_heads)
+                EnhancedAttention(query_key_channels, enhanced_inner_channels, enhanced_heads, enhanced_over)
                 if spec.kind in enhanced_kinds
                 else None,
             )

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from emca.networks.cross_attention import XingAttention
-from emca.networks.dense_fusion import DenseStageAggregation
+from emca.networks.dense_fusion import DENSE_MODES, DenseStageAggregation
+from emca.networks.enhanced_attention import CONSENSUS_AXES
 from emca.networks.generator import NUM_DOWNSAMPLING, XingGenerator
 from emca.networks.multiscale import FUSIONS, SCALE_KINDS, MultiScaleXingAttention, ScaleSpec
 from emca.options import bounded
@@ -38,13 +39,15 @@ class MultiScaleOptions:
     enabled: bool = False
     full: bool = True  # XingGAN's full-resolution branch
     pool_factors: tuple[int, ...] = bounded((2, 4), minimum=2, distinct=True, kind=int)  # key/value pyramid levels
+    # query, key and value pyramid levels, attended there and upsampled (the other reading of the scales)
+    pyramid_factors: tuple[int, ...] = bounded((), minimum=2, distinct=True, kind=int)
     window_sizes: tuple[int, ...] = bounded((4,), minimum=1, distinct=True, kind=int)  # local windows, in tokens
     fusion: str = bounded("softmax", choices=FUSIONS)
 
     def problems(self, path: str) -> list[str]:
-        if self.enabled and not (self.full or self.pool_factors or self.window_sizes):
-            return [f"Config field '{path}': no attention branch is enabled; enable 'full' or give 'pool_factors' "
-                    "or 'window_sizes'."]  # fmt: skip
+        if self.enabled and not (self.full or self.pool_factors or self.pyramid_factors or self.window_sizes):
+            return [f"Config field '{path}': no attention branch is enabled; enable 'full' or give 'pool_factors', "
+                    "'pyramid_factors' or 'window_sizes'."]  # fmt: skip
         return []
 
 
@@ -56,6 +59,7 @@ class EnhancedAttentionOptions:
     branches: tuple[str, ...] = bounded(("pool", "window"), choices=SCALE_KINDS, distinct=True, kind=str)
     inner_channels: int = bounded(16, minimum=1)
     heads: int = bounded(2, minimum=1)
+    over: str = bounded("rows", choices=CONSENSUS_AXES)  # rows: the queries agree; columns: the keys agree
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class DenseFusionOptions:
     """``model.generator.dense_fusion``: the fusion head reads every block."""
 
     enabled: bool = False
+    mode: str = bounded("concat", choices=DENSE_MODES)  # concat: 1x1 conv over all blocks; gated: gated sum
 
 
 def attention_scales(multi_scale: MultiScaleOptions) -> tuple[ScaleSpec, ...]:
@@ -72,6 +77,7 @@ def attention_scales(multi_scale: MultiScaleOptions) -> tuple[ScaleSpec, ...]:
     return (
         ((ScaleSpec("full"),) if multi_scale.full else ())
         + tuple(ScaleSpec("pool", factor) for factor in multi_scale.pool_factors)
+        + tuple(ScaleSpec("pyramid", factor) for factor in multi_scale.pyramid_factors)
         + tuple(ScaleSpec("window", size) for size in multi_scale.window_sizes)
     )
 
@@ -104,6 +110,7 @@ def attention_factory(
         enhanced_kinds=enhanced_kinds,
         enhanced_inner_channels=enhanced.inner_channels,
         enhanced_heads=enhanced.heads,
+        enhanced_over=enhanced.over,
     )
 
 
@@ -153,7 +160,9 @@ class XingGANPlusPlusGenerator(XingGenerator):
         channels = ngf * 2**NUM_DOWNSAMPLING
         # built after XingGAN's initialisation, so its own start ("last block only") is kept
         self.stage_aggregation = (
-            DenseStageAggregation(num_blocks, channels, 2 * channels) if dense_options.enabled else None
+            DenseStageAggregation(num_blocks, channels, 2 * channels, dense_options.mode)
+            if dense_options.enabled
+            else None
         )
 
     def fusion_inputs(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor) -> tuple[Tensor, Tensor]:
