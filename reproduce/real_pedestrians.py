@@ -34,7 +34,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -179,13 +179,29 @@ def crop_identity(name: str) -> tuple[int, int, int]:
     return int(match[1]), int(match[2]), int(match[3])
 
 
-def personalise(root: Path, base_ckpt: Path, workdir: Path, iterations: int, threads: int) -> dict:
-    """Personalise on the earlier half of one test identity's crops; score on the later half and on others."""
-    annotations = read_annotations(LAYOUT.annotation_path(root, "test"))
+def crops_by_identity(root: Path) -> dict[int, list[str]]:
+    """The test crops of each test identity, in video and frame order."""
     by_identity: dict[int, list[str]] = {}
-    for name in sorted(annotations, key=crop_identity):
+    for name in sorted(read_annotations(LAYOUT.annotation_path(root, "test")), key=crop_identity):
         by_identity.setdefault(crop_identity(name)[0], []).append(name)
-    subject = max(by_identity, key=lambda identity: len(by_identity[identity]))
+    return by_identity
+
+
+def personalise(
+    root: Path,
+    base_ckpt: Path,
+    workdir: Path,
+    iterations: int,
+    threads: int,
+    subject: int | None = None,
+    overrides: Sequence[str] = (),
+) -> dict:
+    """Personalise on the earlier half of one test identity's crops (by default the one with the most); score on
+    the later half and on the other identities' test pairs. A run whose adapter exists is scored, not retrained."""
+    annotations = read_annotations(LAYOUT.annotation_path(root, "test"))
+    by_identity = crops_by_identity(root)
+    if subject is None:
+        subject = max(by_identity, key=lambda identity: len(by_identity[identity]))
     crops = by_identity[subject]
     photos, held_out = crops[: len(crops) // 2], crops[len(crops) // 2 :]
     image_dir = LAYOUT.image_dir_path(root, "test")
@@ -195,14 +211,16 @@ def personalise(root: Path, base_ckpt: Path, workdir: Path, iterations: int, thr
         (subject_dir / name).write_bytes((image_dir / name).read_bytes())
     write_annotations(subject_dir / "annotations.csv", {name: annotations[name] for name in photos})
     run_dir = workdir / "personalize"
-    run_train(
-        run_dir,
-        threads,
-        "experiment=personalize",
-        f"ckpt={base_ckpt}",
-        f"data.root={subject_dir}",
-        f"model.optim.iterations={iterations}",
-    )
+    if not adapter_path_in(run_dir).is_file():
+        run_train(
+            run_dir,
+            threads,
+            "experiment=personalize",
+            f"ckpt={base_ckpt}",
+            f"data.root={subject_dir}",
+            f"model.optim.iterations={iterations}",
+            *overrides,
+        )
 
     images = {name: np.asarray(Image.open(image_dir / name)) for name in annotations}  # each crop is in many pairs
 
