@@ -11,14 +11,15 @@ outputs ([-1, 1] units).
         --base outputs/seeds/xinggan_small_s0/checkpoints/last.ckpt --runs outputs/moa \\
         --settings default --seeds 0 1 2 --out docs/results
 
-A run whose adapter exists is scored, not retrained. Prints the table (per setting and identity: mean and
-standard deviation over the seeds of each change) and writes ``NAME.csv`` (one row per run) and ``NAME.md``
-into ``--out``.
+A run whose adapter exists is scored, not retrained; a run already scored (``scores.json``) is read. Prints
+the table (per setting and identity: mean and standard deviation over the seeds of each change) and writes
+``NAME.csv`` (one row per run) and ``NAME.md`` into ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -65,10 +66,14 @@ def main() -> None:
         for identity in identities:
             for seed in args.seeds:
                 workdir = args.runs / setting / f"identity{identity}_s{seed}"
-                result = personalise(
-                    args.data, args.base, workdir, args.iterations, args.threads, identity,
-                    (*SETTINGS[setting], f"seed={seed}"),
-                )  # fmt: skip
+                scores = workdir / "scores.json"
+                if not scores.is_file():  # a run already scored is read, not scored again
+                    result = personalise(
+                        args.data, args.base, workdir, args.iterations, args.threads, identity,
+                        (*SETTINGS[setting], f"seed={seed}"),
+                    )  # fmt: skip
+                    atomic_write_text(scores, json.dumps(result, indent=2))
+                result = json.loads(scores.read_text())
                 rows.append({
                     "setting": setting, "identity": identity, "seed": seed, "photos": len(by_identity[identity]) // 2,
                     **{column: result[after] - result[before] for column, (after, before) in CHANGES.items()},
@@ -76,7 +81,7 @@ def main() -> None:
                 })  # fmt: skip
     runs = pd.DataFrame(rows)
     columns = [*CHANGES, "others drift"]
-    summary = runs.groupby(["setting", "identity"], sort=False)[columns].agg(["mean", "std"])
+    summary = runs.groupby(["setting", "identity"], sort=False)[columns].agg(["mean", "std"]).fillna(0.0)
     lines = ["| setting | identity | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     for (setting, identity), row in summary.iterrows():
         cells = [f"{row[(column, 'mean')]:+.4f} ± {row[(column, 'std')]:.4f}" for column in columns]

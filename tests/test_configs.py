@@ -34,8 +34,8 @@ REQUIRED = {"personalize": ["ckpt=base.ckpt", "data.root=me"]}
 GENERATOR_PARAMETERS = {
     "xinggan_deepfashion": 44_844_634,
     "xinggan_market": 44_853_189,
-    "xingganpp_deepfashion": 47_849_908,
-    "xingganpp_market": 47_858_463,
+    "xingganpp_deepfashion": 50_149_060,
+    "xingganpp_market": 50_157_615,
 }
 # the full-size DeepFashion XingGAN's discriminators: D_PB reads image + pose (21 channels), D_PP two images
 XINGGAN_DEEPFASHION_DISCRIMINATORS = {"pose": 3_975_424, "appearance": 3_928_384}
