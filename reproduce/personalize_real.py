@@ -13,7 +13,7 @@ outputs ([-1, 1] units).
 
 A run whose adapter exists is scored, not retrained; a run already scored (``scores.json``) is read. Prints
 the table (per setting and identity: mean and standard deviation over the seeds of each change) and writes
-``NAME.csv`` (one row per run) and ``NAME.md`` into ``--out``.
+``NAME.csv`` (one row per run) and ``NAME.png`` (bars with the seeds' standard deviation) into ``--out``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
 from real_pedestrians import crops_by_identity, personalise
 
+from emca.figures import save_figure
 from emca.io import atomic_write_text
 
 # setting: emca train overrides of the personalisation (conf/experiment/personalize.yaml is "default")
@@ -41,6 +43,20 @@ CHANGES = {  # column: (what it is, the personalise() keys it is the difference 
     "others ΔSSIM": ("other personalised ssim", "other base ssim"),
 }
 DRIFT = "other mean |personalised - base|"
+
+
+def chart(summary: pd.DataFrame, columns: list[str], path: Path) -> None:
+    """One panel per change, a bar per (setting, identity) with the seeds' standard deviation, 0 marked."""
+    figure = Figure(figsize=(3.6 * len(columns), 3.4))
+    labels = [f"{setting}\nidentity {identity}" for setting, identity in summary.index]
+    for axis, column in zip(figure.subplots(1, len(columns)), columns, strict=True):
+        axis.bar(range(len(summary)), summary[(column, "mean")], yerr=summary[(column, "std")], capsize=3,
+                 color=[f"C{i}" for i in range(len(summary))])  # fmt: skip
+        axis.axhline(0, color="black", linewidth=0.8)
+        axis.set_xticks(range(len(summary)), labels, fontsize=8)
+        axis.set_title(column)
+    figure.tight_layout()
+    save_figure(figure, path)
 
 
 def main() -> None:
@@ -91,7 +107,7 @@ def main() -> None:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out / f"{args.name}.csv", runs.to_csv(index=False))
-        atomic_write_text(args.out / f"{args.name}.md", table)
+        chart(summary, columns, args.out / f"{args.name}.png")
 
 
 if __name__ == "__main__":
