@@ -129,9 +129,10 @@ def test_release_size_parameter_counts():
             dense_fusion=True,
         )
     assert count_parameters(off) == count_parameters(xinggan) == pytest.approx(44.84e6, rel=0.005)
-    # dense fusion: 1x1 reductions 9*256 -> 256 and 9*512 -> 512 (with bias); per block 4 branch logits
-    # and EA on pool2, pool4 and window8: row query / key maps 32 -> 2 heads x 16, 2 consensus weights
-    dense = 9 * 256 * 256 + 256 + 9 * 512 * 512 + 512
+    # gated dense fusion: per stream 8 gates, 1x1 convs 2C -> C with bias (C = 256 and 512), and 8 stage weights;
+    # per block 4 branch logits (full, pyramid2, pyramid4, window8) and EA on pyramid2, pyramid4 and window8:
+    # row query / key maps 32 -> 2 heads x 16, 2 consensus weights
+    dense = sum(8 * (2 * c * c + c) + 8 for c in (256, 512))
     per_block = 4 + 3 * (2 * 32 * 32 + 2)
     assert count_parameters(full) - count_parameters(xinggan) == dense + 9 * per_block
 
@@ -375,7 +376,10 @@ def test_full_model_overfits_one_batch():
         ({"multi_scale": {"enabled": True, "pool_factors": [1]}}, "multi_scale.pool_factors"),
         ({"multi_scale": {"enabled": True, "window_sizes": "4"}}, "multi_scale.window_sizes"),
         ({"multi_scale": {"enabled": True, "scales": [2]}}, "multi_scale"),
-        ({"multi_scale": {"enabled": True, "full": False, "pool_factors": [], "window_sizes": []}}, "multi_scale"),
+        (
+            {"multi_scale": {"enabled": True, "full": False, "pyramid_factors": [], "window_sizes": []}},
+            "multi_scale",
+        ),
         ({"enhanced_attention": {"enabled": True, "branches": ["global"]}}, "enhanced_attention.branches"),
         ({"enhanced_attention": {"enabled": True, "branches": ["pool"]}}, "enhanced_attention.branches"),
         ({"enhanced_attention": {"enabled": True, "branches": ["full"], "heads": 0}}, "enhanced_attention.heads"),

@@ -38,9 +38,10 @@ class MultiScaleOptions:
 
     enabled: bool = False
     full: bool = True  # XingGAN's full-resolution branch
-    pool_factors: tuple[int, ...] = bounded((2, 4), minimum=2, distinct=True, kind=int)  # key/value pyramid levels
-    # query, key and value pyramid levels, attended there and upsampled (the other reading of the scales)
-    pyramid_factors: tuple[int, ...] = bounded((), minimum=2, distinct=True, kind=int)
+    # query, key and value pyramid levels, attended there and upsampled (the better-measured reading)
+    pyramid_factors: tuple[int, ...] = bounded((2, 4), minimum=2, distinct=True, kind=int)
+    # key/value levels against full-resolution queries (the first reading)
+    pool_factors: tuple[int, ...] = bounded((), minimum=2, distinct=True, kind=int)
     window_sizes: tuple[int, ...] = bounded((4,), minimum=1, distinct=True, kind=int)  # local windows, in tokens
     fusion: str = bounded("softmax", choices=FUSIONS)
 
@@ -56,7 +57,7 @@ class EnhancedAttentionOptions:
     """``model.generator.enhanced_attention``: EA on the listed branch kinds (full | pool | window)."""
 
     enabled: bool = False
-    branches: tuple[str, ...] = bounded(("pool", "window"), choices=SCALE_KINDS, distinct=True, kind=str)
+    branches: tuple[str, ...] = bounded(("pyramid", "window"), choices=SCALE_KINDS, distinct=True, kind=str)
     inner_channels: int = bounded(16, minimum=1)
     heads: int = bounded(2, minimum=1)
     over: str = bounded("rows", choices=CONSENSUS_AXES)  # rows: the queries agree; columns: the keys agree
@@ -67,7 +68,7 @@ class DenseFusionOptions:
     """``model.generator.dense_fusion``: the fusion head reads every block."""
 
     enabled: bool = False
-    mode: str = bounded("concat", choices=DENSE_MODES)  # concat: 1x1 conv over all blocks; gated: gated sum
+    mode: str = bounded("gated", choices=DENSE_MODES)  # gated: gated sum; concat: 1x1 conv over all blocks
 
 
 def attention_scales(multi_scale: MultiScaleOptions) -> tuple[ScaleSpec, ...]:
