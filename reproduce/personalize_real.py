@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
-from real_pedestrians import crops_by_identity, personalise
+from real_pedestrians import LAYOUT, crops_by_identity, personalise
 
+from emca.data.annotations import read_annotations
 from emca.figures import save_figure
 from emca.io import atomic_write_text
 
@@ -72,7 +73,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="where the table goes (default: print only)")
     parser.add_argument("--name", default="moa_real")
     args = parser.parse_args()
-    by_identity = crops_by_identity(args.data)
+    by_identity = crops_by_identity(read_annotations(LAYOUT.annotation_path(args.data, "test")))
     identities = args.identities or sorted(by_identity, key=lambda identity: -len(by_identity[identity]))[:3]
     unknown = sorted(set(identities) - set(by_identity))
     if unknown:

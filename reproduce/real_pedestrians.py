@@ -34,7 +34,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -179,10 +179,10 @@ def crop_identity(name: str) -> tuple[int, int, int]:
     return int(match[1]), int(match[2]), int(match[3])
 
 
-def crops_by_identity(root: Path) -> dict[int, list[str]]:
-    """The test crops of each test identity, in video and frame order."""
+def crops_by_identity(names: Iterable[str]) -> dict[int, list[str]]:
+    """From-video crop names grouped by identity, each group in video and frame order."""
     by_identity: dict[int, list[str]] = {}
-    for name in sorted(read_annotations(LAYOUT.annotation_path(root, "test")), key=crop_identity):
+    for name in sorted(names, key=crop_identity):
         by_identity.setdefault(crop_identity(name)[0], []).append(name)
     return by_identity
 
@@ -199,7 +199,7 @@ def personalise(
     """Personalise on the earlier half of one test identity's crops (by default the one with the most); score on
     the later half and on the other identities' test pairs. A run whose adapter exists is scored, not retrained."""
     annotations = read_annotations(LAYOUT.annotation_path(root, "test"))
-    by_identity = crops_by_identity(root)
+    by_identity = crops_by_identity(annotations)
     if subject is None:
         subject = max(by_identity, key=lambda identity: len(by_identity[identity]))
     crops = by_identity[subject]
