@@ -9,6 +9,8 @@ it natively, else fp32). On the 2-core development machine they take about 20 s 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +48,9 @@ def write_gfla_release(raw: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The prepared data; removed afterwards, as each run's two checkpoints take 1.2 GB and pytest keeps the
+    temporary folders of its last three sessions."""
     workdir = tmp_path_factory.mktemp("full_size")
     write_gfla_release(workdir / "raw")
     for size in ("256x176", "512x352"):
@@ -54,7 +58,8 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
             emca_main(["data", "prepare", "deepfashion", str(workdir / "raw"), str(workdir / size), "--size", size])
         assert exit_info.value.code == 0
     write_fake_vgg19(workdir / "torch_home")
-    return workdir
+    yield workdir
+    shutil.rmtree(workdir)
 
 
 def train_and_evaluate(workdir: Path, size: str, experiment: str, iterations: int, monkeypatch) -> Path:
@@ -98,6 +103,7 @@ def check_run(run: Path, height: int, width: int, iterations: int) -> None:
 def test_official_xinggan_two_iterations_at_256x176_then_eval(prepared: Path, monkeypatch) -> None:
     run = train_and_evaluate(prepared, "256x176", "xinggan_deepfashion", 2, monkeypatch)
     check_run(run, 256, 176, 2)
+    shutil.rmtree(run)  # before the 512x352 run writes its own 1.2 GB
 
 
 @pytest.mark.slow
@@ -106,3 +112,4 @@ def test_xinggan_at_512x352_with_the_chunked_backend_then_eval(prepared: Path, m
     check_run(run, 512, 352, 1)
     generator, _ = load_generator(run / "checkpoints" / "last.ckpt")
     assert any(isinstance(module, ChunkedAttention) for module in generator.modules())
+    shutil.rmtree(run)
