@@ -88,14 +88,19 @@ def collect_runs(sweep_dir: str | Path) -> pd.DataFrame:
     return runs.dropna(axis="columns", how="all")
 
 
+def mean_and_spread(runs: pd.DataFrame, by: str | list[str], columns: Sequence[str]) -> pd.DataFrame:
+    """Per group of ``by`` (in order of appearance): ``<column>_mean`` and ``<column>_std`` over its rows (the
+    seeds) for each of ``columns``; std 0 where a group has one row."""
+    summary = runs.groupby(by, sort=False)[list(columns)].agg(["mean", "std"])
+    summary.columns = [f"{column}_{statistic}" for column, statistic in summary.columns]
+    return summary.fillna({f"{column}_std": 0.0 for column in columns})
+
+
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Per variant (rows in VARIANT_ORDER): seeds, and mean / std of every metric, parameters and step time."""
     values = [column for column in (*METRICS, "parameters", "step_seconds") if column in runs]
-    grouped = runs.groupby("variant", sort=False)
-    summary = grouped[values].agg(["mean", "std"])
-    summary.columns = [f"{column}_{statistic}" for column, statistic in summary.columns]
-    summary = summary.fillna({f"{column}_std": 0.0 for column in values})  # one seed: no spread
-    summary.insert(0, "seeds", grouped["seed"].nunique())
+    summary = mean_and_spread(runs, "variant", values)
+    summary.insert(0, "seeds", runs.groupby("variant", sort=False)["seed"].nunique())
     order = [v for v in VARIANT_ORDER if v in summary.index] + [v for v in summary.index if v not in VARIANT_ORDER]
     return summary.loc[order]
 
@@ -122,19 +127,26 @@ def markdown_table(summary: pd.DataFrame) -> str:
 
 def bar_chart(summary: pd.DataFrame, path: str | Path) -> None:
     """One bar panel per metric (and step time), variants side by side with std error bars; PNG."""
-    panels = [column for column in (*METRICS, "step_seconds") if f"{column}_mean" in summary]
-    figure = Figure(figsize=(3.2 * len(panels), 3.6))
+    panels = {column: column for column in METRICS if f"{column}_mean" in summary}
+    if "step_seconds_mean" in summary:
+        panels["step_seconds"] = "step time (s)"
+    bar_panels(summary, panels, [str(label) for label in summary.index], path)
+
+
+def bar_panels(
+    summary: pd.DataFrame, panels: dict[str, str], labels: Sequence[str], path: str | Path, zero_line: bool = False
+) -> None:
+    """One panel per ``panels`` column (titled with its value), one bar per row of ``summary`` (``<column>_mean``
+    with ``<column>_std`` as the error bar), rows named by ``labels``; PNG. ``zero_line`` marks 0, for changes."""
+    figure = Figure(figsize=(3.4 * len(panels), 3.6))
     axes = figure.subplots(1, len(panels), squeeze=False)
-    for axis, column in zip(axes[0], panels, strict=True):
-        axis.bar(
-            range(len(summary)),
-            summary[f"{column}_mean"],
-            yerr=summary[f"{column}_std"],
-            capsize=3,
-            color=[f"C{i}" for i in range(len(summary))],
-        )
-        axis.set_xticks(range(len(summary)), summary.index, rotation=35, ha="right", fontsize=8)
-        axis.set_title("step time (s)" if column == "step_seconds" else column)
+    for axis, (column, title) in zip(axes[0], panels.items(), strict=True):
+        axis.bar(range(len(summary)), summary[f"{column}_mean"], yerr=summary[f"{column}_std"], capsize=3,
+                 color=[f"C{i}" for i in range(len(summary))])  # fmt: skip
+        if zero_line:
+            axis.axhline(0, color="black", linewidth=0.8)
+        axis.set_xticks(range(len(summary)), labels, rotation=35, ha="right", fontsize=8)
+        axis.set_title(title)
     figure.tight_layout()
     save_figure(figure, path)
 

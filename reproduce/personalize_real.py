@@ -23,11 +23,10 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.figure import Figure
 from real_pedestrians import LAYOUT, crops_by_identity, personalise
 
+from emca.ablation import bar_panels, mean_and_spread
 from emca.data.annotations import read_annotations
-from emca.figures import save_figure
 from emca.io import atomic_write_text
 
 # setting: emca train overrides of the personalisation (conf/experiment/personalize.yaml is "default")
@@ -44,20 +43,6 @@ CHANGES = {  # column: (what it is, the personalise() keys it is the difference 
     "others ΔSSIM": ("other personalised ssim", "other base ssim"),
 }
 DRIFT = "other mean |personalised - base|"
-
-
-def chart(summary: pd.DataFrame, columns: list[str], path: Path) -> None:
-    """One panel per change, a bar per (setting, identity) with the seeds' standard deviation, 0 marked."""
-    figure = Figure(figsize=(3.6 * len(columns), 3.4))
-    labels = [f"{setting}\nidentity {identity}" for setting, identity in summary.index]
-    for axis, column in zip(figure.subplots(1, len(columns)), columns, strict=True):
-        axis.bar(range(len(summary)), summary[(column, "mean")], yerr=summary[(column, "std")], capsize=3,
-                 color=[f"C{i}" for i in range(len(summary))])  # fmt: skip
-        axis.axhline(0, color="black", linewidth=0.8)
-        axis.set_xticks(range(len(summary)), labels, fontsize=8)
-        axis.set_title(column)
-    figure.tight_layout()
-    save_figure(figure, path)
 
 
 def main() -> None:
@@ -98,17 +83,20 @@ def main() -> None:
                 })  # fmt: skip
     runs = pd.DataFrame(rows)
     columns = [*CHANGES, "others drift"]
-    summary = runs.groupby(["setting", "identity"], sort=False)[columns].agg(["mean", "std"]).fillna(0.0)
+    summary = mean_and_spread(runs, ["setting", "identity"], columns)
     lines = ["| setting | identity | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     for (setting, identity), row in summary.iterrows():
-        cells = [f"{row[(column, 'mean')]:+.4f} ± {row[(column, 'std')]:.4f}" for column in columns]
+        cells = [f"{row[f'{column}_mean']:+.4f} ± {row[f'{column}_std']:.4f}" for column in columns]
         lines.append(f"| {setting} | {identity} | " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"
     print(table)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out / f"{args.name}.csv", runs.to_csv(index=False))
-        chart(summary, columns, args.out / f"{args.name}.png")
+        labels = [f"{setting}, identity {identity}" for setting, identity in summary.index]
+        bar_panels(
+            summary, {column: column for column in columns}, labels, args.out / f"{args.name}.png", zero_line=True
+        )
 
 
 if __name__ == "__main__":
