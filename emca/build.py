@@ -45,7 +45,7 @@ from emca.networks.options import (
     XingGeneratorOptions,
 )
 from emca.networks.xingganpp import XingGANPlusPlusGenerator
-from emca.options import given, parse
+from emca.options import before_added, complete, given, parse
 from emca.personalize.data import SubjectDataModule, SubjectDataOptions
 
 
@@ -167,8 +167,9 @@ def check(kind: str, config: Any, field: str, source: str | None = None) -> tupl
                 + (" (emca sets it itself)" if name in entry.injected else "")
                 + f"; its options are: {', '.join(sorted(accepted))}.",
             )
+    stored = source is not None
     try:
-        parsed = parse(entry.options, options, field)
+        parsed = parse(entry.options, options, field, stored)
     except ConfigError as err:
         raise _error(source, f"'{source}': {err}" if source else str(err)) from err
     if entry.cls is FusedAttention and not parsed.allow_reference_fallback:
@@ -177,7 +178,14 @@ def check(kind: str, config: Any, field: str, source: str | None = None) -> tupl
             raise _error(
                 source, f"{field}: the fused attention backend needs a CUDA GPU, but {reason}; {_FUSED_ALTERNATIVES}."
             )
-    return entry, given(parsed, options)
+    return entry, given(parsed, {*options, *(before_added(entry.options) if stored else ())})
+
+
+def completed(kind: str, config: Mapping[str, Any], field: str) -> dict[str, Any]:
+    """``config`` with every option of its registered class written out (defaults included), as training stores
+    it in the checkpoint: a default changed later then cannot change the model the checkpoint describes."""
+    entry, options = _registered(kind, config, field, None)
+    return {"_target_": config["_target_"], **complete(parse(entry.options, options, field))}
 
 
 def build(kind: str, config: Mapping[str, Any], field: str, source: str | None = None, **injected: Any) -> Any:

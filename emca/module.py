@@ -19,7 +19,7 @@ from lightning_fabric.utilities.seed import seed_everything
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from emca.build import build_discriminators, build_generator
+from emca.build import build_discriminators, build_generator, completed
 from emca.checkpoint import last_checkpoint
 from emca.data.batch import PoseTransferBatch
 from emca.errors import TrainingDiverged
@@ -186,6 +186,9 @@ class PoseTransferModule(GeneratorModule):
         sample_count: int = 8,
     ) -> None:
         super().__init__()
+        # the checkpoint stores every generator option, defaults included, so that a default changed in a later
+        # emca cannot change the model it describes (an option it lacks is one added after it was written)
+        model = {**model, "generator": completed("generator", model["generator"], "model.generator")}
         self.save_hyperparameters()
         self.automatic_optimization = False
         # typed views of options that emca train checked where it started (emca.build.check_model)

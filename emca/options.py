@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from emca.errors import ConfigError
@@ -104,9 +104,13 @@ def _scalar(value: Any, kind: type, path: str, field: dataclasses.Field) -> Any:
     return value
 
 
-def parse(options_class: type[Options], values: Mapping[str, Any] | None, path: str) -> Options:
+def parse(options_class: type[Options], values: Mapping[str, Any] | None, path: str, stored: bool = False) -> Options:
     """``options_class`` from ``values`` (missing fields take their defaults); ``path`` is the dotted config
-    path of ``values`` (``model.optim``; "" for a command's key=value options), used in every error message."""
+    path of ``values`` (``model.optim``; "" for a command's key=value options), used in every error message.
+
+    ``stored``: ``values`` were read from a file an emca wrote (a checkpoint, an exported model), so a field it
+    lacks may be an option added since: it takes the value in the class's ``BEFORE_ADDED``, the behaviour
+    that file's emca had, and not today's default."""
     if values is None:
         values = {}
     if not isinstance(values, Mapping):
@@ -131,20 +135,41 @@ def parse(options_class: type[Options], values: Mapping[str, Any] | None, path: 
             if field.metadata.get("distinct") and len(set(value)) != len(value):
                 raise ConfigError(f"{_named(_join(path, name))} is {list(value)}; expected distinct values.")
         elif dataclasses.is_dataclass(default):
-            value = parse(type(default), {"enabled": value} if isinstance(value, bool) else value, _join(path, name))
+            nested = {"enabled": value} if isinstance(value, bool) else value
+            value = parse(type(default), nested, _join(path, name), stored)
         elif default is None:
             if value is not None:
                 value = _scalar(value, field.metadata["kind"], _join(path, name), field)
         else:
             value = _scalar(value, type(default), _join(path, name), field)
         parsed[name] = value
+    if stored:
+        parsed = {**before_added(options_class), **parsed}
     options = options_class(**parsed)
     for problem in getattr(options, "problems", lambda _: [])(path):
         raise ConfigError(problem)
     return options
 
 
-def given(options: Any, values: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The parsed values of the fields that ``values`` sets, as keyword arguments: the fields left out keep
-    the defaults of the function they are passed to."""
-    return {name: getattr(options, name) for name in values or {}}
+def before_added(options_class: type) -> dict[str, Any]:
+    """The options ``options_class`` gained after files were written without them, each with the value that
+    reproduces those files' models (its ``BEFORE_ADDED`` class variable; none by default)."""
+    return dict(getattr(options_class, "BEFORE_ADDED", {}))
+
+
+def given(options: Any, names: Iterable[str] | None) -> dict[str, Any]:
+    """The parsed values of the fields ``names`` (those a config sets), as keyword arguments: the fields left out
+    keep the defaults of the function they are passed to."""
+    return {name: getattr(options, name) for name in names or ()}
+
+
+def complete(options: Any) -> dict[str, Any]:
+    """Every field of a parsed options dataclass as plain config values (nested options as mappings, tuples as
+    lists): what a file stores so that a later change of a default cannot change the model it describes."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {field.name: plain(getattr(value, field.name)) for field in dataclasses.fields(value)}
+        return [plain(item) for item in value] if isinstance(value, tuple) else value
+
+    return plain(options)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -44,6 +45,7 @@ class MultiScaleOptions:
     pool_factors: tuple[int, ...] = bounded((), minimum=2, distinct=True, kind=int)
     window_sizes: tuple[int, ...] = bounded((4,), minimum=1, distinct=True, kind=int)  # local windows, in tokens
     fusion: str = bounded("softmax", choices=FUSIONS)
+    BEFORE_ADDED: ClassVar[dict[str, Any]] = {"pyramid_factors": ()}  # checkpoints from before pyramid levels
 
     def problems(self, path: str) -> list[str]:
         if self.enabled and not (self.full or self.pool_factors or self.pyramid_factors or self.window_sizes):
@@ -61,6 +63,7 @@ class EnhancedAttentionOptions:
     inner_channels: int = bounded(16, minimum=1)
     heads: int = bounded(2, minimum=1)
     over: str = bounded("rows", choices=CONSENSUS_AXES)  # rows: the queries agree; columns: the keys agree
+    BEFORE_ADDED: ClassVar[dict[str, Any]] = {"over": "rows"}  # checkpoints from before the columns reading
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class DenseFusionOptions:
 
     enabled: bool = False
     mode: str = bounded("gated", choices=DENSE_MODES)  # gated: gated sum; concat: 1x1 conv over all blocks
+    BEFORE_ADDED: ClassVar[dict[str, Any]] = {"mode": "concat"}  # checkpoints from before the gated reading
 
 
 def attention_scales(multi_scale: MultiScaleOptions) -> tuple[ScaleSpec, ...]:
