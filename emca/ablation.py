@@ -108,19 +108,19 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
 def markdown_table(summary: pd.DataFrame) -> str:
     """The summary as a markdown table, metrics as mean +- std."""
     metrics = [column for column in METRICS if f"{column}_mean" in summary]
+    extras = {"parameters": ("G parameters", "{:,.0f}"), "step_seconds": ("step time (s)", "{:.3f}")}
+    extras = {column: label for column, label in extras.items() if f"{column}_mean" in summary}
     header = [
         "variant",
         "seeds",
         *(f"{m} ({'↑' if METRICS[m][1] == 'higher' else '↓'})" for m in metrics),
-        "G parameters",
-        "step time (s)",
+        *(name for name, _ in extras.values()),
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for variant, row in summary.iterrows():
         cells = [str(variant), str(int(row["seeds"]))]
         cells += [f"{row[f'{m}_mean']:.4f} ± {row[f'{m}_std']:.4f}" for m in metrics]
-        cells.append(f"{round(row['parameters_mean']):,}" if "parameters_mean" in row else "")
-        cells.append(f"{row['step_seconds_mean']:.3f}" if "step_seconds_mean" in row else "")
+        cells += [form.format(row[f"{column}_mean"]) for column, (_, form) in extras.items()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -9,11 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from _fake_data import make_dataset
 from PIL import Image
 
-from emca.ablation import collect_runs, gather, main, summarise
+from emca.ablation import collect_runs, gather, main, markdown_table, summarise
 from emca.errors import DataError
 from emca.networks.generator import XingGenerator
 
@@ -143,3 +144,14 @@ def test_gather_errors_name_the_directory_or_file(tmp_path: Path, capsys) -> Non
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "nothing_here")])
     assert exit_info.value.code == 2 and "nothing_here" in capsys.readouterr().err
+
+
+def test_table_columns_follow_what_the_runs_hold() -> None:
+    """Parameters and step time appear only when the runs have them; means over the seeds, not copied values."""
+    rows = [{"variant": "a", "seed": seed, "SSIM": ssim, "parameters": 1200} for seed, ssim in enumerate([0.4, 0.5])]
+    without_time = markdown_table(summarise(pd.DataFrame(rows)))
+    assert "step time" not in without_time and "| 1,200 |" in without_time
+    assert f"{statistics.mean([0.4, 0.5]):.4f} ± {statistics.stdev([0.4, 0.5]):.4f}" in without_time
+    timed = [{**row, "step_seconds": seconds} for row, seconds in zip(rows, [0.5, 0.75], strict=True)]
+    assert "step time (s)" in markdown_table(summarise(pd.DataFrame(timed))).splitlines()[0]
+    assert "| 0.625 |" in markdown_table(summarise(pd.DataFrame(timed)))
