@@ -65,6 +65,8 @@ VARIANTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "xingganpp_2blocks": ("XingGAN++ (reduced, 2 blocks)", "xingganpp_small", (ALONE,)),
     "xingganpp_first": ("XingGAN++ (reduced, 3 blocks, first readings)", "xingganpp_small", FIRST_READINGS),
     "xingganpp_small": ("XingGAN++ (reduced, 3 blocks)", "xingganpp_small", ()),
+    "xingganpp_columns": ("XingGAN++ (reduced, 3 blocks, EA columns)", "xingganpp_small",
+                          ("model.generator.enhanced_attention.over=columns",)),
 }  # fmt: skip
 METRICS = "[ssim,mask_ssim,l1,psnr,fid,pckh,pose_detected]"
 ITERATIONS, CONSTANT = 1200, 900  # real_pedestrians.py's budget: 900 constant + 300 decaying
