@@ -133,14 +133,21 @@ def bar_chart(summary: pd.DataFrame, path: str | Path) -> None:
     bar_panels(summary, panels, [str(label) for label in summary.index], path)
 
 
+PANELS_PER_ROW = 4  # wider rows shrink to unreadable labels on a screen
+
+
 def bar_panels(
     summary: pd.DataFrame, panels: dict[str, str], labels: Sequence[str], path: str | Path, zero_line: bool = False
 ) -> None:
     """One panel per ``panels`` column (titled with its value), one bar per row of ``summary`` (``<column>_mean``
     with ``<column>_std`` as the error bar), rows named by ``labels``; PNG. ``zero_line`` marks 0, for changes."""
-    figure = Figure(figsize=(3.4 * len(panels), 3.6))
-    axes = figure.subplots(1, len(panels), squeeze=False)
-    for axis, (column, title) in zip(axes[0], panels.items(), strict=True):
+    columns = min(len(panels), PANELS_PER_ROW)
+    rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(3.6 * columns, 4.0 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False).flatten()
+    for axis in axes[len(panels) :]:
+        axis.set_visible(False)
+    for axis, (column, title) in zip(axes, panels.items(), strict=False):
         axis.bar(range(len(summary)), summary[f"{column}_mean"], yerr=summary[f"{column}_std"], capsize=3,
                  color=[f"C{i}" for i in range(len(summary))])  # fmt: skip
         if zero_line:
