@@ -23,10 +23,8 @@ Works on any generator whose ``blocks`` own their attention step as ``cross_atte
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,10 +45,6 @@ class MoAOptions:
     token_grid: tuple[int, ...] = bounded((8, 4), minimum=1, length=2)
     router_hidden: int = bounded(32, minimum=1)
     router_init_prior: float = bounded(0.9, minimum=0.5, exclusive_maximum=1)
-
-    def stored(self) -> dict[str, Any]:
-        """As an adapter file stores them: plain values (the grid as a list)."""
-        return {**dataclasses.asdict(self), "token_grid": list(self.token_grid)}
 
 
 class Router(nn.Module):

@@ -26,7 +26,7 @@ from emca.errors import CheckpointError
 from emca.metrics.validation import ValidationMetrics
 from emca.module import GeneratorModule, adam, gradients_finite
 from emca.networks.discriminator import DiscriminatorPair
-from emca.options import bounded, parse
+from emca.options import bounded, complete, parse
 from emca.personalize.adapter import adapter_path_in, architecture_fingerprint, save_adapter
 from emca.personalize.loss import MixtureOfAttentionLoss, MoALossOptions
 from emca.personalize.moa import MoAOptions, PersonalizedGenerator, subject_tokens
@@ -131,7 +131,7 @@ class PersonalizationModule(GeneratorModule):
 
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero:
-            save_adapter(self.adapter_path, self.personalized, self.fingerprint, self.moa_options.stored())
+            save_adapter(self.adapter_path, self.personalized, self.fingerprint, complete(self.moa_options))
 
     @property
     def adapter_path(self) -> Path:
