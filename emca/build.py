@@ -184,7 +184,8 @@ def check(kind: str, config: Any, field: str, source: str | None = None) -> tupl
 def completed(kind: str, config: Mapping[str, Any], field: str) -> dict[str, Any]:
     """``config`` with every option of its registered class written out (defaults included), as training stores
     it in the checkpoint: a default changed later then cannot change the model the checkpoint describes."""
-    entry, options = _registered(kind, config, field, None)
+    entry, _ = check(kind, config, field)  # a bad option gets check's message, naming the field
+    options = {key: value for key, value in config.items() if key != "_target_"}
     return {"_target_": config["_target_"], **complete(parse(entry.options, options, field))}
 
 
