@@ -108,8 +108,14 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
 def markdown_table(summary: pd.DataFrame) -> str:
     """The summary as a markdown table, metrics as mean +- std."""
     metrics = [column for column in METRICS if f"{column}_mean" in summary]
-    extras = {"parameters": ("G parameters", "{:,.0f}"), "step_seconds": ("step time (s)", "{:.3f}")}
-    extras = {column: label for column, label in extras.items() if f"{column}_mean" in summary}
+    extras = {  # column: (header, format), for the columns the runs hold
+        column: spec
+        for column, spec in {
+            "parameters": ("G parameters", "{:,.0f}"),
+            "step_seconds": ("step time (s)", "{:.3f}"),
+        }.items()
+        if f"{column}_mean" in summary
+    }
     header = [
         "variant",
         "seeds",

@@ -149,14 +149,8 @@ def _registered(kind: str, config: Any, field: str, source: str | None) -> tuple
     return known[target], options
 
 
-def check(kind: str, config: Any, field: str, source: str | None = None) -> tuple[Entry, dict[str, Any]]:
-    """The registry entry that ``config`` names and its options checked against the entry's schema, as the
-    keyword arguments to build it with (the options the config leaves out keep the constructor's defaults).
-
-    ``field`` is the config's dotted path (``model.generator``) and ``source`` the file it was read from
-    (None: the user's own config), both for error messages: a file's content is a CheckpointError, the user's
-    config a ConfigError.
-    """
+def _checked(kind: str, config: Any, field: str, source: str | None) -> tuple[Entry, dict[str, Any], Any]:
+    """The registry entry, the options ``config`` gives and their parsed options dataclass (see :func:`check`)."""
     entry, options = _registered(kind, config, field, source)
     accepted = {option.name for option in dataclasses.fields(entry.options)}
     for name in options:
@@ -167,9 +161,8 @@ def check(kind: str, config: Any, field: str, source: str | None = None) -> tupl
                 + (" (emca sets it itself)" if name in entry.injected else "")
                 + f"; its options are: {', '.join(sorted(accepted))}.",
             )
-    stored = source is not None
     try:
-        parsed = parse(entry.options, options, field, stored)
+        parsed = parse(entry.options, options, field, stored=source is not None)
     except ConfigError as err:
         raise _error(source, f"'{source}': {err}" if source else str(err)) from err
     if entry.cls is FusedAttention and not parsed.allow_reference_fallback:
@@ -178,15 +171,27 @@ def check(kind: str, config: Any, field: str, source: str | None = None) -> tupl
             raise _error(
                 source, f"{field}: the fused attention backend needs a CUDA GPU, but {reason}; {_FUSED_ALTERNATIVES}."
             )
-    return entry, given(parsed, {*options, *(before_added(entry.options) if stored else ())})
+    return entry, options, parsed
+
+
+def check(kind: str, config: Any, field: str, source: str | None = None) -> tuple[Entry, dict[str, Any]]:
+    """The registry entry that ``config`` names and its options checked against the entry's schema, as the
+    keyword arguments to build it with (the options the config leaves out keep the constructor's defaults).
+
+    ``field`` is the config's dotted path (``model.generator``) and ``source`` the file it was read from
+    (None: the user's own config), both for error messages: a file's content is a CheckpointError, the user's
+    config a ConfigError.
+    """
+    entry, options, parsed = _checked(kind, config, field, source)
+    added_since = before_added(entry.options) if source is not None else {}  # options the file may predate
+    return entry, given(parsed, {*options, *added_since})
 
 
 def completed(kind: str, config: Mapping[str, Any], field: str) -> dict[str, Any]:
     """``config`` with every option of its registered class written out (defaults included), as training stores
     it in the checkpoint: a default changed later then cannot change the model the checkpoint describes."""
-    entry, _ = check(kind, config, field)  # a bad option gets check's message, naming the field
-    options = {key: value for key, value in config.items() if key != "_target_"}
-    return {"_target_": config["_target_"], **complete(parse(entry.options, options, field))}
+    _, _, parsed = _checked(kind, config, field, None)
+    return {"_target_": config["_target_"], **complete(parsed)}
 
 
 def build(kind: str, config: Mapping[str, Any], field: str, source: str | None = None, **injected: Any) -> Any:
